@@ -1,0 +1,733 @@
+#include "correlation/registry.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "util/alloc.h"
+
+#define NONE UINT32_MAX
+
+#define DEFAULT_MAX_PENDING 1024u
+#define DEFAULT_CAP_LIST 10000u
+#define DEFAULT_CAP_COMMAND 100000u
+#define DEFAULT_CAP_EVENT 64u
+
+typedef enum phase {
+    PHASE_AWAIT_RESPONSE = 0, /* in the FIFO of actions waiting for a first response */
+    PHASE_IN_LIST,            /* list opened; items until the Complete event */
+    PHASE_AWAIT_EVENT         /* response seen; waiting for the completion event */
+} phase_t;
+
+typedef struct slot {
+    uint64_t id; /* 0: free */
+    ami_pending_cb cb;
+    void *ud;
+    int64_t deadline_ms;
+    uint32_t timeout_ms;
+    uint32_t items;
+    uint32_t dropped;
+    uint32_t cap;
+    uint32_t heap_idx;
+    uint32_t fifo_prev;
+    uint32_t fifo_next;
+    uint32_t epoch;
+    int64_t start_ns;
+    uint8_t strategy; /* as resolved */
+    uint8_t phase;
+    char action[24];
+    char completion_event[40];
+} slot_t;
+
+struct ami_registry {
+    slot_t *slots;
+    uint32_t nslots;
+    uint32_t *free_stack;
+    uint32_t nfree;
+    uint32_t *table; /* id -> slot index + 1; 0 empty; linear probing */
+    uint32_t table_mask;
+    uint32_t *heap; /* slot indices ordered by deadline */
+    uint32_t heap_len;
+    uint32_t fifo_head;
+    uint32_t fifo_tail;
+    uint32_t epoch;
+    uint32_t caps[AMI_STRATEGY_COUNT];
+    char server_key[64];
+    const ami_actionid_gen_t *ids;
+    ami_logger_t *log;
+    ami_pending_cb on_final;
+    void *on_final_ud;
+    ami_counter_t *dropped_counter;
+    ami_registry_stats_t stats;
+};
+
+static const char *const strategy_names[AMI_STRATEGY_COUNT] = {
+    [AMI_STRATEGY_AUTO] = "auto",       [AMI_STRATEGY_SINGLE] = "single",
+    [AMI_STRATEGY_LIST] = "eventlist",  [AMI_STRATEGY_COMMAND] = "command",
+    [AMI_STRATEGY_EVENT] = "completion_event",
+};
+
+const char *ami_strategy_name(ami_strategy_t s)
+{
+    return (unsigned)s < AMI_STRATEGY_COUNT ? strategy_names[s] : "unknown";
+}
+
+void ami_registry_config_default(ami_registry_config_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->max_pending = DEFAULT_MAX_PENDING;
+    cfg->server_key = "";
+}
+
+/* ---- id -> slot table (linear probing, backward-shift deletion) ---------- */
+
+static uint32_t hash_id(const ami_registry_t *r, uint64_t id)
+{
+    return (uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & r->table_mask;
+}
+
+static uint32_t table_find(const ami_registry_t *r, uint64_t id)
+{
+    for (uint32_t i = hash_id(r, id);; i = (i + 1) & r->table_mask) {
+        uint32_t e = r->table[i];
+        if (e == 0)
+            return NONE;
+        if (r->slots[e - 1].id == id)
+            return i;
+    }
+}
+
+static void table_insert(ami_registry_t *r, uint32_t slot)
+{
+    uint32_t i = hash_id(r, r->slots[slot].id);
+    while (r->table[i])
+        i = (i + 1) & r->table_mask;
+    r->table[i] = slot + 1;
+}
+
+static void table_delete(ami_registry_t *r, uint32_t i)
+{
+    r->table[i] = 0;
+    for (uint32_t j = (i + 1) & r->table_mask; r->table[j]; j = (j + 1) & r->table_mask) {
+        uint32_t home = hash_id(r, r->slots[r->table[j] - 1].id);
+        /* Move the entry back if its home is not in (i, j]. */
+        bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!between) {
+            r->table[i] = r->table[j];
+            r->table[j] = 0;
+            i = j;
+        }
+    }
+}
+
+/* ---- deadline heap --------------------------------------------------------- */
+
+static bool heap_less(const ami_registry_t *r, uint32_t a, uint32_t b)
+{
+    return r->slots[r->heap[a]].deadline_ms < r->slots[r->heap[b]].deadline_ms;
+}
+
+static void heap_swap(ami_registry_t *r, uint32_t a, uint32_t b)
+{
+    uint32_t t = r->heap[a];
+    r->heap[a] = r->heap[b];
+    r->heap[b] = t;
+    r->slots[r->heap[a]].heap_idx = a;
+    r->slots[r->heap[b]].heap_idx = b;
+}
+
+static void heap_up(ami_registry_t *r, uint32_t i)
+{
+    while (i > 0 && heap_less(r, i, (i - 1) / 2)) {
+        heap_swap(r, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void heap_down(ami_registry_t *r, uint32_t i)
+{
+    for (;;) {
+        uint32_t l = 2 * i + 1, m = i;
+        if (l < r->heap_len && heap_less(r, l, m))
+            m = l;
+        if (l + 1 < r->heap_len && heap_less(r, l + 1, m))
+            m = l + 1;
+        if (m == i)
+            return;
+        heap_swap(r, i, m);
+        i = m;
+    }
+}
+
+static void heap_push(ami_registry_t *r, uint32_t slot)
+{
+    uint32_t i = r->heap_len++;
+    r->heap[i] = slot;
+    r->slots[slot].heap_idx = i;
+    heap_up(r, i);
+}
+
+static void heap_remove(ami_registry_t *r, uint32_t slot)
+{
+    uint32_t i = r->slots[slot].heap_idx;
+    if (i == NONE)
+        return;
+    r->slots[slot].heap_idx = NONE;
+    uint32_t last = --r->heap_len;
+    if (i == last)
+        return;
+    r->heap[i] = r->heap[last];
+    r->slots[r->heap[i]].heap_idx = i;
+    heap_down(r, i);
+    heap_up(r, i);
+}
+
+/* ---- FIFO of actions awaiting their first response --------------------------- */
+
+static void fifo_push(ami_registry_t *r, uint32_t slot)
+{
+    slot_t *s = &r->slots[slot];
+    s->fifo_next = NONE;
+    s->fifo_prev = r->fifo_tail;
+    if (r->fifo_tail != NONE)
+        r->slots[r->fifo_tail].fifo_next = slot;
+    else
+        r->fifo_head = slot;
+    r->fifo_tail = slot;
+}
+
+static void fifo_remove(ami_registry_t *r, uint32_t slot)
+{
+    slot_t *s = &r->slots[slot];
+    if (s->phase != PHASE_AWAIT_RESPONSE)
+        return;
+    if (s->fifo_prev != NONE)
+        r->slots[s->fifo_prev].fifo_next = s->fifo_next;
+    else
+        r->fifo_head = s->fifo_next;
+    if (s->fifo_next != NONE)
+        r->slots[s->fifo_next].fifo_prev = s->fifo_prev;
+    else
+        r->fifo_tail = s->fifo_prev;
+    s->fifo_prev = s->fifo_next = NONE;
+}
+
+/* ---- lifecycle --------------------------------------------------------------- */
+
+static uint32_t pow2_at_least(uint32_t n)
+{
+    uint32_t p = 1;
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+static void set_caps(ami_registry_t *r, const ami_registry_config_t *cfg)
+{
+    static const uint32_t defaults[AMI_STRATEGY_COUNT] = {
+        [AMI_STRATEGY_AUTO] = DEFAULT_CAP_LIST,       [AMI_STRATEGY_SINGLE] = 1,
+        [AMI_STRATEGY_LIST] = DEFAULT_CAP_LIST,       [AMI_STRATEGY_COMMAND] = DEFAULT_CAP_COMMAND,
+        [AMI_STRATEGY_EVENT] = DEFAULT_CAP_EVENT,
+    };
+    for (int s = 0; s < AMI_STRATEGY_COUNT; s++)
+        r->caps[s] = cfg->max_messages[s] ? cfg->max_messages[s] : defaults[s];
+}
+
+ami_registry_t *ami_registry_new(const ami_registry_config_t *cfg, ami_err_t *err)
+{
+    if (!cfg || !cfg->ids) {
+        ami_err_set(err, AMI_E_INVALID, "registry needs a config with an ActionID generator");
+        return NULL;
+    }
+    uint32_t n = cfg->max_pending ? cfg->max_pending : DEFAULT_MAX_PENDING;
+    if (n > (1u << 24)) {
+        ami_err_set(err, AMI_E_INVALID, "max_pending %u is above the supported 16777216", n);
+        return NULL;
+    }
+    ami_registry_t *r = ami_calloc(1, sizeof *r);
+    if (!r)
+        goto nomem;
+    r->nslots = n;
+    r->table_mask = pow2_at_least(n * 2) - 1;
+    r->slots = ami_calloc(n, sizeof *r->slots);
+    r->free_stack = ami_malloc(n * sizeof *r->free_stack);
+    r->heap = ami_malloc(n * sizeof *r->heap);
+    r->table = ami_calloc((size_t)r->table_mask + 1, sizeof *r->table);
+    if (!r->slots || !r->free_stack || !r->heap || !r->table)
+        goto nomem;
+    for (uint32_t i = 0; i < n; i++)
+        r->free_stack[i] = n - 1 - i;
+    r->nfree = n;
+    r->fifo_head = r->fifo_tail = NONE;
+    set_caps(r, cfg);
+    snprintf(r->server_key, sizeof r->server_key, "%s", cfg->server_key ? cfg->server_key : "");
+    r->ids = cfg->ids;
+    r->log = cfg->log;
+    r->on_final = cfg->on_final;
+    r->on_final_ud = cfg->on_final_ud;
+    if (cfg->metrics)
+        r->dropped_counter = ami_metrics_counter(
+            cfg->metrics, "ami_correlation_events_dropped_total",
+            "Events for a pending action dropped past its strategy's max_messages cap",
+            (const char *const[]){"server_key", r->server_key, NULL}, NULL);
+    return r;
+nomem:
+    ami_registry_free(r);
+    ami_err_set(err, AMI_E_NOMEM, "out of memory creating a registry of %u slots", n);
+    return NULL;
+}
+
+void ami_registry_free(ami_registry_t *r)
+{
+    if (!r)
+        return;
+    ami_free(r->slots);
+    ami_free(r->free_stack);
+    ami_free(r->heap);
+    ami_free(r->table);
+    ami_free(r);
+}
+
+static void copy_name(char *dst, size_t size, const char *src)
+{
+    snprintf(dst, size, "%s", src ? src : "");
+}
+
+int ami_registry_add(ami_registry_t *r, const ami_pending_spec_t *spec, ami_err_t *err)
+{
+    if (!spec->cb || spec->id == 0 || (unsigned)spec->strategy >= AMI_STRATEGY_COUNT)
+        return ami_err_set(err, AMI_E_INVALID, "pending action needs a callback, an id and a strategy");
+    if (spec->strategy == AMI_STRATEGY_EVENT && (!spec->completion_event || !*spec->completion_event))
+        return ami_err_set(err, AMI_E_INVALID,
+                           "the completion_event strategy needs the name of the completing event");
+    if (table_find(r, spec->id) != NONE)
+        return ami_err_set(err, AMI_E_INVALID, "action id %llu is already pending",
+                           (unsigned long long)spec->id);
+    if (r->nfree == 0) {
+        r->stats.refused++;
+        return ami_err_set(err, AMI_E_LIMIT,
+                           "%u actions already pending on server %s (max_pending): wait for "
+                           "answers or raise max_pending",
+                           r->nslots, r->server_key);
+    }
+    uint32_t idx = r->free_stack[--r->nfree];
+    slot_t *s = &r->slots[idx];
+    memset(s, 0, sizeof *s);
+    s->id = spec->id;
+    s->cb = spec->cb;
+    s->ud = spec->ud;
+    s->deadline_ms = spec->deadline_ms;
+    s->timeout_ms = spec->timeout_ms;
+    s->start_ns = spec->start_ns;
+    s->strategy = (uint8_t)spec->strategy;
+    s->cap = r->caps[spec->strategy];
+    s->epoch = r->epoch;
+    s->heap_idx = NONE;
+    copy_name(s->action, sizeof s->action, spec->action);
+    copy_name(s->completion_event, sizeof s->completion_event, spec->completion_event);
+    table_insert(r, idx);
+    if (s->deadline_ms > 0)
+        heap_push(r, idx);
+    s->phase = PHASE_AWAIT_RESPONSE;
+    fifo_push(r, idx);
+    r->stats.added++;
+    return 0;
+}
+
+/* Unlink a slot from every index and return it to the free stack. */
+static void release(ami_registry_t *r, uint32_t idx)
+{
+    slot_t *s = &r->slots[idx];
+    uint32_t t = table_find(r, s->id);
+    if (t != NONE)
+        table_delete(r, t);
+    heap_remove(r, idx);
+    fifo_remove(r, idx);
+    s->id = 0;
+    r->free_stack[r->nfree++] = idx;
+}
+
+bool ami_registry_cancel(ami_registry_t *r, uint64_t id)
+{
+    uint32_t t = table_find(r, id);
+    if (t == NONE)
+        return false;
+    release(r, r->table[t] - 1);
+    return true;
+}
+
+bool ami_registry_has(const ami_registry_t *r, uint64_t id)
+{
+    return table_find(r, id) != NONE;
+}
+
+size_t ami_registry_pending(const ami_registry_t *r)
+{
+    return r->nslots - r->nfree;
+}
+
+const ami_registry_stats_t *ami_registry_stats(const ami_registry_t *r)
+{
+    return &r->stats;
+}
+
+int64_t ami_registry_next_deadline(const ami_registry_t *r)
+{
+    return r->heap_len ? r->slots[r->heap[0]].deadline_ms : 0;
+}
+
+/* ---- notifications ------------------------------------------------------------ */
+
+static void note_init(ami_pending_note_t *n, const slot_t *s, ami_pending_signal_t sig,
+                      const ami_msg_t *msg)
+{
+    memset(n, 0, sizeof *n);
+    n->signal = sig;
+    n->id = s->id;
+    n->strategy = (ami_strategy_t)s->strategy;
+    n->msg = msg;
+    n->items = s->items;
+    n->dropped = s->dropped;
+    n->truncated = s->dropped > 0;
+    n->action = s->action;
+    n->start_ns = s->start_ns;
+}
+
+static void notify(const slot_t *s, ami_pending_signal_t sig, const ami_msg_t *msg)
+{
+    ami_pending_note_t n;
+    note_init(&n, s, sig, msg);
+    s->cb(s->ud, &n);
+}
+
+/* The slot is released before the callback runs: the callback may add or
+ * cancel actions, and the note carries copies of everything it needs. */
+static void finish(ami_registry_t *r, uint32_t idx, ami_pending_signal_t sig, const ami_msg_t *msg,
+                   ami_status_t status, const char *reason)
+{
+    slot_t copy = r->slots[idx];
+    release(r, idx);
+    ami_pending_note_t n;
+    note_init(&n, &copy, sig, msg);
+    n.status = sig == AMI_PENDING_FAILED ? status : AMI_OK;
+    n.reason = reason;
+    if (sig == AMI_PENDING_DONE)
+        r->stats.completed++;
+    else
+        r->stats.failed++;
+    if (r->on_final)
+        r->on_final(r->on_final_ud, &n);
+    copy.cb(copy.ud, &n);
+}
+
+static void fail_with_server_error(ami_registry_t *r, uint32_t idx, const ami_msg_t *msg)
+{
+    char reason[200];
+    const char *text = ami_msg_get(msg, "Message");
+    const char *what = ami_msg_name(msg);
+    if (msg->kind == AMI_MSG_EVENT) {
+        const char *resp = ami_msg_get(msg, "Response");
+        const char *why = ami_msg_get(msg, "Reason");
+        snprintf(reason, sizeof reason, "%s: %s%s%s", what, resp ? resp : "Failure",
+                 why ? ", Reason " : "", why ? why : "");
+    } else {
+        snprintf(reason, sizeof reason, "%s", text && *text ? text : what);
+    }
+    finish(r, idx, AMI_PENDING_FAILED, msg, AMI_E_SERVER, reason);
+}
+
+/* ---- responses ------------------------------------------------------------------ */
+
+static bool ieq_cstr(const char *v, size_t n, const char *lit)
+{
+    return ami_str_ieq(v, n, lit, strlen(lit));
+}
+
+static bool contains_ci(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (; *hay; hay++)
+        if (ami_str_ieq(hay, strnlen(hay, n), needle, n))
+            return true;
+    return false;
+}
+
+/* "EventList: start" in any case; old servers only say "... will follow". */
+static bool opens_list(const ami_msg_t *msg)
+{
+    size_t n;
+    const char *v = ami_msg_getn(msg, "EventList", 9, &n);
+    if (v)
+        return ieq_cstr(v, n, "start");
+    const char *text = ami_msg_get(msg, "Message");
+    return text && contains_ci(text, "will follow");
+}
+
+static size_t count_output_lines(const ami_msg_t *msg)
+{
+    size_t lines = 0;
+    for (size_t i = 0; i < msg->nhdrs; i++) {
+        size_t klen;
+        const char *k = ami_msg_key(msg, i, &klen);
+        if (ieq_cstr(k, klen, "Output"))
+            lines++;
+    }
+    return lines;
+}
+
+static void on_command_response(ami_registry_t *r, uint32_t idx, const ami_msg_t *msg)
+{
+    slot_t *s = &r->slots[idx];
+    size_t lines = count_output_lines(msg);
+    if (lines > s->cap) {
+        s->dropped = (uint32_t)(lines - s->cap);
+        lines = s->cap;
+        r->stats.dropped_events += s->dropped;
+        if (r->dropped_counter)
+            ami_counter_add(r->dropped_counter, s->dropped);
+        char id[AMI_ACTIONID_MAX];
+        ami_actionid_format(r->ids, s->id, id);
+        AMI_LOG(r->log, AMI_LOG_WARN, "correlation cap reached: command output truncated",
+                AMI_F_STR("action_id", id), AMI_F_STR("server_key", r->server_key),
+                AMI_F_STR("strategy", ami_strategy_name((ami_strategy_t)s->strategy)),
+                AMI_F_UINT("count", lines), AMI_F_UINT("dropped", s->dropped));
+    }
+    s->items = (uint32_t)lines;
+    if (ami_msg_is_success(msg))
+        finish(r, idx, AMI_PENDING_DONE, msg, AMI_OK, NULL);
+    else
+        fail_with_server_error(r, idx, msg);
+}
+
+static void on_response(ami_registry_t *r, uint32_t idx, const ami_msg_t *msg)
+{
+    slot_t *s = &r->slots[idx];
+    fifo_remove(r, idx);
+    if (s->strategy == AMI_STRATEGY_COMMAND) {
+        on_command_response(r, idx, msg);
+        return;
+    }
+    if (!ami_msg_is_success(msg)) {
+        fail_with_server_error(r, idx, msg);
+        return;
+    }
+    switch ((ami_strategy_t)s->strategy) {
+    case AMI_STRATEGY_AUTO:
+    case AMI_STRATEGY_LIST:
+        if (!opens_list(msg))
+            break;
+        s->strategy = AMI_STRATEGY_LIST;
+        s->phase = PHASE_IN_LIST;
+        notify(s, AMI_PENDING_RESPONSE, msg);
+        return;
+    case AMI_STRATEGY_EVENT:
+        s->phase = PHASE_AWAIT_EVENT;
+        notify(s, AMI_PENDING_RESPONSE, msg);
+        return;
+    default:
+        break;
+    }
+    if (s->strategy == AMI_STRATEGY_AUTO)
+        s->strategy = AMI_STRATEGY_SINGLE;
+    finish(r, idx, AMI_PENDING_DONE, msg, AMI_OK, NULL);
+}
+
+/* ---- events -------------------------------------------------------------------- */
+
+static bool completes_list(const ami_msg_t *msg)
+{
+    size_t n;
+    const char *v = ami_msg_getn(msg, "EventList", 9, &n);
+    if (v)
+        return ieq_cstr(v, n, "Complete");
+    const char *name = ami_msg_name(msg);
+    size_t len = strlen(name);
+    return len > 8 && ieq_cstr(name + len - 8, 8, "Complete");
+}
+
+static void drop_item(ami_registry_t *r, slot_t *s)
+{
+    s->dropped++;
+    r->stats.dropped_events++;
+    if (r->dropped_counter)
+        ami_counter_inc(r->dropped_counter);
+    if (s->dropped > 1)
+        return; /* one WARNING per action, not one per event */
+    char id[AMI_ACTIONID_MAX];
+    ami_actionid_format(r->ids, s->id, id);
+    AMI_LOG(r->log, AMI_LOG_WARN, "correlation cap reached: dropping further events for this action",
+            AMI_F_STR("action_id", id), AMI_F_STR("server_key", r->server_key),
+            AMI_F_STR("strategy", ami_strategy_name((ami_strategy_t)s->strategy)),
+            AMI_F_STR("action", s->action), AMI_F_UINT("count", s->items),
+            AMI_F_UINT("max_messages", s->cap));
+}
+
+static void take_item(ami_registry_t *r, uint32_t idx, const ami_msg_t *msg)
+{
+    slot_t *s = &r->slots[idx];
+    if (s->items >= s->cap) {
+        drop_item(r, s);
+        return;
+    }
+    s->items++;
+    notify(s, AMI_PENDING_ITEM, msg);
+}
+
+static void log_truncated(ami_registry_t *r, const slot_t *s)
+{
+    char id[AMI_ACTIONID_MAX];
+    ami_actionid_format(r->ids, s->id, id);
+    AMI_LOG(r->log, AMI_LOG_WARN, "action completed truncated: events past the cap were dropped",
+            AMI_F_STR("action_id", id), AMI_F_STR("server_key", r->server_key),
+            AMI_F_STR("strategy", ami_strategy_name((ami_strategy_t)s->strategy)),
+            AMI_F_STR("action", s->action), AMI_F_UINT("count", s->items),
+            AMI_F_UINT("dropped", s->dropped));
+}
+
+static void on_list_event(ami_registry_t *r, uint32_t idx, const ami_msg_t *msg)
+{
+    slot_t *s = &r->slots[idx];
+    fifo_remove(r, idx);
+    s->phase = PHASE_IN_LIST;
+    if (s->strategy == AMI_STRATEGY_AUTO)
+        s->strategy = AMI_STRATEGY_LIST;
+    if (!completes_list(msg)) {
+        take_item(r, idx, msg);
+        return;
+    }
+    if (s->dropped)
+        log_truncated(r, s);
+    finish(r, idx, AMI_PENDING_DONE, msg, AMI_OK, NULL);
+}
+
+static bool event_reports_failure(const ami_msg_t *msg)
+{
+    size_t n;
+    const char *v = ami_msg_getn(msg, "Response", 8, &n);
+    return v && !ieq_cstr(v, n, "Success");
+}
+
+static void on_completion_event(ami_registry_t *r, uint32_t idx, const ami_msg_t *msg)
+{
+    slot_t *s = &r->slots[idx];
+    const char *name = ami_msg_name(msg);
+    if (!ami_str_ieq(name, strlen(name), s->completion_event, strlen(s->completion_event))) {
+        take_item(r, idx, msg);
+        return;
+    }
+    fifo_remove(r, idx);
+    if (event_reports_failure(msg))
+        fail_with_server_error(r, idx, msg);
+    else
+        finish(r, idx, AMI_PENDING_DONE, msg, AMI_OK, NULL);
+}
+
+/* ---- routing ----------------------------------------------------------------------- */
+
+static uint32_t slot_for_id(const ami_registry_t *r, const ami_msg_t *msg, bool *ours)
+{
+    size_t len;
+    const char *id = ami_msg_action_id(msg, &len);
+    uint64_t seq;
+    *ours = id && ami_actionid_parse(r->ids, id, len, &seq);
+    if (!*ours)
+        return NONE;
+    uint32_t t = table_find(r, seq);
+    return t == NONE ? NONE : r->table[t] - 1;
+}
+
+static bool route_response(ami_registry_t *r, const ami_msg_t *msg)
+{
+    bool ours;
+    uint32_t idx = slot_for_id(r, msg, &ours);
+    if (ours && idx == NONE) {
+        r->stats.unmatched++; /* answer to a cancelled or timed-out action */
+        return true;
+    }
+    if (!ours) {
+        if (msg->actionid_idx >= 0)
+            return false; /* somebody else's ActionID */
+        idx = r->fifo_head; /* no ActionID at all: answers come in order */
+        if (idx == NONE) {
+            r->stats.unmatched++;
+            return false;
+        }
+    }
+    on_response(r, idx, msg);
+    return true;
+}
+
+static bool route_event(ami_registry_t *r, const ami_msg_t *msg)
+{
+    bool ours;
+    uint32_t idx = slot_for_id(r, msg, &ours);
+    if (idx == NONE)
+        return false; /* e.g. the UserEvent an earlier UserEvent action caused */
+    if (r->slots[idx].strategy == AMI_STRATEGY_EVENT)
+        on_completion_event(r, idx, msg);
+    else if (r->slots[idx].strategy == AMI_STRATEGY_SINGLE ||
+             r->slots[idx].strategy == AMI_STRATEGY_COMMAND)
+        return false; /* a single-response action does not own events */
+    else
+        on_list_event(r, idx, msg);
+    return true;
+}
+
+bool ami_registry_on_message(ami_registry_t *r, const ami_msg_t *msg)
+{
+    if (msg->kind == AMI_MSG_RESPONSE)
+        return route_response(r, msg);
+    if (msg->kind == AMI_MSG_EVENT && msg->actionid_idx >= 0)
+        return route_event(r, msg);
+    return false;
+}
+
+/* ---- failure paths ------------------------------------------------------------------- */
+
+static void timeout_reason(const ami_registry_t *r, const slot_t *s, char *out, size_t size)
+{
+    char id[AMI_ACTIONID_MAX];
+    ami_actionid_format(r->ids, s->id, id);
+    if (s->dropped)
+        snprintf(out, size,
+                 "%s (%s) on %s timed out after %u ms: %u events past the max_messages cap of %u "
+                 "were dropped and the list never completed",
+                 s->action, id, r->server_key, s->timeout_ms, s->dropped, s->cap);
+    else if (s->phase == PHASE_IN_LIST)
+        snprintf(out, size, "%s (%s) on %s timed out after %u ms: the list started but did not "
+                 "complete (%u items so far)",
+                 s->action, id, r->server_key, s->timeout_ms, s->items);
+    else if (s->phase == PHASE_AWAIT_EVENT)
+        snprintf(out, size, "%s (%s) on %s timed out after %u ms waiting for %s",
+                 s->action, id, r->server_key, s->timeout_ms, s->completion_event);
+    else
+        snprintf(out, size, "%s (%s) on %s got no response within %u ms", s->action, id,
+                 r->server_key, s->timeout_ms);
+}
+
+size_t ami_registry_expire(ami_registry_t *r, int64_t now_ms)
+{
+    size_t n = 0;
+    while (r->heap_len && r->slots[r->heap[0]].deadline_ms <= now_ms) {
+        uint32_t idx = r->heap[0];
+        char reason[AMI_ERR_MSG_MAX];
+        timeout_reason(r, &r->slots[idx], reason, sizeof reason);
+        finish(r, idx, AMI_PENDING_FAILED, NULL, AMI_E_TIMEOUT, reason);
+        n++;
+    }
+    return n;
+}
+
+size_t ami_registry_fail_all(ami_registry_t *r, ami_status_t status, const char *reason)
+{
+    /* Actions added by the callbacks below belong to the next epoch and are
+     * left alone: each action present now fails exactly once. */
+    uint32_t epoch = r->epoch++;
+    size_t n = 0;
+    for (uint32_t i = 0; i < r->nslots; i++) {
+        if (r->slots[i].id == 0 || r->slots[i].epoch != epoch)
+            continue;
+        finish(r, i, AMI_PENDING_FAILED, NULL, status, reason ? reason : ami_status_name(status));
+        n++;
+    }
+    return n;
+}

@@ -1,0 +1,174 @@
+/*
+ * One Asterisk server connection and its health: the seed's
+ * ConnectionManager. It owns the transport, the parser and the correlation
+ * registry of one server and runs its state machine:
+ *
+ *   DISCONNECTED -> CONNECTING -> AUTHENTICATING -> CONNECTED
+ *        ^               |              |              |
+ *        +---- BACKOFF <-+--------------+--------------+   (any failure)
+ *   ami_conn_stop: -> STOPPED (Logoff sent first when connected)
+ *
+ * Login is plain (Username/Secret) or MD5 (Challenge, then Key =
+ * md5hex(challenge + secret)). After login the server-side Events mask and
+ * Filters from the options are (re)applied: they live in Asterisk's session
+ * and are lost on every reconnect.
+ *
+ * Heartbeat: a Ping every heartbeat_interval_ms; a Ping that gets no answer
+ * within heartbeat_timeout_ms is a failure; at heartbeat_max_failures
+ * consecutive failures the connection is force-closed with the reason
+ * "Max heartbeat failures": every pending action fails with it exactly once,
+ * the parser resets, the socket closes, and reconnect backoff starts.
+ * Any other failure (EOF, socket error, protocol error, login refused,
+ * connect timeout) takes the same force-close path with its own reason.
+ *
+ * Backoff: the n-th consecutive failed attempt waits a delay drawn uniformly
+ * from [initial, min(max, initial * 2^n)] (jittered, growing, bounded); a
+ * successful login resets n.
+ *
+ * Originate is always sent with "Async: true" and completes on its
+ * OriginateResponse: a synchronous Originate stalls the whole AMI session.
+ *
+ * Everything runs on the loop thread; nothing waits. Callbacks (events,
+ * state changes, action notes) may send and cancel actions; they must not
+ * free the connection.
+ */
+#ifndef AMI_HEALTH_CONN_H
+#define AMI_HEALTH_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "correlation/registry.h"
+#include "obs/log.h"
+#include "obs/metrics.h"
+#include "protocol/actionid.h"
+#include "protocol/message.h"
+#include "protocol/parser.h"
+#include "protocol/writer.h"
+#include "util/err.h"
+
+struct ev_loop;
+
+typedef enum ami_conn_state {
+    AMI_CONN_DISCONNECTED = 0,
+    AMI_CONN_CONNECTING,
+    AMI_CONN_AUTHENTICATING,
+    AMI_CONN_CONNECTED,
+    AMI_CONN_BACKOFF,
+    AMI_CONN_STOPPED,
+    AMI_CONN_STATE_COUNT
+} ami_conn_state_t;
+
+const char *ami_conn_state_name(ami_conn_state_t s);
+
+typedef enum ami_auth { AMI_AUTH_PLAIN = 0, AMI_AUTH_MD5 } ami_auth_t;
+
+#define AMI_MAX_FILTERS 32
+
+/* The seed's ClientOptions, per server. Strings are copied by ami_conn_new. */
+typedef struct ami_server_options {
+    const char *server_key;
+    const char *host;              /* an IP literal unless enforce_ip_endpoints is off */
+    uint16_t port;                 /* default 5038 */
+    const char *username;
+    const char *secret;
+    ami_auth_t auth;               /* default plain */
+    bool enforce_ip_endpoints;     /* default true */
+    uint32_t connect_timeout_ms;   /* default 5000 */
+    uint32_t login_timeout_ms;     /* banner + login must finish within; default 5000 */
+    uint32_t action_timeout_ms;    /* default for actions; default 10000 */
+    uint32_t heartbeat_interval_ms;/* default 5000; 0 disables the heartbeat */
+    uint32_t heartbeat_timeout_ms; /* default = interval */
+    uint32_t heartbeat_max_failures;/* default 3 */
+    uint32_t backoff_initial_ms;   /* default 500 */
+    uint32_t backoff_max_ms;       /* default 30000 */
+    uint32_t max_pending;          /* default 1024 */
+    size_t write_hwm;              /* default 1 MiB */
+    size_t read_chunk;             /* default 64 KiB */
+    ami_parser_limits_t parser;    /* zero fields take the parser's defaults */
+    uint32_t max_messages[AMI_STRATEGY_COUNT]; /* per-strategy caps; 0 = default */
+    const char *events;            /* Events mask sent after login ("on", "off", "call,system"); NULL = leave */
+    const char *filters[AMI_MAX_FILTERS]; /* Filter actions applied after login */
+    size_t nfilters;
+} ami_server_options_t;
+
+void ami_server_options_default(ami_server_options_t *opt);
+
+/* Check options without connecting: -1 with AMI_E_CONFIG and a clear message. */
+int ami_server_options_validate(const ami_server_options_t *opt, ami_err_t *err);
+
+typedef struct ami_conn ami_conn_t;
+
+typedef struct ami_conn_callbacks {
+    void (*on_event)(void *ud, ami_conn_t *c, const ami_msg_t *msg);
+    void (*on_state)(void *ud, ami_conn_t *c, ami_conn_state_t from, ami_conn_state_t to,
+                     const char *reason);
+} ami_conn_callbacks_t;
+
+typedef struct ami_conn_env {
+    struct ev_loop *loop;
+    ami_logger_t *log;
+    ami_metrics_t *metrics;
+    ami_actionid_gen_t *ids;  /* shared by every connection of the engine */
+    uint32_t seed;            /* for backoff jitter; 0 = random */
+} ami_conn_env_t;
+
+ami_conn_t *ami_conn_new(const ami_server_options_t *opt, const ami_conn_env_t *env,
+                         const ami_conn_callbacks_t *cb, void *ud, ami_err_t *err);
+/* Fails pending actions with AMI_E_SHUTDOWN, closes, frees. Not from a callback. */
+void ami_conn_free(ami_conn_t *c);
+
+/* Begin connecting (DISCONNECTED or STOPPED -> CONNECTING). */
+void ami_conn_start(ami_conn_t *c);
+
+/* Stop: no more reconnects. If connected, send Logoff and close when the
+ * server says Goodbye (or after grace_ms); pending actions fail with
+ * AMI_E_SHUTDOWN. State becomes STOPPED. */
+void ami_conn_stop(ami_conn_t *c, uint32_t grace_ms);
+
+/* Force-close now, as the heartbeat does: fail pending with status/reason,
+ * reset the parser, close the socket, enter backoff. */
+void ami_conn_force_close(ami_conn_t *c, ami_status_t status, const char *reason);
+
+typedef struct ami_action_req {
+    const char *name;
+    const ami_kv_t *hdrs;
+    size_t nhdrs;
+    ami_strategy_t strategy;       /* AUTO unless told; Originate -> EVENT, Command -> COMMAND */
+    const char *completion_event;  /* EVENT only; Originate's is OriginateResponse */
+    uint32_t timeout_ms;           /* 0 = the server's action_timeout_ms */
+} ami_action_req_t;
+
+/* Send an action. On success *id is its handle for ami_conn_cancel, and cb
+ * will be called with DONE or FAILED exactly once (unless cancelled), never
+ * from inside this call. -1 at once (no callback) when not connected
+ * (AMI_E_NOT_CONNECTED), over max_pending (AMI_E_LIMIT), over the write
+ * high-water mark (AMI_E_BACKPRESSURE), or for an invalid action (AMI_E_INVALID). */
+int ami_conn_send(ami_conn_t *c, const ami_action_req_t *req, ami_pending_cb cb, void *ud,
+                  uint64_t *id, ami_err_t *err);
+bool ami_conn_cancel(ami_conn_t *c, uint64_t id);
+
+ami_conn_state_t ami_conn_state(const ami_conn_t *c);
+const char *ami_conn_key(const ami_conn_t *c);
+size_t ami_conn_pending(const ami_conn_t *c);
+const char *ami_conn_last_error(const ami_conn_t *c);
+/* Delay of the backoff in progress (ms), 0 if none. */
+uint32_t ami_conn_backoff_delay(const ami_conn_t *c);
+uint32_t ami_conn_heartbeat_failures(const ami_conn_t *c);
+
+typedef struct ami_conn_stats {
+    uint64_t connects;          /* connection attempts */
+    uint64_t logins;            /* successful logins */
+    uint64_t login_failures;
+    uint64_t heartbeat_failures;
+    uint64_t force_closes;
+    uint64_t events;
+    uint64_t protocol_errors;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+} ami_conn_stats_t;
+
+const ami_conn_stats_t *ami_conn_stats(const ami_conn_t *c);
+
+#endif

@@ -1,0 +1,115 @@
+/*
+ * A simulated Asterisk cluster speaking AMI over real TCP.
+ *
+ * One ami_sim_t holds N nodes; each node listens on its own loopback port and
+ * behaves like an Asterisk 22 manager interface as recorded in
+ * tests/fixtures/asterisk (banner, Login plain and MD5, Ping, Originate with
+ * OriginateResponse and channel events, Hangup, Redirect, Setvar/Getvar,
+ * Status, CoreShowChannels, QueueStatus/QueueSummary, Command, Events,
+ * Filter, UserEvent, Logoff, errors with the real texts). It can generate
+ * realistic call traffic at a rate, flood events for benchmarks, replay a
+ * recorded .flow session, and inject the faults the tests need.
+ *
+ * It runs on the caller's libev loop (tests put the engine and the simulator
+ * on one loop: deterministic, no threads) or on its own loop in the ami-sim
+ * program. Nothing in it blocks.
+ *
+ * It is both the tests' mock AMI server and the ami-sim program's core.
+ */
+#ifndef AMI_SIM_SIM_H
+#define AMI_SIM_SIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "obs/log.h"
+#include "util/err.h"
+
+struct ev_loop;
+
+typedef struct ami_sim ami_sim_t;
+typedef struct ami_sim_node ami_sim_node_t;
+
+typedef struct ami_sim_node_config {
+    const char *name;           /* used in logs and as SystemName; default "sim<N>" */
+    const char *bind_ip;        /* default "127.0.0.1"; IPv6 literal allowed ("::1") */
+    uint16_t port;              /* 0: an ephemeral port (read it with ami_sim_node_port) */
+    const char *username;       /* accepted login; default "engine" */
+    const char *secret;         /* default "s3cret" */
+    const char *ami_version;    /* banner version; default "11.0.0" */
+    double calls_per_second;    /* background call traffic; 0 = none */
+    uint32_t call_duration_ms;  /* mean talk time of generated calls; default 3000 */
+    uint32_t seed;              /* for the traffic generator; 0 = fixed default */
+    const char *replay_flow;    /* path of a .flow file: serve that recorded session instead */
+} ami_sim_node_config_t;
+
+/* Faults, applied to the node's current and future sessions. Zero = off. */
+typedef struct ami_sim_faults {
+    bool ping_silent;              /* read Ping actions, never answer them */
+    bool all_silent;               /* read every action, answer none */
+    bool reject_login;             /* "Authentication failed" (after ~login_delay_ms), then close */
+    uint32_t login_delay_ms;       /* delay before answering Login */
+    uint32_t response_delay_ms;    /* delay before answering any other action */
+    bool no_banner;                /* accept, say nothing */
+    bool garbage_banner;           /* send a non-AMI first line */
+    bool stall_reads;              /* stop reading from clients (their write buffers fill) */
+    uint64_t close_after_bytes;    /* slam the session shut after it sent this many bytes */
+    bool close_mid_response;       /* answer the next action with half a message, then close */
+    bool half_close_after_login;   /* shutdown(SHUT_WR) right after a successful login */
+    bool send_garbage;             /* send one garbage line (no colon) to each logged-in session */
+    double flood_events_per_sec;   /* extra events to logged-in sessions; <0 = as fast as possible */
+} ami_sim_faults_t;
+
+typedef struct ami_sim_node_stats {
+    uint64_t sessions_accepted;
+    uint64_t sessions_live;
+    uint64_t logins_ok;
+    uint64_t logins_failed;
+    uint64_t actions;              /* actions received (all names) */
+    uint64_t pings;                /* Ping actions received */
+    uint64_t pings_answered;
+    uint64_t originates;
+    uint64_t events_sent;
+    uint64_t bytes_sent;
+    uint64_t bytes_received;
+    uint64_t calls_started;
+    uint64_t calls_active;
+    uint64_t sessions_dropped_slow; /* closed because they did not read (output bound hit) */
+} ami_sim_node_stats_t;
+
+/* loop NULL: the simulator creates and owns its own loop (ami_sim_run). */
+ami_sim_t *ami_sim_new(struct ev_loop *loop, ami_logger_t *log);
+void ami_sim_free(ami_sim_t *sim);
+struct ev_loop *ami_sim_loop(ami_sim_t *sim);
+
+ami_sim_node_t *ami_sim_add_node(ami_sim_t *sim, const ami_sim_node_config_t *cfg, ami_err_t *err);
+size_t ami_sim_node_count(const ami_sim_t *sim);
+ami_sim_node_t *ami_sim_node_at(ami_sim_t *sim, size_t i);
+
+uint16_t ami_sim_node_port(const ami_sim_node_t *node);
+const char *ami_sim_node_name(const ami_sim_node_t *node);
+
+/* Kill a node: close its listener and every session (connections refused
+ * until restarted). Restart listens again on the same port. */
+void ami_sim_node_stop(ami_sim_node_t *node);
+int ami_sim_node_restart(ami_sim_node_t *node, ami_err_t *err);
+bool ami_sim_node_running(const ami_sim_node_t *node);
+
+/* Close every live session at once (the server "restarts" its sessions). */
+void ami_sim_node_drop_sessions(ami_sim_node_t *node);
+
+void ami_sim_node_set_faults(ami_sim_node_t *node, const ami_sim_faults_t *faults);
+void ami_sim_node_set_call_rate(ami_sim_node_t *node, double calls_per_second);
+
+/* Send a raw, already framed event ("Event: X\r\n...\r\n\r\n") to every
+ * logged-in session whose event mask lets it through. */
+void ami_sim_node_inject(ami_sim_node_t *node, const char *raw, size_t len);
+
+ami_sim_node_stats_t ami_sim_node_stats(const ami_sim_node_t *node);
+
+/* Run the simulator's own loop until ami_sim_stop or duration_ms (0 = forever). */
+int ami_sim_run(ami_sim_t *sim, uint32_t duration_ms);
+void ami_sim_stop(ami_sim_t *sim);
+
+#endif

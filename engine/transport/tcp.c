@@ -1,0 +1,400 @@
+#include "transport/tcp.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <ev.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "transport/resolver.h"
+#include "util/alloc.h"
+
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000u
+#define DEFAULT_READ_CHUNK (64u << 10)
+#define DEFAULT_WRITE_HWM (1u << 20)
+/* Give memory back after a burst once the buffer is empty again. */
+#define WBUF_KEEP (64u << 10)
+
+struct ami_tcp {
+    struct ev_loop *loop;
+    ami_tcp_options_t opt;
+    ami_tcp_callbacks_t cb;
+    void *ud;
+    ami_logger_t *log;
+    int fd;
+    ami_tcp_state_t state;
+    ev_io rio;
+    ev_io wio;
+    ev_timer connect_timer;
+    ev_prepare flush_hook;
+    ami_buf_t wbuf;
+    ami_resolve_t *resolve;
+    uint16_t port;
+    char peer[80];
+    ami_tcp_stats_t stats;
+};
+
+void ami_tcp_options_default(ami_tcp_options_t *opt)
+{
+    opt->enforce_ip = true;
+    opt->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
+    opt->read_chunk = DEFAULT_READ_CHUNK;
+    opt->write_hwm = DEFAULT_WRITE_HWM;
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents);
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents);
+static void on_connect_timeout(struct ev_loop *loop, ev_timer *w, int revents);
+static void on_flush_hook(struct ev_loop *loop, ev_prepare *w, int revents);
+
+ami_tcp_t *ami_tcp_new(struct ev_loop *loop, const ami_tcp_options_t *opt,
+                       const ami_tcp_callbacks_t *cb, void *ud, ami_logger_t *log)
+{
+    ami_tcp_t *t = ami_calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->loop = loop;
+    ami_tcp_options_default(&t->opt);
+    if (opt) {
+        t->opt.enforce_ip = opt->enforce_ip;
+        if (opt->connect_timeout_ms)
+            t->opt.connect_timeout_ms = opt->connect_timeout_ms;
+        if (opt->read_chunk)
+            t->opt.read_chunk = opt->read_chunk;
+        if (opt->write_hwm)
+            t->opt.write_hwm = opt->write_hwm;
+    }
+    t->cb = *cb;
+    t->ud = ud;
+    t->log = log;
+    t->fd = -1;
+    ami_buf_init(&t->wbuf, t->opt.write_hwm);
+    ev_init(&t->rio, on_readable);
+    ev_init(&t->wio, on_writable);
+    ev_init(&t->connect_timer, on_connect_timeout);
+    ev_prepare_init(&t->flush_hook, on_flush_hook);
+    t->rio.data = t->wio.data = t->connect_timer.data = t->flush_hook.data = t;
+    return t;
+}
+
+void ami_tcp_free(ami_tcp_t *t)
+{
+    if (!t)
+        return;
+    ami_tcp_close(t);
+    ami_buf_deinit(&t->wbuf);
+    ami_free(t);
+}
+
+bool ami_tcp_is_ip_literal(const char *host)
+{
+    if (!host || !*host)
+        return false;
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, host, addr) == 1)
+        return true;
+    char bare[64];
+    size_t n = strlen(host);
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']' && n - 2 < sizeof bare) {
+        memcpy(bare, host + 1, n - 2);
+        bare[n - 2] = '\0';
+        host = bare;
+    }
+    return inet_pton(AF_INET6, host, addr) == 1;
+}
+
+/* Fill a sockaddr from an IP literal; false if it is not one. */
+static bool literal_to_sockaddr(const char *host, uint16_t port, struct sockaddr_storage *ss,
+                                socklen_t *len)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(port);
+        *len = sizeof *v4;
+        return true;
+    }
+    char bare[64];
+    size_t n = strlen(host);
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']' && n - 2 < sizeof bare) {
+        memcpy(bare, host + 1, n - 2);
+        bare[n - 2] = '\0';
+        host = bare;
+    }
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(port);
+        *len = sizeof *v6;
+        return true;
+    }
+    return false;
+}
+
+static void describe_peer(ami_tcp_t *t, const struct sockaddr_storage *ss)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (ss->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, ip, sizeof ip);
+    else
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, ip, sizeof ip);
+    snprintf(t->peer, sizeof t->peer, ss->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, t->port);
+}
+
+/* Close and tell the owner, for failures the transport noticed itself. */
+static void fail(ami_tcp_t *t, ami_status_t why, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void fail(ami_tcp_t *t, ami_status_t why, const char *fmt, ...)
+{
+    char reason[AMI_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    ami_tcp_close(t);
+    if (t->cb.on_close)
+        t->cb.on_close(t->ud, why, reason);
+}
+
+static void start_connect(ami_tcp_t *t, const struct sockaddr_storage *ss, socklen_t len)
+{
+    describe_peer(t, ss);
+    t->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (t->fd < 0) {
+        fail(t, AMI_E_IO, "socket() for %s failed: %s", t->peer, strerror(errno));
+        return;
+    }
+    int one = 1;
+    setsockopt(t->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    t->stats.connects++;
+    t->state = AMI_TCP_CONNECTING;
+    if (connect(t->fd, (const struct sockaddr *)ss, len) < 0 && errno != EINPROGRESS) {
+        fail(t, AMI_E_IO, "connect to %s failed: %s", t->peer, strerror(errno));
+        return;
+    }
+    ev_io_set(&t->wio, t->fd, EV_WRITE);
+    ev_io_start(t->loop, &t->wio);
+    ev_timer_set(&t->connect_timer, t->opt.connect_timeout_ms / 1000.0, 0.);
+    ev_timer_start(t->loop, &t->connect_timer);
+}
+
+static void on_resolved(void *ud, const struct sockaddr_storage *ss, socklen_t len, const char *error)
+{
+    ami_tcp_t *t = ud;
+    t->resolve = NULL;
+    if (error) {
+        fail(t, AMI_E_IO, "%s", error);
+        return;
+    }
+    struct sockaddr_storage addr = *ss;
+    if (addr.ss_family == AF_INET)
+        ((struct sockaddr_in *)&addr)->sin_port = htons(t->port);
+    else
+        ((struct sockaddr_in6 *)&addr)->sin6_port = htons(t->port);
+    start_connect(t, &addr, len);
+}
+
+int ami_tcp_open(ami_tcp_t *t, const char *host, uint16_t port, ami_err_t *err)
+{
+    if (t->state != AMI_TCP_IDLE)
+        return ami_err_set(err, AMI_E_INVALID, "transport is busy (%d); close it before opening again",
+                           (int)t->state);
+    if (port == 0)
+        return ami_err_set(err, AMI_E_INVALID, "port 0 is not a valid AMI port");
+    t->port = port;
+    ami_buf_clear(&t->wbuf);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (literal_to_sockaddr(host, port, &ss, &len)) {
+        start_connect(t, &ss, len);
+        return 0;
+    }
+    if (t->opt.enforce_ip)
+        return ami_err_set(err, AMI_E_INVALID,
+                           "host \"%.64s\" is not an IP address: enforce_ip_endpoints is on, so "
+                           "hostnames are refused without a DNS lookup (a lookup can block the loop). "
+                           "Use the server's IP address, or set enforce_ip_endpoints = false to "
+                           "resolve names on a helper thread",
+                           host);
+    snprintf(t->peer, sizeof t->peer, "%.64s:%u", host, port);
+    t->stats.resolver_calls++;
+    t->resolve = ami_resolve_start(t->loop, host, on_resolved, t, err);
+    if (!t->resolve)
+        return -1;
+    t->state = AMI_TCP_RESOLVING;
+    return 0;
+}
+
+void ami_tcp_close(ami_tcp_t *t)
+{
+    if (t->resolve) {
+        ami_resolve_cancel(t->resolve);
+        t->resolve = NULL;
+    }
+    ev_io_stop(t->loop, &t->rio);
+    ev_io_stop(t->loop, &t->wio);
+    ev_timer_stop(t->loop, &t->connect_timer);
+    ev_prepare_stop(t->loop, &t->flush_hook);
+    if (t->fd >= 0) {
+        close(t->fd);
+        t->fd = -1;
+    }
+    t->state = AMI_TCP_IDLE;
+    ami_buf_clear(&t->wbuf);
+    ami_buf_shrink(&t->wbuf, WBUF_KEEP);
+}
+
+static void connected(ami_tcp_t *t)
+{
+    ev_timer_stop(t->loop, &t->connect_timer);
+    ev_io_stop(t->loop, &t->wio);
+    ev_io_set(&t->wio, t->fd, EV_WRITE);
+    ev_io_set(&t->rio, t->fd, EV_READ);
+    ev_io_start(t->loop, &t->rio);
+    t->state = AMI_TCP_OPEN;
+    if (t->cb.on_open)
+        t->cb.on_open(t->ud);
+}
+
+static void on_connect_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    ami_tcp_t *t = w->data;
+    fail(t, AMI_E_TIMEOUT, "connect to %s timed out after %u ms", t->peer, t->opt.connect_timeout_ms);
+}
+
+/* Write as much as the socket takes now; wait for writability if not all. */
+static void flush(ami_tcp_t *t)
+{
+    while (t->wbuf.len) {
+        ssize_t n = send(t->fd, t->wbuf.data, t->wbuf.len, MSG_NOSIGNAL);
+        if (n > 0) {
+            t->stats.bytes_out += (uint64_t)n;
+            t->stats.writes++;
+            ami_buf_consume(&t->wbuf, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!ev_is_active(&t->wio))
+                ev_io_start(t->loop, &t->wio);
+            return;
+        }
+        fail(t, AMI_E_DISCONNECTED, "write to %s failed: %s", t->peer,
+             n < 0 ? strerror(errno) : "no progress");
+        return;
+    }
+    ev_io_stop(t->loop, &t->wio);
+    if (t->wbuf.cap > WBUF_KEEP)
+        ami_buf_shrink(&t->wbuf, WBUF_KEEP);
+}
+
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    ami_tcp_t *t = w->data;
+    if (t->state == AMI_TCP_CONNECTING) {
+        int soerr = 0;
+        socklen_t len = sizeof soerr;
+        getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+        if (soerr) {
+            fail(t, AMI_E_IO, "connect to %s failed: %s", t->peer, strerror(soerr));
+            return;
+        }
+        connected(t);
+        if (t->state == AMI_TCP_OPEN && t->wbuf.len)
+            ami_tcp_schedule_flush(t);
+        return;
+    }
+    flush(t);
+}
+
+static void on_flush_hook(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    ami_tcp_t *t = w->data;
+    ev_prepare_stop(loop, w);
+    if (t->state == AMI_TCP_OPEN && !ev_is_active(&t->wio))
+        flush(t);
+}
+
+void ami_tcp_schedule_flush(ami_tcp_t *t)
+{
+    if (t->state == AMI_TCP_OPEN && t->wbuf.len && !ev_is_active(&t->flush_hook))
+        ev_prepare_start(t->loop, &t->flush_hook);
+}
+
+ami_buf_t *ami_tcp_wbuf(ami_tcp_t *t)
+{
+    return &t->wbuf;
+}
+
+int ami_tcp_write(ami_tcp_t *t, const void *data, size_t len, ami_err_t *err)
+{
+    if (t->state != AMI_TCP_OPEN)
+        return ami_err_set(err, AMI_E_NOT_CONNECTED, "not connected to %s", t->peer);
+    if (ami_buf_append(&t->wbuf, data, len) < 0)
+        return ami_err_set(err, AMI_E_BACKPRESSURE,
+                           "write buffer to %s is full (%zu bytes queued, limit %zu): the server "
+                           "is not reading; retry later",
+                           t->peer, t->wbuf.len, t->wbuf.limit);
+    ami_tcp_schedule_flush(t);
+    return 0;
+}
+
+/* One read per wake-up: a flooding server gets one chunk per loop iteration,
+ * like every other ready connection. */
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    ami_tcp_t *t = w->data;
+    size_t room = 0;
+    char *dst = t->cb.read_buffer(t->ud, t->opt.read_chunk, &room);
+    if (!dst || room == 0) {
+        fail(t, AMI_E_LIMIT, "no room to read from %s: the input buffer is at its bound", t->peer);
+        return;
+    }
+    ssize_t n = recv(t->fd, dst, room, 0);
+    if (n > 0) {
+        t->stats.bytes_in += (uint64_t)n;
+        t->stats.reads++;
+        t->cb.on_read(t->ud, (size_t)n);
+        return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n == 0)
+        fail(t, AMI_E_DISCONNECTED, "%s closed the connection", t->peer);
+    else
+        fail(t, AMI_E_DISCONNECTED, "read from %s failed: %s", t->peer, strerror(errno));
+}
+
+ami_tcp_state_t ami_tcp_state(const ami_tcp_t *t)
+{
+    return t->state;
+}
+
+size_t ami_tcp_unsent(const ami_tcp_t *t)
+{
+    return t->wbuf.len;
+}
+
+const char *ami_tcp_peer(const ami_tcp_t *t)
+{
+    return t->peer;
+}
+
+const ami_tcp_stats_t *ami_tcp_stats(const ami_tcp_t *t)
+{
+    return &t->stats;
+}

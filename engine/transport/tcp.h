@@ -1,0 +1,104 @@
+/*
+ * Non-blocking TCP client on libev. Knows nothing of AMI or Lua.
+ *
+ * One ami_tcp_t is one outgoing connection slot, reusable: open, use, close,
+ * open again (reconnects reuse the object). Everything is asynchronous:
+ *   - ami_tcp_open never blocks. With enforce_ip (the default) the host must
+ *     be an IPv4 or IPv6 literal; a hostname is refused at once with a clear
+ *     error and no resolver function is called. With enforce_ip off, a
+ *     hostname is resolved by a short-lived resolver thread (getaddrinfo) that
+ *     hands the address back to the loop through ev_async; the loop never
+ *     waits for DNS.
+ *   - connect is non-blocking, bounded by connect_timeout_ms.
+ *   - reads go straight into a buffer the owner provides (read_buffer), one
+ *     chunk per wake-up, so one busy connection cannot starve the others:
+ *     libev calls every ready watcher once per loop iteration.
+ *   - writes are appended to a bounded buffer (the write high-water mark)
+ *     and flushed once per loop iteration, before the loop polls; a partial
+ *     write or EAGAIN waits for writability. Appends past the mark fail.
+ *
+ * Callbacks run on the loop thread. on_close reports closes the transport
+ * noticed itself (connect failure or timeout, EOF, socket error); it is not
+ * called for ami_tcp_close. Callbacks may call ami_tcp_close, ami_tcp_open
+ * and ami_tcp_write; they must not call ami_tcp_free.
+ */
+#ifndef AMI_TRANSPORT_TCP_H
+#define AMI_TRANSPORT_TCP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "obs/log.h"
+#include "util/buf.h"
+#include "util/err.h"
+
+struct ev_loop;
+
+typedef enum ami_tcp_state {
+    AMI_TCP_IDLE = 0,
+    AMI_TCP_RESOLVING,
+    AMI_TCP_CONNECTING,
+    AMI_TCP_OPEN,
+} ami_tcp_state_t;
+
+typedef struct ami_tcp_callbacks {
+    void (*on_open)(void *ud);
+    /* Where to put up to `want` bytes; *got says how many fit (0 pauses reading). */
+    char *(*read_buffer)(void *ud, size_t want, size_t *got);
+    /* n bytes were read into the last read_buffer. */
+    void (*on_read)(void *ud, size_t n);
+    void (*on_close)(void *ud, ami_status_t why, const char *reason);
+} ami_tcp_callbacks_t;
+
+typedef struct ami_tcp_options {
+    bool enforce_ip;             /* default true */
+    uint32_t connect_timeout_ms; /* default 5000 */
+    size_t read_chunk;           /* bytes per read; default 64 KiB */
+    size_t write_hwm;            /* write buffer bound; default 1 MiB */
+} ami_tcp_options_t;
+
+void ami_tcp_options_default(ami_tcp_options_t *opt);
+
+typedef struct ami_tcp ami_tcp_t;
+
+ami_tcp_t *ami_tcp_new(struct ev_loop *loop, const ami_tcp_options_t *opt,
+                       const ami_tcp_callbacks_t *cb, void *ud, ami_logger_t *log);
+void ami_tcp_free(ami_tcp_t *t);
+
+/* Is host an IPv4/IPv6 literal ("10.0.0.5", "::1", "[::1]")? No resolver call. */
+bool ami_tcp_is_ip_literal(const char *host);
+
+/* Start connecting. -1 at once (and no callback) for a refused hostname, a
+ * bad port, or a socket error; otherwise on_open or on_close follows. */
+int ami_tcp_open(ami_tcp_t *t, const char *host, uint16_t port, ami_err_t *err);
+
+/* Close now: stop watchers, close the socket, drop unsent bytes. Idempotent. */
+void ami_tcp_close(ami_tcp_t *t);
+
+/* The write buffer, for serialising in place (its limit is the high-water
+ * mark); call ami_tcp_schedule_flush after appending. */
+ami_buf_t *ami_tcp_wbuf(ami_tcp_t *t);
+void ami_tcp_schedule_flush(ami_tcp_t *t);
+
+/* Copy bytes into the write buffer. -1 with AMI_E_BACKPRESSURE past the mark,
+ * AMI_E_NOT_CONNECTED when not open. */
+int ami_tcp_write(ami_tcp_t *t, const void *data, size_t len, ami_err_t *err);
+
+ami_tcp_state_t ami_tcp_state(const ami_tcp_t *t);
+size_t ami_tcp_unsent(const ami_tcp_t *t);
+/* "127.0.0.1:5038" of the current peer, or "" */
+const char *ami_tcp_peer(const ami_tcp_t *t);
+
+typedef struct ami_tcp_stats {
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t reads;
+    uint64_t writes;
+    uint64_t connects;
+    uint64_t resolver_calls; /* lookups started (enforce_ip off only) */
+} ami_tcp_stats_t;
+
+const ami_tcp_stats_t *ami_tcp_stats(const ami_tcp_t *t);
+
+#endif

@@ -1,0 +1,714 @@
+/* The correlation registry: strategies on recorded sessions, routing by
+ * ActionID, caps with their WARNING and counter, timeouts, fail-all. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "correlation/registry.h"
+#include "fixtures.h"
+#include "protocol/parser.h"
+#include "util/alloc.h"
+
+/* ---- harness ------------------------------------------------------------------ */
+
+#define MAX_NOTES 256
+
+typedef struct seen {
+    ami_pending_signal_t signal;
+    uint64_t id;
+    ami_strategy_t strategy;
+    char name[64];      /* first header value of the message, "" if none */
+    char message[128];  /* its Message header */
+    uint32_t items, dropped;
+    bool truncated;
+    ami_status_t status;
+    char reason[AMI_ERR_MSG_MAX];
+} seen_t;
+
+typedef struct world {
+    ami_actionid_gen_t ids;
+    ami_metrics_t *metrics;
+    ami_logger_t *log;
+    ami_buf_t log_lines;
+    ami_registry_t *reg;
+    seen_t notes[MAX_NOTES];
+    size_t nnotes;
+    ami_registry_t *reenter; /* callbacks add an action here when set */
+} world_t;
+
+static void capture_log(void *ud, ami_log_level_t level, const char *line, size_t len)
+{
+    (void)level;
+    world_t *w = ud;
+    ami_buf_append(&w->log_lines, line, len);
+    ami_buf_append(&w->log_lines, "\n", 1);
+}
+
+static void record(void *ud, const ami_pending_note_t *n);
+
+static world_t *world_new(uint32_t max_pending, uint32_t list_cap)
+{
+    world_t *w = calloc(1, sizeof *w);
+    ami_actionid_init(&w->ids, 0x1234abcd);
+    w->metrics = ami_metrics_new(1000);
+    ami_buf_init(&w->log_lines, 0);
+    ami_logger_config_t lc;
+    ami_logger_config_default(&lc);
+    lc.level = AMI_LOG_DEBUG;
+    lc.sink = capture_log;
+    lc.sink_ud = w;
+    w->log = ami_logger_new(&lc);
+    ami_registry_config_t rc;
+    ami_registry_config_default(&rc);
+    rc.max_pending = max_pending;
+    rc.max_messages[AMI_STRATEGY_LIST] = list_cap;
+    rc.max_messages[AMI_STRATEGY_AUTO] = list_cap;
+    rc.server_key = "pbx1";
+    rc.ids = &w->ids;
+    rc.log = w->log;
+    rc.metrics = w->metrics;
+    w->reg = ami_registry_new(&rc, NULL);
+    assert_non_null(w->reg);
+    return w;
+}
+
+static void world_free(world_t *w)
+{
+    ami_registry_free(w->reg);
+    ami_logger_free(w->log);
+    ami_metrics_free(w->metrics);
+    ami_buf_deinit(&w->log_lines);
+    free(w);
+}
+
+static void record(void *ud, const ami_pending_note_t *n)
+{
+    world_t *w = ud;
+    assert_true(w->nnotes < MAX_NOTES);
+    seen_t *s = &w->notes[w->nnotes++];
+    memset(s, 0, sizeof *s);
+    s->signal = n->signal;
+    s->id = n->id;
+    s->strategy = n->strategy;
+    s->items = n->items;
+    s->dropped = n->dropped;
+    s->truncated = n->truncated;
+    s->status = n->status;
+    if (n->msg) {
+        snprintf(s->name, sizeof s->name, "%s", ami_msg_name(n->msg));
+        const char *m = ami_msg_get(n->msg, "Message");
+        snprintf(s->message, sizeof s->message, "%s", m ? m : "");
+    }
+    if (n->reason)
+        snprintf(s->reason, sizeof s->reason, "%s", n->reason);
+}
+
+static uint64_t add_action(world_t *w, const char *action, ami_strategy_t strategy,
+                           const char *completion_event, int64_t deadline)
+{
+    uint64_t id = ami_actionid_next(&w->ids);
+    ami_pending_spec_t spec = {
+        .id = id, .action = action, .strategy = strategy, .completion_event = completion_event,
+        .deadline_ms = deadline, .timeout_ms = 1000, .cb = record, .ud = w,
+    };
+    ami_err_t err;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), 0);
+    return id;
+}
+
+/* Offer every message of a text to the registry; returns how many it took. */
+static size_t feed_text(world_t *w, const char *text, size_t len)
+{
+    ami_parser_t p;
+    ami_parser_init(&p, NULL);
+    ami_parser_expect_banner(&p, strncmp(text, "Asterisk Call Manager", 21) == 0);
+    assert_int_equal(ami_parser_feed(&p, text, len, NULL), 0);
+    ami_msg_t m;
+    size_t taken = 0;
+    int rc;
+    while ((rc = ami_parser_next(&p, &m, NULL)) == 1)
+        taken += ami_registry_on_message(w->reg, &m);
+    assert_int_equal(rc, 0);
+    ami_parser_deinit(&p);
+    return taken;
+}
+
+static size_t feed(world_t *w, const char *text)
+{
+    return feed_text(w, text, strlen(text));
+}
+
+/* Replace "ActionID: <name>" in a recorded session by the ids we registered. */
+typedef struct rename {
+    const char *recorded;
+    uint64_t id;
+} rename_t;
+
+static char *rewrite_ids(world_t *w, const fixture_t *fx, const rename_t *map, size_t n, size_t *out_len)
+{
+    ami_buf_t out;
+    ami_buf_init(&out, 0);
+    const char *p = fx->data, *end = fx->data + fx->len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t len = eol ? (size_t)(eol - p) + 1 : (size_t)(end - p);
+        bool replaced = false;
+        for (size_t i = 0; i < n && !replaced; i++) {
+            char want[80];
+            int wl = snprintf(want, sizeof want, "ActionID: %s\r\n", map[i].recorded);
+            if ((size_t)wl == len && memcmp(p, want, len) == 0) {
+                char id[AMI_ACTIONID_MAX];
+                ami_actionid_format(&w->ids, map[i].id, id);
+                ami_buf_printf(&out, "ActionID: %s\r\n", id);
+                replaced = true;
+            }
+        }
+        if (!replaced)
+            ami_buf_append(&out, p, len);
+        p += len;
+    }
+    *out_len = out.len;
+    return out.data; /* caller frees with ami_free */
+}
+
+static const seen_t *final_note(const world_t *w, uint64_t id)
+{
+    for (size_t i = 0; i < w->nnotes; i++)
+        if (w->notes[i].id == id &&
+            (w->notes[i].signal == AMI_PENDING_DONE || w->notes[i].signal == AMI_PENDING_FAILED))
+            return &w->notes[i];
+    fail_msg("action %llu never completed", (unsigned long long)id);
+    return NULL;
+}
+
+static size_t count_notes(const world_t *w, uint64_t id, ami_pending_signal_t sig)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < w->nnotes; i++)
+        n += w->notes[i].id == id && w->notes[i].signal == sig;
+    return n;
+}
+
+static double dropped_metric(world_t *w)
+{
+    double v = -1;
+    ami_metrics_value(w->metrics, "ami_correlation_events_dropped_total",
+                      (const char *const[]){"server_key", "pbx1", NULL}, &v);
+    return v;
+}
+
+static char *id_text(world_t *w, uint64_t id, char *buf)
+{
+    ami_actionid_format(&w->ids, id, buf);
+    return buf;
+}
+
+/* ---- recorded sessions ---------------------------------------------------------- */
+
+static void recorded_core_show_channels_completes_as_eventlist(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    rename_t map[] = {{"orig-1", add_action(w, "Originate", AMI_STRATEGY_EVENT, "OriginateResponse", 0)},
+                      {"orig-2", add_action(w, "Originate", AMI_STRATEGY_EVENT, "OriginateResponse", 0)},
+                      {"orig-3", add_action(w, "Originate", AMI_STRATEGY_EVENT, "OriginateResponse", 0)},
+                      {"csc-3", add_action(w, "CoreShowChannels", AMI_STRATEGY_AUTO, NULL, 0)}};
+    fixture_t fx = fixture_load("core-show-channels-3-calls", ".ami");
+    size_t len;
+    char *text = rewrite_ids(w, &fx, map, 4, &len);
+    feed_text(w, text, len);
+
+    const seen_t *csc = final_note(w, map[3].id);
+    assert_int_equal(csc->signal, AMI_PENDING_DONE);
+    assert_int_equal(csc->strategy, AMI_STRATEGY_LIST);
+    assert_string_equal(csc->name, "CoreShowChannelsComplete");
+    assert_int_equal(csc->items, 6);
+    assert_false(csc->truncated);
+    assert_int_equal(count_notes(w, map[3].id, AMI_PENDING_ITEM), 6);
+    assert_int_equal(count_notes(w, map[3].id, AMI_PENDING_RESPONSE), 1);
+    for (int i = 0; i < 3; i++) {
+        const seen_t *o = final_note(w, map[i].id);
+        assert_int_equal(o->signal, AMI_PENDING_DONE);
+        assert_string_equal(o->name, "OriginateResponse");
+    }
+    assert_int_equal(ami_registry_pending(w->reg), 0);
+    ami_free(text);
+    fixture_free(&fx);
+    world_free(w);
+}
+
+static void recorded_command_completes_with_output_lines(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    rename_t map[] = {{"cmd-2", add_action(w, "Command", AMI_STRATEGY_COMMAND, NULL, 0)},
+                      {"cmd-3", add_action(w, "Command", AMI_STRATEGY_COMMAND, NULL, 0)}};
+    fixture_t fx = fixture_load("command-multiline", ".ami");
+    size_t len;
+    char *text = rewrite_ids(w, &fx, map, 2, &len);
+    feed_text(w, text, len);
+    const seen_t *dialplan = final_note(w, map[0].id);
+    assert_int_equal(dialplan->signal, AMI_PENDING_DONE);
+    assert_int_equal(dialplan->items, 31); /* Output lines, the empty one included */
+    assert_string_equal(dialplan->message, "Command output follows");
+    const seen_t *uptime = final_note(w, map[1].id);
+    assert_int_equal(uptime->items, 2);
+    ami_free(text);
+    fixture_free(&fx);
+    world_free(w);
+}
+
+static void recorded_invalid_command_fails_with_server_error(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    fixture_t sent = fixture_load("command-invalid", ".sent");
+    /* Map the recorded ids in the order the client sent them. */
+    rename_t map[4];
+    size_t n = 0;
+    for (const char *p = sent.data; (p = strstr(p, "ActionID: ")) && n < 4; p += 10) {
+        static char names[4][32];
+        sscanf(p + 10, "%31[^\r]", names[n]);
+        if (strncmp(names[n], "login", 5) == 0 || strncmp(names[n], "logoff", 6) == 0)
+            continue;
+        map[n].recorded = names[n];
+        map[n].id = add_action(w, "Command", AMI_STRATEGY_COMMAND, NULL, 0);
+        n++;
+    }
+    assert_int_equal(n, 2);
+    fixture_t fx = fixture_load("command-invalid", ".ami");
+    size_t len;
+    char *text = rewrite_ids(w, &fx, map, n, &len);
+    feed_text(w, text, len);
+    const seen_t *bad = final_note(w, map[0].id);
+    assert_int_equal(bad->signal, AMI_PENDING_FAILED);
+    assert_int_equal(bad->status, AMI_E_SERVER);
+    const seen_t *none = final_note(w, map[1].id);
+    assert_int_equal(none->signal, AMI_PENDING_FAILED);
+    assert_string_equal(none->reason, "No command provided");
+    ami_free(text);
+    fixture_free(&sent);
+    fixture_free(&fx);
+    world_free(w);
+}
+
+static void recorded_originate_completes_on_originate_response(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    rename_t map[] = {{"orig-async-1", add_action(w, "Originate", AMI_STRATEGY_EVENT, "OriginateResponse", 0)}};
+    fixture_t fx = fixture_load("originate-async", ".ami");
+    size_t len;
+    char *text = rewrite_ids(w, &fx, map, 1, &len);
+    feed_text(w, text, len);
+    assert_int_equal(count_notes(w, map[0].id, AMI_PENDING_RESPONSE), 1);
+    const seen_t *done = final_note(w, map[0].id);
+    assert_int_equal(done->signal, AMI_PENDING_DONE);
+    assert_string_equal(done->name, "OriginateResponse");
+    ami_free(text);
+    fixture_free(&fx);
+    world_free(w);
+}
+
+static void recorded_originate_failure_fails_with_reason(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    rename_t map[] = {
+        {"orig-fail-1", add_action(w, "Originate", AMI_STRATEGY_EVENT, "OriginateResponse", 0)},
+        {"orig-fail-2", add_action(w, "Originate", AMI_STRATEGY_EVENT, "OriginateResponse", 0)},
+        {"orig-fail-3", add_action(w, "Originate", AMI_STRATEGY_SINGLE, NULL, 0)},
+        {"orig-fail-4", add_action(w, "Originate", AMI_STRATEGY_EVENT, "OriginateResponse", 0)},
+    };
+    fixture_t fx = fixture_load("originate-failure", ".ami");
+    size_t len;
+    char *text = rewrite_ids(w, &fx, map, 4, &len);
+    feed_text(w, text, len);
+    const seen_t *missing = final_note(w, map[0].id);
+    assert_int_equal(missing->signal, AMI_PENDING_FAILED);
+    assert_int_equal(missing->status, AMI_E_SERVER);
+    assert_string_equal(missing->name, "OriginateResponse");
+    assert_non_null(strstr(missing->reason, "Failure"));
+    assert_non_null(strstr(missing->reason, "Reason 0"));
+    assert_string_equal(final_note(w, map[2].id)->reason, "Originate failed");
+    assert_string_equal(final_note(w, map[3].id)->reason, "Channel not specified");
+    ami_free(text);
+    fixture_free(&fx);
+    world_free(w);
+}
+
+static void recorded_status_lists_and_errors(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    rename_t map[] = {{"status-all", add_action(w, "Status", AMI_STRATEGY_AUTO, NULL, 0)},
+                      {"status-one", add_action(w, "Status", AMI_STRATEGY_AUTO, NULL, 0)},
+                      {"status-exact", add_action(w, "Status", AMI_STRATEGY_AUTO, NULL, 0)}};
+    fixture_t fx = fixture_load("status", ".ami");
+    size_t len;
+    char *text = rewrite_ids(w, &fx, map, 3, &len);
+    feed_text(w, text, len);
+    const seen_t *all = final_note(w, map[0].id);
+    assert_int_equal(all->signal, AMI_PENDING_DONE);
+    assert_string_equal(all->name, "StatusComplete");
+    assert_int_equal(all->items, 4);
+    const seen_t *partial = final_note(w, map[1].id);
+    assert_int_equal(partial->signal, AMI_PENDING_FAILED);
+    assert_string_equal(partial->reason, "No such channel");
+    const seen_t *exact = final_note(w, map[2].id);
+    assert_int_equal(exact->signal, AMI_PENDING_DONE);
+    assert_int_equal(exact->items, 1);
+    ami_free(text);
+    fixture_free(&fx);
+    world_free(w);
+}
+
+/* ---- routing -------------------------------------------------------------------- */
+
+static void responses_are_routed_by_action_id_not_position(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    uint64_t a = add_action(w, "Ping", AMI_STRATEGY_SINGLE, NULL, 0);
+    uint64_t b = add_action(w, "Ping", AMI_STRATEGY_SINGLE, NULL, 0);
+    char ida[AMI_ACTIONID_MAX], idb[AMI_ACTIONID_MAX], text[512];
+    snprintf(text, sizeof text,
+             "Response: Success\r\nActionID: %s\r\nPing: Pong\r\n\r\n"
+             "Response: Success\r\nActionID: %s\r\nPing: Pong\r\n\r\n",
+             id_text(w, b, idb), id_text(w, a, ida));
+    assert_int_equal(feed(w, text), 2);
+    assert_int_equal(w->nnotes, 2);
+    assert_int_equal(w->notes[0].id, b);
+    assert_int_equal(w->notes[1].id, a);
+    world_free(w);
+}
+
+static void response_without_action_id_goes_to_oldest_waiting(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    uint64_t a = add_action(w, "Ping", AMI_STRATEGY_SINGLE, NULL, 0);
+    uint64_t b = add_action(w, "Ping", AMI_STRATEGY_SINGLE, NULL, 0);
+    assert_int_equal(feed(w, "Response: Pong\r\n\r\n"), 1); /* an old server's Ping answer */
+    assert_int_equal(w->nnotes, 1);
+    assert_int_equal(w->notes[0].id, a);
+    assert_int_equal(w->notes[0].signal, AMI_PENDING_DONE);
+    assert_true(ami_registry_has(w->reg, b));
+    world_free(w);
+}
+
+static void foreign_action_ids_and_plain_events_are_not_taken(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    add_action(w, "Ping", AMI_STRATEGY_SINGLE, NULL, 0);
+    assert_int_equal(feed(w, "Response: Success\r\nActionID: someone-else\r\n\r\n"
+                             "Event: Hangup\r\nChannel: X\r\n\r\n"
+                             "Event: UserEvent\r\nActionID: someone-else\r\n\r\n"),
+                     0);
+    assert_int_equal(w->nnotes, 0);
+    world_free(w);
+}
+
+static void interleaved_lists_are_kept_apart(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    uint64_t a = add_action(w, "QueueStatus", AMI_STRATEGY_AUTO, NULL, 0);
+    uint64_t b = add_action(w, "Status", AMI_STRATEGY_AUTO, NULL, 0);
+    char ia[AMI_ACTIONID_MAX], ib[AMI_ACTIONID_MAX], text[1024];
+    id_text(w, a, ia);
+    id_text(w, b, ib);
+    snprintf(text, sizeof text,
+             "Response: Success\r\nActionID: %s\r\nEventList: start\r\n\r\n"
+             "Response: Success\r\nActionID: %s\r\nEventList: Start\r\n\r\n"
+             "Event: Status\r\nChannel: c1\r\nActionID: %s\r\n\r\n"
+             "Event: QueueParams\r\nActionID: %s\r\n\r\n"
+             "Event: Newchannel\r\nChannel: c2\r\n\r\n"
+             "Event: StatusComplete\r\nActionID: %s\r\nEventList: Complete\r\nListItems: 1\r\n\r\n"
+             "Event: QueueMember\r\nActionID: %s\r\n\r\n"
+             "Event: QueueStatusComplete\r\nActionID: %s\r\nEventList: Complete\r\n\r\n",
+             ia, ib, ib, ia, ib, ia, ia);
+    assert_int_equal(feed(w, text), 7);
+    assert_int_equal(final_note(w, a)->items, 2);
+    assert_int_equal(final_note(w, b)->items, 1);
+    world_free(w);
+}
+
+static void error_response_ends_a_list_action_at_once(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    uint64_t a = add_action(w, "Status", AMI_STRATEGY_LIST, NULL, 0);
+    char ia[AMI_ACTIONID_MAX], text[256];
+    snprintf(text, sizeof text, "Response: Error\r\nActionID: %s\r\nMessage: No such channel\r\n\r\n",
+             id_text(w, a, ia));
+    feed(w, text);
+    const seen_t *n = final_note(w, a);
+    assert_int_equal(n->signal, AMI_PENDING_FAILED);
+    assert_int_equal(n->status, AMI_E_SERVER);
+    assert_string_equal(n->reason, "No such channel");
+    assert_int_equal(ami_registry_pending(w->reg), 0);
+    world_free(w);
+}
+
+static void old_server_list_without_eventlist_header_still_completes(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    uint64_t a = add_action(w, "Status", AMI_STRATEGY_AUTO, NULL, 0);
+    char ia[AMI_ACTIONID_MAX], text[512];
+    id_text(w, a, ia);
+    snprintf(text, sizeof text,
+             "Response: Success\r\nActionID: %s\r\nMessage: Channel status will follow\r\n\r\n"
+             "Event: Status\r\nActionID: %s\r\n\r\n"
+             "Event: StatusComplete\r\nActionID: %s\r\nItems: 1\r\n\r\n",
+             ia, ia, ia);
+    feed(w, text);
+    assert_int_equal(final_note(w, a)->signal, AMI_PENDING_DONE);
+    assert_int_equal(final_note(w, a)->items, 1);
+    world_free(w);
+}
+
+/* ---- caps (the seed's CorrelationRegistryTest) ----------------------------------------- */
+
+static void send_list(world_t *w, uint64_t id, int items, bool complete)
+{
+    char ia[AMI_ACTIONID_MAX];
+    id_text(w, id, ia);
+    ami_buf_t t;
+    ami_buf_init(&t, 0);
+    ami_buf_printf(&t, "Response: Success\r\nActionID: %s\r\nEventList: start\r\n\r\n", ia);
+    for (int i = 0; i < items; i++)
+        ami_buf_printf(&t, "Event: CoreShowChannel\r\nActionID: %s\r\nChannel: c%d\r\n\r\n", ia, i);
+    if (complete)
+        ami_buf_printf(&t, "Event: CoreShowChannelsComplete\r\nActionID: %s\r\nEventList: Complete\r\n"
+                           "ListItems: %d\r\n\r\n", ia, items);
+    feed_text(w, t.data, t.len);
+    ami_buf_deinit(&t);
+}
+
+static void events_past_the_cap_are_dropped_logged_and_counted(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 3);
+    uint64_t a = add_action(w, "CoreShowChannels", AMI_STRATEGY_AUTO, NULL, 0);
+    send_list(w, a, 5, true);
+    assert_int_equal(count_notes(w, a, AMI_PENDING_ITEM), 3);
+    const seen_t *done = final_note(w, a);
+    assert_int_equal(done->signal, AMI_PENDING_DONE);
+    assert_true(done->truncated);
+    assert_int_equal(done->items, 3);
+    assert_int_equal(done->dropped, 2);
+    assert_true(dropped_metric(w) == 2.0);
+    assert_int_equal(ami_registry_stats(w->reg)->dropped_events, 2);
+
+    char ia[AMI_ACTIONID_MAX], expect[128];
+    id_text(w, a, ia);
+    const char *log = w->log_lines.data;
+    ami_buf_append(&w->log_lines, "", 1);
+    log = w->log_lines.data;
+    assert_non_null(strstr(log, "level=warn"));
+    snprintf(expect, sizeof expect, "action_id=%s", ia);
+    assert_non_null(strstr(log, expect));
+    assert_non_null(strstr(log, "server_key=pbx1"));
+    assert_non_null(strstr(log, "strategy=eventlist"));
+    assert_non_null(strstr(log, "count=3"));
+    /* One WARNING when dropping starts, not one per dropped event. */
+    const char *first = strstr(log, "dropping further events");
+    assert_non_null(first);
+    assert_null(strstr(first + 1, "dropping further events"));
+    world_free(w);
+}
+
+static void capped_list_that_never_completes_times_out_saying_events_were_dropped(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 2);
+    uint64_t a = add_action(w, "CoreShowChannels", AMI_STRATEGY_AUTO, NULL, 5000);
+    send_list(w, a, 4, false);
+    assert_int_equal(ami_registry_expire(w->reg, 4999), 0);
+    assert_int_equal(ami_registry_expire(w->reg, 5000), 1);
+    const seen_t *n = final_note(w, a);
+    assert_int_equal(n->signal, AMI_PENDING_FAILED);
+    assert_int_equal(n->status, AMI_E_TIMEOUT);
+    assert_int_equal(n->dropped, 2);
+    assert_non_null(strstr(n->reason, "dropped"));
+    assert_non_null(strstr(n->reason, "never completed"));
+    world_free(w);
+}
+
+static void command_output_over_the_cap_is_truncated(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    ami_registry_free(w->reg);
+    ami_registry_config_t rc;
+    ami_registry_config_default(&rc);
+    rc.ids = &w->ids;
+    rc.server_key = "pbx1";
+    rc.metrics = w->metrics;
+    rc.max_messages[AMI_STRATEGY_COMMAND] = 2;
+    w->reg = ami_registry_new(&rc, NULL);
+    uint64_t a = add_action(w, "Command", AMI_STRATEGY_COMMAND, NULL, 0);
+    char ia[AMI_ACTIONID_MAX], text[256];
+    snprintf(text, sizeof text, "Response: Success\r\nActionID: %s\r\nMessage: Command output follows\r\n"
+             "Output: 1\r\nOutput: 2\r\nOutput: 3\r\n\r\n", id_text(w, a, ia));
+    feed(w, text);
+    const seen_t *n = final_note(w, a);
+    assert_int_equal(n->signal, AMI_PENDING_DONE);
+    assert_int_equal(n->items, 2);
+    assert_int_equal(n->dropped, 1);
+    assert_true(n->truncated);
+    assert_true(dropped_metric(w) == 1.0);
+    world_free(w);
+}
+
+/* ---- timeouts, fail-all, cancel, bounds --------------------------------------------------- */
+
+static void timeouts_fire_in_deadline_order(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    uint64_t late = add_action(w, "Ping", AMI_STRATEGY_SINGLE, NULL, 300);
+    uint64_t early = add_action(w, "Ping", AMI_STRATEGY_SINGLE, NULL, 100);
+    uint64_t never = add_action(w, "Ping", AMI_STRATEGY_SINGLE, NULL, 0);
+    assert_int_equal(ami_registry_next_deadline(w->reg), 100);
+    assert_int_equal(ami_registry_expire(w->reg, 200), 1);
+    assert_int_equal(w->notes[0].id, early);
+    assert_int_equal(w->notes[0].status, AMI_E_TIMEOUT);
+    assert_non_null(strstr(w->notes[0].reason, "no response"));
+    assert_int_equal(ami_registry_next_deadline(w->reg), 300);
+    assert_int_equal(ami_registry_expire(w->reg, 1000), 1);
+    assert_int_equal(w->notes[1].id, late);
+    assert_int_equal(ami_registry_next_deadline(w->reg), 0);
+    assert_true(ami_registry_has(w->reg, never));
+    world_free(w);
+}
+
+static void late_answer_after_timeout_is_ignored(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    uint64_t a = add_action(w, "Ping", AMI_STRATEGY_SINGLE, NULL, 10);
+    ami_registry_expire(w->reg, 10);
+    char ia[AMI_ACTIONID_MAX], text[128];
+    snprintf(text, sizeof text, "Response: Success\r\nActionID: %s\r\n\r\n", id_text(w, a, ia));
+    assert_int_equal(feed(w, text), 1);
+    assert_int_equal(w->nnotes, 1); /* still exactly one resolution */
+    assert_int_equal(ami_registry_stats(w->reg)->unmatched, 1);
+    world_free(w);
+}
+
+static void reenter_add(void *ud, const ami_pending_note_t *n)
+{
+    world_t *w = ud;
+    record(w, n);
+    /* A waiter that retries at once: must not be failed by the same fail_all. */
+    ami_pending_spec_t spec = {.id = ami_actionid_next(&w->ids), .action = "Ping",
+                               .strategy = AMI_STRATEGY_SINGLE, .cb = record, .ud = w};
+    assert_int_equal(ami_registry_add(w->reg, &spec, NULL), 0);
+}
+
+static void fail_all_fails_each_action_exactly_once(void **state)
+{
+    (void)state;
+    world_t *w = world_new(8, 0);
+    uint64_t ids[5];
+    for (int i = 0; i < 5; i++) {
+        ids[i] = ami_actionid_next(&w->ids);
+        ami_pending_spec_t spec = {.id = ids[i], .action = "Ping", .strategy = AMI_STRATEGY_SINGLE,
+                                   .deadline_ms = 100 + i, .cb = reenter_add, .ud = w};
+        assert_int_equal(ami_registry_add(w->reg, &spec, NULL), 0);
+    }
+    assert_int_equal(ami_registry_fail_all(w->reg, AMI_E_HEARTBEAT, "Max heartbeat failures"), 5);
+    assert_int_equal(w->nnotes, 5);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(count_notes(w, ids[i], AMI_PENDING_FAILED), 1);
+        assert_string_equal(final_note(w, ids[i])->reason, "Max heartbeat failures");
+        assert_int_equal(final_note(w, ids[i])->status, AMI_E_HEARTBEAT);
+    }
+    assert_int_equal(ami_registry_pending(w->reg), 5); /* the five retries */
+    assert_int_equal(ami_registry_next_deadline(w->reg), 0);
+    world_free(w);
+}
+
+static void cancelled_action_never_calls_back(void **state)
+{
+    (void)state;
+    world_t *w = world_new(8, 0);
+    uint64_t a = add_action(w, "Ping", AMI_STRATEGY_SINGLE, NULL, 50);
+    assert_true(ami_registry_cancel(w->reg, a));
+    assert_false(ami_registry_cancel(w->reg, a));
+    assert_int_equal(ami_registry_expire(w->reg, 100), 0);
+    assert_int_equal(ami_registry_fail_all(w->reg, AMI_E_DISCONNECTED, "x"), 0);
+    assert_int_equal(w->nnotes, 0);
+    world_free(w);
+}
+
+static void max_pending_is_a_hard_bound(void **state)
+{
+    (void)state;
+    world_t *w = world_new(3, 0);
+    for (int i = 0; i < 3; i++)
+        add_action(w, "Ping", AMI_STRATEGY_SINGLE, NULL, 0);
+    ami_pending_spec_t spec = {.id = ami_actionid_next(&w->ids), .action = "Ping",
+                               .strategy = AMI_STRATEGY_SINGLE, .cb = record, .ud = w};
+    ami_err_t err;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
+    assert_int_equal(err.code, AMI_E_LIMIT);
+    assert_non_null(strstr(err.msg, "max_pending"));
+    assert_int_equal(ami_registry_stats(w->reg)->refused, 1);
+    world_free(w);
+}
+
+static void slots_are_reused_without_growth(void **state)
+{
+    (void)state;
+    world_t *w = world_new(4, 0);
+    int64_t before = ami_alloc_live_bytes();
+    for (int round = 0; round < 10000; round++) {
+        uint64_t a = add_action(w, "Ping", AMI_STRATEGY_SINGLE, NULL, round + 1);
+        if (round % 2)
+            ami_registry_expire(w->reg, round + 1);
+        else
+            assert_true(ami_registry_cancel(w->reg, a));
+        w->nnotes = 0;
+    }
+    assert_int_equal(ami_alloc_live_bytes(), before);
+    assert_int_equal(ami_registry_pending(w->reg), 0);
+    world_free(w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(recorded_core_show_channels_completes_as_eventlist),
+        cmocka_unit_test(recorded_command_completes_with_output_lines),
+        cmocka_unit_test(recorded_invalid_command_fails_with_server_error),
+        cmocka_unit_test(recorded_originate_completes_on_originate_response),
+        cmocka_unit_test(recorded_originate_failure_fails_with_reason),
+        cmocka_unit_test(recorded_status_lists_and_errors),
+        cmocka_unit_test(responses_are_routed_by_action_id_not_position),
+        cmocka_unit_test(response_without_action_id_goes_to_oldest_waiting),
+        cmocka_unit_test(foreign_action_ids_and_plain_events_are_not_taken),
+        cmocka_unit_test(interleaved_lists_are_kept_apart),
+        cmocka_unit_test(error_response_ends_a_list_action_at_once),
+        cmocka_unit_test(old_server_list_without_eventlist_header_still_completes),
+        cmocka_unit_test(events_past_the_cap_are_dropped_logged_and_counted),
+        cmocka_unit_test(capped_list_that_never_completes_times_out_saying_events_were_dropped),
+        cmocka_unit_test(command_output_over_the_cap_is_truncated),
+        cmocka_unit_test(timeouts_fire_in_deadline_order),
+        cmocka_unit_test(late_answer_after_timeout_is_ignored),
+        cmocka_unit_test(fail_all_fails_each_action_exactly_once),
+        cmocka_unit_test(cancelled_action_never_calls_back),
+        cmocka_unit_test(max_pending_is_a_hard_bound),
+        cmocka_unit_test(slots_are_reused_without_growth),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
