@@ -11,7 +11,9 @@
 #include "util/alloc.h"
 
 #define DEFAULT_MAX_LINE (64u << 10)
-#define DEFAULT_MAX_HEADERS 16384u
+#define DEFAULT_MAX_HEADERS 131072u
+/* A header array grown past this by a huge message is given back after it. */
+#define HDRS_KEEP 4096u
 #define DEFAULT_MAX_MESSAGE (4u << 20)
 #define INITIAL_BUF (16u << 10)
 #define INITIAL_HDRS 64u
@@ -178,20 +180,19 @@ int ami_parser_feed(ami_parser_t *p, const void *data, size_t len, ami_err_t *er
             *err = p->error;
         return -1;
     }
-    const char *src = data;
-    while (len) {
-        size_t got;
-        char *dst = ami_parser_reserve(p, len, &got);
-        if (!dst || got == 0)
-            return ami_err_set(err, AMI_E_LIMIT,
-                               "parser buffer full (%zu bytes buffered, bound %zu): "
-                               "drain messages with ami_parser_next before feeding more",
-                               ami_parser_buffered(p), buffer_bound(p));
-        memcpy(dst, src, got);
-        ami_parser_commit(p, got);
-        src += got;
-        len -= got;
-    }
+    /* All or nothing: a caller that drains and retries must not duplicate bytes. */
+    if (len > buffer_bound(p) - ami_parser_buffered(p))
+        return ami_err_set(err, AMI_E_LIMIT,
+                           "parser buffer full (%zu bytes buffered, %zu more offered, bound %zu): "
+                           "drain messages with ami_parser_next before feeding more",
+                           ami_parser_buffered(p), len, buffer_bound(p));
+    size_t got;
+    char *dst = ami_parser_reserve(p, len, &got);
+    if (!dst || got < len)
+        return ami_err_set(err, AMI_E_NOMEM, "out of memory growing the parser buffer to %zu bytes",
+                           ami_parser_buffered(p) + len);
+    memcpy(dst, data, len);
+    ami_parser_commit(p, len);
     return 0;
 }
 
@@ -406,7 +407,7 @@ static int take_header(ami_parser_t *p, ami_err_t *err, char *line, size_t len, 
     line[len] = '\0';
     if (p->nhdrs == 0)
         classify(p, line, klen, line + voff, len - voff);
-    else if (klen == 8 && p->actionid_idx < 0 && ami_str_ieq(line, klen, "ActionID", 8))
+    if (klen == 8 && p->actionid_idx < 0 && ami_str_ieq(line, klen, "ActionID", 8))
         p->actionid_idx = (int32_t)p->nhdrs;
     uint32_t off = (uint32_t)(line - (p->buf + p->start));
     return push_header(p, err, off, (uint32_t)klen, off + (uint32_t)voff, (uint32_t)(len - voff));
@@ -443,9 +444,11 @@ static int take_line(ami_parser_t *p, ami_err_t *err, char *line, size_t len, si
                      ami_msg_t *msg)
 {
     if (len == 0) {
-        if (p->in_legacy_output && !p->legacy_ended)
+        if (p->in_legacy_output && !p->legacy_ended) {
+            line[0] = '\0'; /* the CR or LF: an empty C string */
             return push_header(p, err, AMI_HDR_KEY_OUTPUT, 6,
                                (uint32_t)(line - (p->buf + p->start)), 0);
+        }
         if (p->nhdrs == 0) {
             p->start = p->scan; /* a stray blank line between messages */
             return 0;
@@ -482,6 +485,19 @@ static int need_more(ami_parser_t *p, ami_err_t *err, size_t scanned_to, size_t 
     return check_partial(p, err);
 }
 
+/* After a huge message, give the header array back (the message it
+ * described is invalid from this call on). */
+static void shrink_headers(ami_parser_t *p)
+{
+    if (p->hdrs_cap <= HDRS_KEEP || p->nhdrs != 0)
+        return;
+    ami_hdr_t *smaller = ami_realloc(p->hdrs, HDRS_KEEP * sizeof *smaller);
+    if (smaller) {
+        p->hdrs = smaller;
+        p->hdrs_cap = HDRS_KEEP;
+    }
+}
+
 int ami_parser_next(ami_parser_t *p, ami_msg_t *msg, ami_err_t *err)
 {
     if (p->failed) {
@@ -489,6 +505,7 @@ int ami_parser_next(ami_parser_t *p, ami_msg_t *msg, ami_err_t *err)
             *err = p->error;
         return -1;
     }
+    shrink_headers(p);
     for (;;) {
         size_t colon = p->line_colon == SIZE_MAX ? SIZE_MAX : p->scan + p->line_colon;
         size_t t = scan_line(p->buf, p->scan + p->line_scanned, p->end, &colon);

@@ -46,7 +46,7 @@
 
 typedef struct ami_parser_limits {
     size_t max_line;    /* bytes in one line, terminator excluded; default 65536 */
-    size_t max_headers; /* headers in one message; default 16384 */
+    size_t max_headers; /* headers in one message; default 131072 */
     size_t max_message; /* bytes in one message; default 4 MiB */
 } ami_parser_limits_t;
 

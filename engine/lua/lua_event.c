@@ -1,0 +1,291 @@
+/*
+ * Event objects: the table-like view scripts get of an AMI message.
+ *
+ * One userdata per event holds a private copy of the message (its header
+ * slices and bytes), so an event kept past a yield or stored in a global
+ * stays valid and unchanged after the parser's buffer moves on. No Lua
+ * table is built: ev.Channel scans the copied headers (case-insensitive)
+ * and pushes one string. The same object is handed to every handler of
+ * the event.
+ *
+ *   ev.Channel, ev.channel   first header of that name, or nil
+ *   ev.server                the server_key it came from
+ *   ev:get(key)              same as ev[key], for keys that clash with methods
+ *   ev:all(key)              every value of a repeated key, as an array
+ *   ev:headers()             iterator over key, value in arrival order
+ *   ev:totable()             {Key = value or {v1, v2, ...}}
+ *   ev:name()                the Event (or Response) value
+ *   ev:is_response()
+ *   #ev                      number of headers
+ */
+#include <string.h>
+
+#include "lua/lua_internal.h"
+#include "protocol/message.h"
+
+typedef struct event_obj {
+    uint32_t nhdrs;
+    uint32_t text_len;
+    uint8_t kind;
+    uint8_t server_len;
+    ami_hdr_t hdrs[];
+    /* then text_len bytes of message text, then the server key */
+} event_obj_t;
+
+static const char *text_of(const event_obj_t *e)
+{
+    return (const char *)(e->hdrs + e->nhdrs);
+}
+
+static const char *server_of(const event_obj_t *e)
+{
+    return text_of(e) + e->text_len;
+}
+
+static void key_of(const event_obj_t *e, uint32_t i, const char **k, size_t *klen)
+{
+    const ami_hdr_t *h = &e->hdrs[i];
+    if (h->key_off >= AMI_HDR_KEY_BANNER) {
+        *k = h->key_off == AMI_HDR_KEY_OUTPUT ? "Output" : "Banner";
+        *klen = 6;
+        return;
+    }
+    *k = text_of(e) + h->key_off;
+    *klen = h->key_len;
+}
+
+static void push_value(lua_State *L, const event_obj_t *e, uint32_t i)
+{
+    lua_pushlstring(L, text_of(e) + e->hdrs[i].val_off, e->hdrs[i].val_len);
+}
+
+static long find(const event_obj_t *e, const char *key, size_t klen, uint32_t from)
+{
+    for (uint32_t i = from; i < e->nhdrs; i++) {
+        const char *k;
+        size_t n;
+        key_of(e, i, &k, &n);
+        if (n == klen && ami_str_ieq(k, n, key, klen))
+            return (long)i;
+    }
+    return -1;
+}
+
+void event_push(gen_t *g, lua_State *L, const ami_msg_t *msg, const char *server_key)
+{
+    size_t slen = server_key ? strlen(server_key) : 0;
+    if (slen > 255)
+        slen = 255;
+    size_t hdr_bytes = msg->nhdrs * sizeof(ami_hdr_t);
+    event_obj_t *e = lua_newuserdata(L, sizeof *e + hdr_bytes + msg->wire_len + slen);
+    e->nhdrs = (uint32_t)msg->nhdrs;
+    e->text_len = (uint32_t)msg->wire_len;
+    e->kind = (uint8_t)msg->kind;
+    e->server_len = (uint8_t)slen;
+    memcpy(e->hdrs, msg->hdrs, hdr_bytes);
+    char *text = (char *)(e->hdrs + e->nhdrs);
+    memcpy(text, msg->base, msg->wire_len);
+    memcpy(text + msg->wire_len, server_key, slen);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g->event_mt_ref);
+    lua_setmetatable(L, -2);
+}
+
+static event_obj_t *check_event(lua_State *L, int idx) MAY_RAISE;
+
+static event_obj_t *check_event(lua_State *L, int idx)
+{
+    event_obj_t *e = lua_touserdata(L, idx);
+    if (!e || !lua_getmetatable(L, idx))
+        luaL_argerror(L, idx, "event object expected");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, gen_of(L)->event_mt_ref);
+    bool same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (!same)
+        luaL_argerror(L, idx, "event object expected");
+    return e;
+}
+
+/* __index: methods and "server" first (exact names), then headers
+ * (case-insensitive). The methods table is upvalue 1. */
+static int event_index(lua_State *L)
+{
+    const event_obj_t *e = lua_touserdata(L, 1);
+    size_t klen;
+    const char *key = lua_tolstring(L, 2, &klen);
+    if (!key)
+        return 0;
+    if (klen == 6 && memcmp(key, "server", 6) == 0) {
+        lua_pushlstring(L, server_of(e), e->server_len);
+        return 1;
+    }
+    if (key[0] >= 'a' && key[0] <= 'z') {
+        lua_pushvalue(L, 2);
+        lua_rawget(L, lua_upvalueindex(1));
+        if (!lua_isnil(L, -1))
+            return 1;
+        lua_pop(L, 1);
+    }
+    long i = find(e, key, klen, 0);
+    if (i < 0)
+        return 0;
+    push_value(L, e, (uint32_t)i);
+    return 1;
+}
+
+static int event_newindex(lua_State *L)
+{
+    return luaL_error(L, "events are read-only: copy what you need with ev:totable()");
+}
+
+static int event_get(lua_State *L)
+{
+    const event_obj_t *e = check_event(L, 1);
+    size_t klen;
+    const char *key = luaL_checklstring(L, 2, &klen);
+    long i = find(e, key, klen, 0);
+    if (i < 0)
+        return 0;
+    push_value(L, e, (uint32_t)i);
+    return 1;
+}
+
+static int event_all(lua_State *L)
+{
+    const event_obj_t *e = check_event(L, 1);
+    size_t klen;
+    const char *key = luaL_checklstring(L, 2, &klen);
+    lua_newtable(L);
+    int n = 0;
+    for (long i = find(e, key, klen, 0); i >= 0; i = find(e, key, klen, (uint32_t)i + 1)) {
+        push_value(L, e, (uint32_t)i);
+        lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
+static int headers_iter(lua_State *L)
+{
+    const event_obj_t *e = lua_touserdata(L, lua_upvalueindex(1));
+    uint32_t i = (uint32_t)lua_tointeger(L, lua_upvalueindex(2));
+    if (i >= e->nhdrs)
+        return 0;
+    lua_pushinteger(L, i + 1);
+    lua_replace(L, lua_upvalueindex(2));
+    const char *k;
+    size_t klen;
+    key_of(e, i, &k, &klen);
+    lua_pushlstring(L, k, klen);
+    push_value(L, e, i);
+    return 2;
+}
+
+static int event_headers(lua_State *L)
+{
+    check_event(L, 1);
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, 0);
+    lua_pushcclosure(L, headers_iter, 2);
+    return 1;
+}
+
+/* With key and value on top of the stack: t[key] = value, or, for a repeated
+ * key, t[key] = {first, second, ...}. Pops both. */
+static void add_to_table(lua_State *L, int t)
+{
+    lua_pushvalue(L, -2);
+    lua_rawget(L, t);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_rawset(L, t);
+        return;
+    }
+    if (lua_istable(L, -1)) {
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+        lua_pop(L, 2);
+        return;
+    }
+    lua_createtable(L, 2, 0);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 2);
+    lua_rawset(L, t);
+}
+
+static int event_totable(lua_State *L)
+{
+    const event_obj_t *e = check_event(L, 1);
+    lua_createtable(L, 0, (int)e->nhdrs);
+    int t = lua_gettop(L);
+    for (uint32_t i = 0; i < e->nhdrs; i++) {
+        const char *k;
+        size_t klen;
+        key_of(e, i, &k, &klen);
+        lua_pushlstring(L, k, klen);
+        push_value(L, e, i);
+        add_to_table(L, t);
+    }
+    return 1;
+}
+
+static int event_name(lua_State *L)
+{
+    const event_obj_t *e = check_event(L, 1);
+    if (e->nhdrs == 0)
+        return 0;
+    push_value(L, e, 0);
+    return 1;
+}
+
+static int event_is_response(lua_State *L)
+{
+    const event_obj_t *e = check_event(L, 1);
+    lua_pushboolean(L, e->kind == AMI_MSG_RESPONSE);
+    return 1;
+}
+
+static int event_len(lua_State *L)
+{
+    const event_obj_t *e = lua_touserdata(L, 1);
+    lua_pushinteger(L, (lua_Integer)e->nhdrs);
+    return 1;
+}
+
+static int event_tostring(lua_State *L)
+{
+    const event_obj_t *e = lua_touserdata(L, 1);
+    const char *kind = e->kind == AMI_MSG_RESPONSE ? "response" : "event";
+    if (e->nhdrs == 0) {
+        lua_pushfstring(L, "empty %s", kind);
+        return 1;
+    }
+    push_value(L, e, 0);
+    lua_pushlstring(L, server_of(e), e->server_len);
+    lua_pushfstring(L, "%s %s from %s (%d headers)", lua_tostring(L, -2), kind, lua_tostring(L, -1),
+                    (int)e->nhdrs);
+    return 1;
+}
+
+void ami_lua_inject_event(lua_State *L, gen_t *g)
+{
+    static const luaL_Reg methods[] = {
+        {"get", event_get},       {"all", event_all},   {"headers", event_headers},
+        {"totable", event_totable}, {"name", event_name}, {"is_response", event_is_response},
+        {NULL, NULL},
+    };
+    lua_newtable(L); /* the metatable */
+    lua_newtable(L); /* methods: upvalue of __index */
+    luaL_register(L, NULL, methods);
+    lua_pushcclosure(L, event_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, event_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, event_len);
+    lua_setfield(L, -2, "__len");
+    lua_pushcfunction(L, event_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "ami.event");
+    lua_setfield(L, -2, "__metatable");
+    g->event_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}

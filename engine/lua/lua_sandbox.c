@@ -1,0 +1,732 @@
+/*
+ * The environment scripts run in.
+ *
+ * One base table per generation (built once, anchored by g->env_ref) holds
+ * the safe globals, read-only views of the libraries, and stand-ins for
+ * what would block the loop or defeat the watchdog. Each script and each
+ * required module gets its own global table over the base, so its globals
+ * are its own and the base, shared by all, cannot be changed.
+ *
+ * A stand-in ("stub") is a small userdata: calling it, indexing it or
+ * assigning into it raises an error that says what was refused, why, and
+ * what to use instead. A blocked library (io, debug, jit, package) is a stub
+ * whose members are stubs too, so `io.read()`, `local r = io.read; r()` and
+ * `io.stdin:read()` all fail with the same clear message.
+ *
+ * The real globals table is never handed to script code: C functions carry
+ * it as their environment, so load() takes the environment of the nearest
+ * Lua caller, never that of a C frame.
+ *
+ * Building the base also locks the string metatable (getmetatable("") would
+ * hand out the real string library). The libraries must be open in L
+ * (luaL_openlibs) and package.loaded.ami set before the base is built.
+ * Everything here runs on the loop thread.
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "lua/lua_internal.h"
+
+#define MAX_MODULE_NAME 128
+#define NO_BYTECODE \
+    "binary chunks are not available in scripts: bytecode is not checked and can crash the " \
+    "engine. Load Lua source text."
+
+/* Registry keys: the addresses are unique, the contents unused. */
+static const char STUB_MT_KEY = 's';
+static const char SCRIPT_MT_KEY = 'e';
+static const char LOADED_KEY = 'l';
+static const char LOADING_MARK = 'm';
+
+/* ---- what is refused, why, and what to use instead -------------------------- */
+
+typedef struct refusal {
+    const char *name;
+    const char *why;
+    const char *instead;
+} refusal_t;
+
+#define WHY_BLOCKS "it would block the engine's event loop and stall every Asterisk server"
+#define WHY_FILES \
+    "file and process I/O block the engine's event loop and stall every Asterisk server"
+#define USE_LOG "Use ami.log for output and the engine config for settings."
+#define WHY_LOADFILE "it reads files with blocking I/O, outside the module cache"
+#define USE_REQUIRE \
+    "Use require(\"name\") for a helper module in the engine's lua/ folder or the scripts folder."
+#define WHY_FENV "function environments belong to the engine"
+#define USE_MODULE "Each script has its own globals already; share values through a module (require)."
+
+static const refusal_t refusals[] = {
+    {"os.execute", WHY_BLOCKS, "Use ami.action to act on Asterisk and ami.spawn/ami.sleep to wait."},
+    {"os.exit", "the engine is stopped by its operator (SIGTERM); a script cannot stop it",
+     "Return from the handler, or call error() to abandon it."},
+    {"os.remove", WHY_FILES, USE_LOG},
+    {"os.rename", WHY_FILES, USE_LOG},
+    {"os.tmpname", WHY_FILES, USE_LOG},
+    {"os.setlocale",
+     "the locale belongs to the whole process: changing it would change how every script and the "
+     "engine itself format numbers",
+     "Format with string.format."},
+    {"io", WHY_FILES, USE_LOG},
+    {"dofile", WHY_LOADFILE, USE_REQUIRE},
+    {"loadfile", WHY_LOADFILE, USE_REQUIRE},
+    {"debug", "it can break the engine's safety (hooks, the watchdog)",
+     "Catch errors with pcall/xpcall; a failing handler is logged with its script and line."},
+    {"jit", "the JIT compiler is off in scripts so that the watchdog can stop runaway handlers",
+     "Nothing to do: scripts run in the interpreter."},
+    {"ffi", "it gives raw memory access and blocking C calls that could crash or stall the engine",
+     "Use the ami API."},
+    {"package", "modules are found by the engine, in its lua/ folder and the scripts folder",
+     "Use require(\"name\")."},
+    {"package.loadlib", "native code could crash or block the engine",
+     "Write the helper in Lua and require it."},
+    {"module", "it writes into the shared environment (and is deprecated since Lua 5.2)",
+     "Write a module as `local M = {} ... return M` and require it."},
+    {"getfenv", WHY_FENV, USE_MODULE},
+    {"setfenv", WHY_FENV, USE_MODULE},
+    {"require(\"os\")", "only part of os is (time, date, clock, difftime, getenv)",
+     "Use the global os."},
+};
+
+static const refusal_t *refusal_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof refusals / sizeof refusals[0]; i++)
+        if (strcmp(refusals[i].name, name) == 0)
+            return &refusals[i];
+    return NULL;
+}
+
+MAY_RAISE static int raise_refusal(lua_State *L, const char *name, const refusal_t *r)
+{
+    return luaL_error(L, "%s is not available in scripts: %s. %s", name, r->why, r->instead);
+}
+
+/* ---- stubs ------------------------------------------------------------------------- */
+
+typedef struct stub {
+    const refusal_t *refusal;
+    bool library;  /* its members are stubs (io.read), not errors at once */
+    char name[64]; /* "io.read", as the script spelled it */
+} stub_t;
+
+MAY_RAISE static void push_stub(lua_State *L, const char *name, const refusal_t *r, bool library)
+{
+    stub_t *s = lua_newuserdata(L, sizeof *s);
+    s->refusal = r;
+    s->library = library;
+    snprintf(s->name, sizeof s->name, "%s", name);
+    lua_pushlightuserdata(L, (void *)&STUB_MT_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_setmetatable(L, -2);
+}
+
+static void member_name(lua_State *L, const stub_t *s, int key, char *out, size_t size)
+{
+    if (lua_type(L, key) == LUA_TSTRING)
+        snprintf(out, size, "%s.%s", s->name, lua_tostring(L, key));
+    else
+        snprintf(out, size, "%s[...]", s->name);
+}
+
+/* A member of a blocked library is a stub of its own, with the member's
+ * specific reason when there is one (package.loadlib), else the library's. */
+MAY_RAISE static int stub_index(lua_State *L)
+{
+    const stub_t *s = lua_touserdata(L, 1);
+    if (!s->library)
+        return raise_refusal(L, s->name, s->refusal);
+    char name[2 * sizeof s->name];
+    member_name(L, s, 2, name, sizeof name);
+    const refusal_t *r = refusal_find(name);
+    push_stub(L, name, r ? r : s->refusal, false);
+    return 1;
+}
+
+MAY_RAISE static int stub_newindex(lua_State *L)
+{
+    const stub_t *s = lua_touserdata(L, 1);
+    if (!s->library)
+        return raise_refusal(L, s->name, s->refusal);
+    char name[2 * sizeof s->name];
+    member_name(L, s, 2, name, sizeof name);
+    const refusal_t *r = refusal_find(name);
+    return raise_refusal(L, name, r ? r : s->refusal);
+}
+
+MAY_RAISE static int stub_call(lua_State *L)
+{
+    const stub_t *s = lua_touserdata(L, 1);
+    return raise_refusal(L, s->name, s->refusal);
+}
+
+/* package.path .. ";x" must say why too, not "attempt to concatenate". */
+MAY_RAISE static int stub_concat(lua_State *L)
+{
+    int idx = 2;
+    if (lua_getmetatable(L, 1)) {
+        lua_pushlightuserdata(L, (void *)&STUB_MT_KEY);
+        lua_rawget(L, LUA_REGISTRYINDEX);
+        if (lua_rawequal(L, -1, -2))
+            idx = 1;
+    }
+    const stub_t *s = lua_touserdata(L, idx);
+    return raise_refusal(L, s->name, s->refusal);
+}
+
+/* Printing or logging a stub must work: it is how a script finds out. */
+static int stub_tostring(lua_State *L)
+{
+    const stub_t *s = lua_touserdata(L, 1);
+    lua_pushfstring(L, "not available in scripts: %s", s->name);
+    return 1;
+}
+
+MAY_RAISE static void create_stub_metatable(lua_State *L)
+{
+    static const luaL_Reg mt[] = {{"__index", stub_index},
+                                  {"__newindex", stub_newindex},
+                                  {"__call", stub_call},
+                                  {"__concat", stub_concat},
+                                  {"__tostring", stub_tostring},
+                                  {NULL, NULL}};
+    lua_pushlightuserdata(L, (void *)&STUB_MT_KEY);
+    lua_createtable(L, 0, 6);
+    luaL_setfuncs(L, mt, 0);
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+/* Sets base[name] to a stub refusing `name`. */
+MAY_RAISE static void set_stub(lua_State *L, int base, const char *name, bool library)
+{
+    push_stub(L, name, refusal_find(name), library);
+    lua_setfield(L, base, name);
+}
+
+/* ---- read-only tables ---------------------------------------------------------------- */
+
+MAY_RAISE static int readonly_newindex(lua_State *L)
+{
+    const char *lib = lua_tostring(L, lua_upvalueindex(1));
+    const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?";
+    return luaL_error(L,
+                      "cannot set %s.%s: the %s library is shared by every script and read-only. "
+                      "Keep your own helpers in a local table or a module (require).",
+                      lib, key, lib);
+}
+
+/* Replace the table at the top by an empty proxy reading through to it:
+ * __newindex only fires on absent keys, so only a proxy stops a script from
+ * replacing string.format for every other script. */
+MAY_RAISE static void make_readonly(lua_State *L, const char *lib)
+{
+    lua_newtable(L);
+    lua_createtable(L, 0, 3);
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
+    lua_pushstring(L, lib);
+    lua_pushcclosure(L, readonly_newindex, 1);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_replace(L, -2);
+}
+
+/* Push a copy of the global library `lib`: all of it (only == NULL) or the
+ * listed members. A copy, so the engine's own string.find and friends stay
+ * out of scripts' reach. */
+MAY_RAISE static void push_library_copy(lua_State *L, const char *lib, const char *const *only)
+{
+    lua_newtable(L);
+    lua_getfield(L, LUA_GLOBALSINDEX, lib);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    if (only) {
+        for (; *only; only++) {
+            lua_getfield(L, -1, *only);
+            lua_setfield(L, -3, *only);
+        }
+    } else {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, -5);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+/* ---- environments ------------------------------------------------------------------- */
+
+/* A fresh global table over the base: a script's or a module's own. */
+MAY_RAISE static void push_own_env(lua_State *L, gen_t *g, const char *script)
+{
+    sandbox_push_env(L, g);
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 4);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "_G");
+    if (script) {
+        lua_pushstring(L, script);
+        lua_setfield(L, -2, "SCRIPT");
+    }
+    lua_pushlightuserdata(L, (void *)&SCRIPT_MT_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_setmetatable(L, -2);
+}
+
+/* The environment of the nearest Lua function up the stack. C frames
+ * (pcall, the ami API) carry the real globals, which scripts must not get. */
+MAY_RAISE static void push_caller_env(lua_State *L, gen_t *g)
+{
+    lua_Debug ar;
+    for (int level = 1; lua_getstack(L, level, &ar); level++) {
+        lua_getinfo(L, "Sf", &ar);
+        if (strcmp(ar.what, "C") == 0) {
+            lua_pop(L, 1);
+            continue;
+        }
+        lua_getfenv(L, -1);
+        lua_remove(L, -2);
+        if (lua_istable(L, -1) && !lua_rawequal(L, -1, LUA_GLOBALSINDEX))
+            return;
+        lua_pop(L, 1);
+        break;
+    }
+    push_own_env(L, g, NULL);
+}
+
+static void push_loaded_module(lua_State *L, const char *name)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+    if (lua_istable(L, -1))
+        lua_getfield(L, -1, name);
+    else
+        lua_pushnil(L);
+    lua_remove(L, -2);
+}
+
+/* Source files only. LuaJIT's own message for a bytecode file ("attempt to
+ * load chunk with wrong mode") names neither the file nor the reason. */
+MAY_RAISE static int load_source_file(lua_State *L, const char *path)
+{
+    int rc = luaL_loadfilex(L, path, "t");
+    if (rc != 0 && lua_isstring(L, -1) && strstr(lua_tostring(L, -1), "wrong mode")) {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "%s: " NO_BYTECODE, path);
+    }
+    return rc;
+}
+
+/* ---- replacements for base functions ------------------------------------------------ */
+
+/* load(s [, chunkname [, mode [, env]]]) and loadstring(s [, chunkname]):
+ * source text only, and the chunk gets the caller's globals. */
+MAY_RAISE static int sb_load(lua_State *L)
+{
+    gen_t *g = lua_touserdata(L, lua_upvalueindex(1));
+    if (lua_type(L, 1) != LUA_TSTRING)
+        return luaL_argerror(L, 1, "scripts may load Lua source from a string only");
+    size_t len;
+    const char *src = lua_tolstring(L, 1, &len);
+    const char *chunkname = luaL_optstring(L, 2, src);
+    const char *mode = luaL_optstring(L, 3, "t");
+    if (!lua_isnoneornil(L, 4))
+        luaL_checktype(L, 4, LUA_TTABLE);
+    if ((len > 0 && src[0] == '\033') || !strchr(mode, 't')) {
+        lua_pushnil(L);
+        lua_pushliteral(L, NO_BYTECODE);
+        return 2;
+    }
+    if (luaL_loadbufferx(L, src, len, chunkname, "t") != 0) {
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    if (lua_istable(L, 4))
+        lua_pushvalue(L, 4);
+    else
+        push_caller_env(L, g);
+    lua_setfenv(L, -2);
+    return 1;
+}
+
+MAY_RAISE static int sb_collectgarbage(lua_State *L)
+{
+    const char *opt = luaL_optstring(L, 1, "collect");
+    if (strcmp(opt, "count") != 0)
+        return luaL_error(L,
+                          "collectgarbage(\"%s\") is not available in scripts: the engine "
+                          "manages memory. collectgarbage(\"count\") gives the KiB in use.",
+                          opt);
+    lua_pushnumber(L, lua_gc(L, LUA_GCCOUNT, 0) + lua_gc(L, LUA_GCCOUNTB, 0) / 1024.0);
+    return 1;
+}
+
+/* print goes to the log (info), where an operator will see it; stdout may
+ * be nobody's. ami.log.info is looked up per call: it may be replaced. */
+MAY_RAISE static int sb_print(lua_State *L)
+{
+    int n = lua_gettop(L);
+    push_loaded_module(L, "ami");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "log");
+        lua_remove(L, -2);
+    }
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "info");
+        lua_remove(L, -2);
+    }
+    if (!lua_isfunction(L, -1))
+        return 0;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 1; i <= n; i++) {
+        if (i > 1)
+            luaL_addchar(&b, '\t'); /* before the push: it may spill the buffer onto the stack */
+        lua_pushvalue(L, lua_upvalueindex(1));
+        lua_pushvalue(L, i);
+        lua_call(L, 1, 1);
+        if (!lua_isstring(L, -1))
+            return luaL_error(L, "'tostring' must return a string to 'print'");
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    lua_call(L, 1, 0);
+    return 0;
+}
+
+/* ---- require ----------------------------------------------------------------------- */
+
+static bool module_name_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > MAX_MODULE_NAME || strlen(s) != len)
+        return false;
+    char prev = '.';
+    for (; *s; prev = *s++) {
+        bool word = (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+                    (*s >= '0' && *s <= '9') || *s == '_' || *s == '-';
+        if (!word && (*s != '.' || prev == '.'))
+            return false;
+    }
+    return prev != '.';
+}
+
+/* Modules the engine provides itself (the libraries, ami) or refuses.
+ * True if it pushed the module. */
+MAY_RAISE static bool push_builtin_module(lua_State *L, gen_t *g, const char *name)
+{
+    static const char *const libraries[] = {"string", "table", "math", "bit", "coroutine", NULL};
+    static const char *const refused[] = {"ffi", "jit", "io", "debug", NULL};
+    if (strcmp(name, "ami") == 0) {
+        push_loaded_module(L, "ami");
+        return true;
+    }
+    if (strcmp(name, "os") == 0)
+        raise_refusal(L, "require(\"os\")", refusal_find("require(\"os\")"));
+    for (const char *const *r = refused; *r; r++)
+        if (strcmp(name, *r) == 0)
+            raise_refusal(L, name, refusal_find(name));
+    for (const char *const *l = libraries; *l; l++) {
+        if (strcmp(name, *l) == 0) {
+            sandbox_push_env(L, g);
+            lua_getfield(L, -1, name);
+            lua_remove(L, -2);
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool is_regular_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Try the template (length n) with '?' replaced by file. Pushes the path;
+ * true if the file exists. */
+static bool try_template(lua_State *L, const char *tpl, size_t n, const char *file)
+{
+    lua_pushlstring(L, tpl, n);
+    luaL_gsub(L, lua_tostring(L, -1), "?", file);
+    lua_remove(L, -2);
+    return is_regular_file(lua_tostring(L, -1));
+}
+
+/* The candidate path is at the top. Found: it alone stays above top. Not
+ * found: it becomes a line of the "not found" message. */
+static bool keep_if_found(lua_State *L, int top, bool found)
+{
+    if (found) {
+        lua_replace(L, top + 1);
+        lua_settop(L, top + 1);
+        return true;
+    }
+    lua_pushfstring(L, "\n\tno file '%s'", lua_tostring(L, -1));
+    lua_remove(L, -2);
+    return false;
+}
+
+/* The module's file: pushes its path, or raises with every path tried. */
+MAY_RAISE static void push_module_path(lua_State *L, gen_t *g, const char *name)
+{
+    int top = lua_gettop(L);
+    const char *file = luaL_gsub(L, name, ".", "/");
+    for (const char *p = g->rt->lua_path; p && *p;) {
+        luaL_checkstack(L, 4, "require: too many paths in lua_path");
+        const char *end = strchr(p, ';');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n > 0 && keep_if_found(L, top, try_template(L, p, n, file)))
+            return;
+        p += n + (end != NULL);
+    }
+    if (g->rt->scripts_dir) {
+        luaL_checkstack(L, 4, "require: too many paths in lua_path");
+        lua_pushfstring(L, "%s/%s.lua", g->rt->scripts_dir, file);
+        if (keep_if_found(L, top, is_regular_file(lua_tostring(L, -1))))
+            return;
+    }
+    lua_concat(L, lua_gettop(L) - top - 1);
+    luaL_error(L, "module '%s' not found (looked in the engine's lua_path and the scripts folder):%s",
+               name, lua_tostring(L, -1));
+}
+
+/* Stack: 1 name, 2 loaded table, 3 path. Runs the module with its own
+ * globals; protected, so a failure does not leave it marked as loading. */
+MAY_RAISE static int load_module(lua_State *L, gen_t *g, const char *name)
+{
+    const char *path = lua_tostring(L, 3);
+    if (load_source_file(L, path) != 0)
+        return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, path,
+                          lua_tostring(L, -1));
+    push_own_env(L, g, NULL);
+    lua_setfenv(L, -2);
+    lua_pushlightuserdata(L, (void *)&LOADING_MARK);
+    lua_setfield(L, 2, name);
+    lua_pushstring(L, name);
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        lua_pushnil(L);
+        lua_setfield(L, 2, name);
+        return lua_error(L);
+    }
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 2, name);
+    return 1;
+}
+
+MAY_RAISE static void push_loaded_table(lua_State *L)
+{
+    lua_pushlightuserdata(L, (void *)&LOADED_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_istable(L, -1))
+        return;
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushlightuserdata(L, (void *)&LOADED_KEY);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+/* require(name): Lua modules from lua_path, then the scripts folder, each
+ * loaded once per generation. */
+MAY_RAISE static int sb_require(lua_State *L)
+{
+    gen_t *g = lua_touserdata(L, lua_upvalueindex(1));
+    size_t len;
+    const char *name = luaL_checklstring(L, 1, &len);
+    lua_settop(L, 1);
+    if (push_builtin_module(L, g, name))
+        return 1;
+    if (!module_name_ok(name, len))
+        return luaL_argerror(L, 1, "a module name is letters, digits, '_' and '-', with '.' "
+                                   "between folder names (e.g. \"helpers.queue\")");
+    push_loaded_table(L);
+    lua_getfield(L, 2, name);
+    if (lua_touserdata(L, -1) == (void *)&LOADING_MARK)
+        return luaL_error(L, "require(\"%s\"): the module is already being loaded: it requires "
+                             "itself, directly or through another module. Move the shared part "
+                             "into a third module.", name);
+    if (!lua_isnil(L, -1))
+        return 1;
+    lua_pop(L, 1);
+    push_module_path(L, g, name);
+    return load_module(L, g, name);
+}
+
+/* ---- the base environment --------------------------------------------------------- */
+
+MAY_RAISE static int base_newindex(lua_State *L)
+{
+    const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?";
+    return luaL_error(L, "cannot set global \"%s\": the shared script environment is read-only "
+                         "(each script has its own globals over it)", key);
+}
+
+static const char *const safe_globals[] = {
+    "assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "select", "tonumber",
+    "tostring", "type", "unpack", "rawequal", "rawget", "rawset", "setmetatable",
+    "getmetatable", "_VERSION", NULL};
+
+static const char *const coroutine_allowed[] = {"create", "resume", "running", "status",
+                                                "wrap", "yield", "isyieldable", NULL};
+static const char *const os_allowed[] = {"time", "date", "clock", "difftime", "getenv", NULL};
+static const char *const os_refused[] = {"execute", "exit", "remove", "rename", "tmpname",
+                                         "setlocale", NULL};
+
+MAY_RAISE static void add_libraries(lua_State *L, int base)
+{
+    static const char *const whole[] = {"string", "table", "math", "bit", NULL};
+    for (const char *const *lib = whole; *lib; lib++) {
+        push_library_copy(L, *lib, NULL);
+        make_readonly(L, *lib);
+        lua_setfield(L, base, *lib);
+    }
+    push_library_copy(L, "coroutine", coroutine_allowed);
+    make_readonly(L, "coroutine");
+    lua_setfield(L, base, "coroutine");
+    push_library_copy(L, "os", os_allowed);
+    for (const char *const *f = os_refused; *f; f++) {
+        char name[32];
+        snprintf(name, sizeof name, "os.%s", *f);
+        push_stub(L, name, refusal_find(name), false);
+        lua_setfield(L, -2, *f);
+    }
+    make_readonly(L, "os");
+    lua_setfield(L, base, "os");
+}
+
+MAY_RAISE static void add_functions(lua_State *L, int base, gen_t *g)
+{
+    static const char *const blocked[] = {"dofile", "loadfile", "module", "getfenv", "setfenv", NULL};
+    for (const char *const *s = blocked; *s; s++)
+        set_stub(L, base, *s, false);
+    static const char *const libraries[] = {"io", "debug", "jit", "package", NULL};
+    for (const char *const *s = libraries; *s; s++)
+        set_stub(L, base, *s, true);
+    lua_pushlightuserdata(L, g);
+    lua_pushcclosure(L, sb_load, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, base, "load");
+    lua_setfield(L, base, "loadstring");
+    lua_pushlightuserdata(L, g);
+    lua_pushcclosure(L, sb_require, 1);
+    lua_setfield(L, base, "require");
+    lua_getfield(L, LUA_GLOBALSINDEX, "tostring");
+    lua_pushcclosure(L, sb_print, 1);
+    lua_setfield(L, base, "print");
+    lua_pushcfunction(L, sb_collectgarbage);
+    lua_setfield(L, base, "collectgarbage");
+    push_loaded_module(L, "ami");
+    lua_setfield(L, base, "ami");
+}
+
+/* The metatable of every script's own environment: reads fall through to
+ * the base; locked, so getmetatable(_G) cannot reach the base. */
+MAY_RAISE static void create_script_metatable(lua_State *L, int base)
+{
+    lua_pushlightuserdata(L, (void *)&SCRIPT_MT_KEY);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, base);
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+/* getmetatable("").__index is the real string library: lock it away. */
+static void lock_string_metatable(lua_State *L)
+{
+    lua_pushliteral(L, "");
+    if (lua_getmetatable(L, -1)) {
+        lua_pushliteral(L, "locked");
+        lua_setfield(L, -2, "__metatable");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+MAY_RAISE static void build_base(lua_State *L, gen_t *g)
+{
+    create_stub_metatable(L);
+    lock_string_metatable(L);
+    lua_createtable(L, 0, 48);
+    int base = lua_gettop(L);
+    for (const char *const *s = safe_globals; *s; s++) {
+        lua_getfield(L, LUA_GLOBALSINDEX, *s);
+        lua_setfield(L, base, *s);
+    }
+    add_libraries(L, base);
+    add_functions(L, base, g);
+    create_script_metatable(L, base);
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, base_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, base);
+}
+
+/* Raises only on a memory error. */
+void sandbox_push_env(lua_State *L, gen_t *g)
+{
+    if (g->env_ref > 0) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, g->env_ref);
+        return;
+    }
+    build_base(L, g);
+    lua_pushvalue(L, -1);
+    g->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* ---- loading a script ------------------------------------------------------------------ */
+
+typedef struct load_job {
+    gen_t *g;
+    const char *path;
+    int ref;
+} load_job_t;
+
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* Runs under lua_cpcall, so neither a syntax error nor a memory error
+ * while building the environment escapes as a longjmp. */
+static int load_protected(lua_State *L)
+{
+    load_job_t *job = lua_touserdata(L, 1);
+    if (load_source_file(L, job->path) != 0)
+        return lua_error(L);
+    push_own_env(L, job->g, base_name(job->path));
+    lua_setfenv(L, -2);
+    job->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+int sandbox_load_file(lua_State *L, gen_t *g, const char *path, ami_err_t *err)
+{
+    load_job_t job = {g, path, LUA_NOREF};
+    if (lua_cpcall(L, load_protected, &job) != 0) {
+        const char *msg = lua_tostring(L, -1);
+        ami_err_set(err, AMI_E_CONFIG, "%s", msg ? msg : "cannot load the script");
+        lua_pop(L, 1);
+        return -1;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, job.ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, job.ref);
+    return 0;
+}
