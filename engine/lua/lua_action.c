@@ -259,6 +259,7 @@ static int send_action(lua_State *L, bool collect)
 {
     co_t *co = sched_require_co(L, collect ? "ami.collect" : "ami.action");
     gen_t *g = co->gen;
+    lua_settop(L, 4); /* absent headers/opts become nil: indices 1..4 are fixed from here */
     const char *server = luaL_optstring(L, 1, NULL);
     ami_action_req_t req = {.name = luaL_checkstring(L, 2)};
     if (!lua_isnoneornil(L, 3))
