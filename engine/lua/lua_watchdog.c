@@ -7,9 +7,9 @@
  * script states, and a watchdog thread looks every quarter budget at the
  * handler running on the loop; past the budget it installs a count hook on
  * that state. The hook runs on the loop thread, inside the runaway code, and
- * raises an error that unwinds the handler's coroutine. The hook stays
- * installed until the resume returns, so a runaway loop that catches the
- * error with pcall is hit again.
+ * raises an error that unwinds the handler's coroutine. The hook then fires
+ * at every instruction until the resume returns, so a runaway loop that
+ * catches the error with pcall is hit again at once, outside the pcall.
  *
  * Cost on the normal path: two atomic stores per resume. The watchdog never
  * takes a lock the loop waits for, except when a state is closed.
@@ -32,6 +32,9 @@ static void runaway_hook(lua_State *L, lua_Debug *ar)
         return;
     }
     rt->watchdog_fired = true;
+    /* From now on raise at every instruction: a pcall that catches the error
+     * returns into code that raises again, until nothing catches it. */
+    lua_sethook(L, runaway_hook, LUA_MASKCOUNT, 1);
     lua_getinfo(L, "Sl", ar);
     luaL_error(L, "stopped after running %d ms without yielding (budget %d ms) at %s:%d; "
                   "long work must yield (ami.sleep(0)) or be split",

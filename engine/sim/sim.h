@@ -44,7 +44,20 @@ typedef struct ami_sim_node_config {
     const char *replay_flow;    /* path of a .flow file: serve that recorded session instead */
 } ami_sim_node_config_t;
 
-/* Faults, applied to the node's current and future sessions. Zero = off. */
+/* Faults, applied to the node's current and future sessions. Zero = off.
+ *
+ * Login timing: a Login that fails (wrong user/secret/key, or reject_login)
+ * is answered after login_delay_ms, or after 200 ms when login_delay_ms is 0
+ * (the real server waits about 1 s); a good Login waits login_delay_ms.
+ * A session handles one action at a time, like Asterisk: while an answer is
+ * delayed, later actions from that session wait behind it.
+ *
+ * One-shot faults: send_garbage and close_mid_response fire once and then
+ * clear themselves in the node's fault set (send_garbage goes to every
+ * session logged in when it is set, or else to the next session that logs
+ * in; close_mid_response cuts the next action answered on the node).
+ * close_after_bytes counts the bytes the server wrote on each session,
+ * banner included. */
 typedef struct ami_sim_faults {
     bool ping_silent;              /* read Ping actions, never answer them */
     bool all_silent;               /* read every action, answer none */
@@ -76,6 +89,7 @@ typedef struct ami_sim_node_stats {
     uint64_t calls_started;
     uint64_t calls_active;
     uint64_t sessions_dropped_slow; /* closed because they did not read (output bound hit) */
+    uint64_t calls_refused;         /* calls not started: the per-node call cap was reached */
 } ami_sim_node_stats_t;
 
 /* loop NULL: the simulator creates and owns its own loop (ami_sim_run). */
@@ -101,6 +115,10 @@ void ami_sim_node_drop_sessions(ami_sim_node_t *node);
 
 void ami_sim_node_set_faults(ami_sim_node_t *node, const ami_sim_faults_t *faults);
 void ami_sim_node_set_call_rate(ami_sim_node_t *node, double calls_per_second);
+
+/* Replay pacing: recorded gaps are divided by speed (default 1.0 = real
+ * time); 0 sends every server entry as soon as the client side allows. */
+void ami_sim_node_set_replay_speed(ami_sim_node_t *node, double speed);
 
 /* Send a raw, already framed event ("Event: X\r\n...\r\n\r\n") to every
  * logged-in session whose event mask lets it through. */
