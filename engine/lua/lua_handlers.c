@@ -282,6 +282,16 @@ static int l_off(lua_State *L)
     return 1;
 }
 
+void handlers_remove_all(gen_t *g)
+{
+    for (unsigned b = 0; b <= HANDLER_BUCKETS; b++)
+        for (handler_t *h = b < HANDLER_BUCKETS ? g->buckets[b] : g->every; h; h = h->next)
+            h->dead = true;
+    g->rt->handlers_dead = true;
+    if (g->rt->dispatch_depth == 0)
+        sweep(g);
+}
+
 void handlers_free_all(gen_t *g)
 {
     for (unsigned b = 0; b < HANDLER_BUCKETS; b++)

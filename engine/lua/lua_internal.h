@@ -247,6 +247,11 @@ void ami_lua_inject_timer(lua_State *L, gen_t *g);      /* ami.sleep, ami.spawn,
 void ami_lua_inject_log(lua_State *L, gen_t *g);        /* ami.log.* */
 void ami_lua_inject_metrics(lua_State *L, gen_t *g);    /* ami.metrics.* */
 void ami_lua_inject_servers(lua_State *L, gen_t *g);    /* ami.servers, ami.server */
+/* Specs only: package.loaded["ami.testing"]; the ami table stays on top. */
+void ami_lua_inject_testing(lua_State *L, gen_t *g);
+/* Run a script file in g as at load time, in L (a running coroutine or the
+ * main thread). MAY_RAISE: errors propagate to the caller. */
+MAY_RAISE void run_script_in(lua_State *L, gen_t *g, const char *path);
 
 /* lua_sandbox.c: the base environment scripts see (at the top of L's stack
  * on return). Blocked functions raise an error that says why and what to
@@ -258,6 +263,8 @@ int sandbox_load_file(lua_State *L, gen_t *g, const char *path, ami_err_t *err);
 /* lua_handlers.c: dispatch one event to g's handlers and waiters. */
 void handlers_dispatch(gen_t *g, const ami_msg_t *msg, const char *server_key, bool handlers_too);
 void handlers_free_all(gen_t *g);
+/* ami.off for every handler (safe during dispatch). */
+void handlers_remove_all(gen_t *g);
 void waiter_unlink(gen_t *g, wait_t *w);
 
 /* Helpers */

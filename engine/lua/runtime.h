@@ -34,6 +34,8 @@
 #include "cluster/client.h"
 #include "util/err.h"
 
+struct lua_State;
+
 typedef struct ami_lua_config {
     const char *scripts_dir;     /* every *.lua here is loaded; NULL = no scripts */
     const char *lua_path;        /* extra require() path for helper modules (lua/ of the engine) */
@@ -47,8 +49,12 @@ typedef struct ami_lua_config {
     uint32_t reload_debounce_ms; /* file-change reloads wait this long for quiet; default 300 */
     bool watch_scripts;          /* reload when a file in scripts_dir changes; default true */
     bool jit;                    /* unsafe: JIT on, the watchdog cannot stop compiled loops */
-    const char *config_json;     /* not used yet */
-    void *script_config_ud;      /* opaque, handed to ami.config (see lua_config) */
+    /* Specs only: provide require "ami.testing" (load_script, reset, metric,
+     * wait_until) and let the tool add its own functions to that table,
+     * which is on top of L's stack when testing_extend is called. */
+    bool testing;
+    void (*testing_extend)(struct lua_State *L, void *ud);
+    void *testing_ud;
 } ami_lua_config_t;
 
 void ami_lua_config_default(ami_lua_config_t *cfg);
@@ -73,10 +79,11 @@ size_t ami_lua_runtime_waiting(const ami_lua_runtime_t *rt);
 /* Cancel every waiting coroutine and close every generation. */
 void ami_lua_runtime_shutdown(ami_lua_runtime_t *rt);
 
-/* Run a chunk of Lua in a new coroutine of the current generation (specs,
- * tools). The chunk sees the script environment. */
+/* Run a chunk of Lua in a new coroutine of the current generation. The
+ * chunk sees the script environment, or with trusted (tools, the spec
+ * runner) the state's real globals. */
 int ami_lua_runtime_spawn_string(ami_lua_runtime_t *rt, const char *name, const char *code,
-                                 ami_err_t *err);
+                                 bool trusted, ami_err_t *err);
 
 typedef struct ami_lua_stats {
     uint64_t generation;          /* id of the current generation (1, 2, ...) */

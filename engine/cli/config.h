@@ -1,0 +1,78 @@
+/*
+ * The ami-engine configuration file: a Lua file that sets a few globals.
+ *
+ *   servers = {
+ *     { key = "pbx1", host = "10.0.0.5", username = "engine", secret_env = "AMI_SECRET_PBX1" },
+ *     { key = "pbx2", host = "10.0.0.6", username = "engine", secret_file = "/run/secrets/pbx2",
+ *       heartbeat_interval_ms = 2000 },
+ *   }
+ *   defaults = { port = 5038, heartbeat_interval_ms = 5000 }   -- any server option
+ *   scripts  = { dir = "scripts", handler_budget_ms = 20 }
+ *   metrics  = { listen = "127.0.0.1:9100", health_quorum = "all" }
+ *   log      = { level = "info", format = "logfmt" }
+ *   routing  = "first_healthy"
+ *
+ * The file is evaluated in an empty sandbox (no io, no os but os.getenv), with
+ * an instruction budget: a config cannot hang or touch the system. Then
+ * every value is validated; all errors are collected, each naming its place
+ * ("servers[2].port: expected an integer from 1 to 65535, got \"abc\"").
+ *
+ * A server's secret comes from exactly one of secret (the text itself),
+ * secret_env (an environment variable) or secret_file (a file, trailing
+ * newline removed). Secrets are read at load time and never logged.
+ *
+ * Relative paths (scripts.dir, lua.path entries, secret_file) are resolved
+ * against the config file's folder.
+ *
+ * Memory: every string in an ami_engine_config_t belongs to it;
+ * ami_config_free releases them.
+ */
+#ifndef AMI_CLI_CONFIG_H
+#define AMI_CLI_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cluster/client.h"
+#include "health/conn.h"
+#include "lua/runtime.h"
+#include "obs/log.h"
+
+#define AMI_CONFIG_MAX_SERVERS 64
+#define AMI_CONFIG_MAX_ERRORS 64
+
+typedef struct ami_config_errors {
+    size_t count;
+    char msg[AMI_CONFIG_MAX_ERRORS][256];
+} ami_config_errors_t;
+
+typedef struct ami_engine_config {
+    char *path;                    /* the file, as given */
+    ami_server_options_t servers[AMI_CONFIG_MAX_SERVERS];
+    size_t nservers;
+    ami_route_policy_t route;
+    ami_lua_config_t lua;          /* scripts_dir and lua_path owned by this config */
+    bool metrics_enabled;          /* metrics.listen = false turns the endpoint off */
+    char *metrics_ip;              /* default "127.0.0.1" */
+    uint16_t metrics_port;         /* default 9100 */
+    uint32_t health_quorum;        /* servers that must be connected for /healthz 200; 0 = all */
+    ami_log_level_t log_level;     /* default info */
+    ami_log_format_t log_format;   /* default logfmt */
+    uint32_t drain_grace_ms;       /* SIGTERM: coroutines get this long; default 10000 */
+    uint32_t summary_interval_ms;  /* one-line summary per server in the log; default 0 = off */
+} ami_engine_config_t;
+
+/* Defaults only (no servers). */
+void ami_config_init(ami_engine_config_t *cfg);
+
+/* Load and validate. 0 on success; -1 with every problem in errs. On -1 the
+ * config is freed (nothing to release). */
+int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_errors_t *errs);
+
+void ami_config_free(ami_engine_config_t *cfg);
+
+/* Print a config summary without secrets (for --check-config). */
+void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out);
+
+#endif
