@@ -457,31 +457,64 @@ static void start_direct_leg(ami_sim_node_t *n, sim_call_t *call, int callee)
     sim_call_schedule(call, 0.5 + 3.5 * sim_rand01(n));
 }
 
+/* A CRM asking for a call, as a UserEvent would arrive from another AMI
+ * client: what scripts/click_to_call.lua serves. */
+static void click_to_call_request(ami_sim_node_t *n)
+{
+    ami_buf_t *b = &n->scratch;
+    sim_ev_begin(b, "UserEvent", "user,all");
+    sim_put(b, "UserEvent", "ClickToCall");
+    sim_putf(b, "Agent", "%d", rand_range(n, 1001, 1020));
+    sim_putf(b, "Number", "+1555%07d", rand_range(n, 0, 9999999));
+    sim_putf(b, "RequestId", "crm-%s-%llu", n->name, (unsigned long long)n->stats.calls_started);
+    sim_end(b);
+    sim_emit(n, SIM_EV_USER);
+}
+
+/* Who calls: an internal extension, or (30%) the outside world through a
+ * trunk, arriving in from-pstn on a DID: what scripts/after_hours.lua watches. */
+static sim_chan_t *caller_leg(ami_sim_node_t *n, sim_call_t *call, const char *exten)
+{
+    bool inbound = sim_rand01(n) < 0.30;
+    int caller = rand_range(n, 1001, 1020);
+    char dev[32];
+    snprintf(dev, sizeof dev, inbound ? "PJSIP/trunk" : "PJSIP/%d", caller);
+    sim_chan_t *a = new_leg(n, call, dev, inbound ? "5550100" : exten);
+    if (!a)
+        return NULL;
+    a->state = 4;
+    if (inbound) {
+        snprintf(a->context, sizeof a->context, "from-pstn");
+        snprintf(a->cid_num, sizeof a->cid_num, "+1555%07d", rand_range(n, 0, 9999999));
+        snprintf(a->cid_name, sizeof a->cid_name, "Caller %s", a->cid_num + 8);
+    } else {
+        snprintf(a->cid_num, sizeof a->cid_num, "%d", caller);
+        snprintf(a->cid_name, sizeof a->cid_name, "User %d", caller);
+    }
+    snprintf(call->device, sizeof call->device, "%s", dev);
+    return a;
+}
+
 static void start_call(ami_sim_node_t *n)
 {
+    if (sim_rand01(n) < 0.05)
+        click_to_call_request(n);
     sim_call_t *call = sim_call_new(n);
     if (!call)
         return;
     call->step = sim_traffic_step;
     call->hangup = traffic_hangup;
     call->default_cause = 16;
-    int caller = rand_range(n, 1001, 1020);
     bool queued = sim_rand01(n) < 0.15;
     sim_queue_t *q = queued ? &n->queues[rand_range(n, 0, SIM_NQUEUES - 1)] : NULL;
     int callee = rand_range(n, 2001, 2020);
-    char dev[32], exten[16];
-    snprintf(dev, sizeof dev, "PJSIP/%d", caller);
+    char exten[16];
     snprintf(exten, sizeof exten, "%d", q ? (q == &n->queues[0] ? 600 : 601) : callee);
-    if (!(call->a = new_leg(n, call, dev, exten))) {
+    if (!(call->a = caller_leg(n, call, exten))) {
         sim_call_free(call);
         return;
     }
-    sim_chan_t *a = call->a;
-    a->state = 4;
-    snprintf(a->cid_num, sizeof a->cid_num, "%d", caller);
-    snprintf(a->cid_name, sizeof a->cid_name, "User %d", caller);
-    snprintf(call->device, sizeof call->device, "%s", dev);
-    sim_emit_chan_event(n, "Newchannel", SIM_EV_CALL, a);
+    sim_emit_chan_event(n, "Newchannel", SIM_EV_CALL, call->a);
     if (q)
         start_queue_leg(n, call, q);
     else
