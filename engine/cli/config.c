@@ -530,12 +530,11 @@ void ami_config_free(ami_engine_config_t *cfg)
     ami_config_init(cfg); /* a second free, or a free after a failed load, is harmless */
 }
 
-static void describe_server(const ami_server_options_t *o, ami_buf_t *out)
+static void describe_server(const ami_server_options_t *o, const char *src, ami_buf_t *out)
 {
     bool v6 = o->host && strchr(o->host, ':') && o->host[0] != '[';
     ami_buf_printf(out, "  %s: %s%s%s:%u, user %s, auth %s, ", o->server_key, v6 ? "[" : "",
                    o->host, v6 ? "]" : "", o->port, o->username, o->auth == AMI_AUTH_MD5 ? "md5" : "plain");
-    const char *src = cfg_secret_source(o);
     if (strcmp(src, "inline") == 0)
         ami_buf_printf(out, "secret inline\n");
     else
@@ -561,7 +560,7 @@ void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out)
     ami_buf_printf(out, "config: %s\n", cfg->path ? cfg->path : "(defaults)");
     ami_buf_printf(out, "servers: %zu\n", cfg->nservers);
     for (size_t i = 0; i < cfg->nservers && i < AMI_CONFIG_MAX_SERVERS; i++)
-        describe_server(&cfg->servers[i], out);
+        describe_server(&cfg->servers[i], cfg->secret_source[i], out);
     ami_buf_printf(out, "routing: %s\n", ami_route_policy_name(cfg->route));
     const ami_lua_config_t *lc = &cfg->lua;
     if (lc->scripts_dir)

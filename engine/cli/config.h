@@ -50,6 +50,9 @@ typedef struct ami_config_errors {
 typedef struct ami_engine_config {
     char *path;                    /* the file, as given */
     ami_server_options_t servers[AMI_CONFIG_MAX_SERVERS];
+    /* Where each server's secret came from ("env AMI_SECRET_PBX1", "file
+     * /run/secrets/pbx1", "inline"), for descriptions: never the value. */
+    char secret_source[AMI_CONFIG_MAX_SERVERS][160];
     size_t nservers;
     ami_route_policy_t route;
     ami_lua_config_t lua;          /* scripts_dir and lua_path owned by this config */

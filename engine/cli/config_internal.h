@@ -65,7 +65,6 @@ void cfg_load_servers(cfg_ctx_t *cx, int servers_idx, int defaults_idx);
 
 /* A server's secret block holds "value\0source": the source ("env NAME",
  * "file PATH", "inline") is what describe shows instead of the value. */
-const char *cfg_secret_source(const ami_server_options_t *o);
 void cfg_free_server(ami_server_options_t *o);
 
 #endif

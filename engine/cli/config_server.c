@@ -86,6 +86,7 @@ static const char *const EVENT_CLASSES[] = {
 /* What one server (or the defaults) has been given so far. */
 typedef struct srv {
     ami_server_options_t *o;
+    char *source;      /* where the secret came from: 160 bytes, owned by the caller */
     const char *label;
     bool secret_named; /* some table named a secret source, valid or not */
 } srv_t;
@@ -235,21 +236,15 @@ static char *slurp_secret(const char *path, size_t *len)
     return buf;
 }
 
-/* One block: the value, then its source, so describe can name the source. */
-static void set_secret(ami_server_options_t *o, const char *value, size_t len, const char *source)
+static void set_secret(srv_t *s, const char *value, size_t len, const char *source)
 {
+    ami_server_options_t *o = s->o;
     if (o->secret) {
         explicit_bzero((char *)o->secret, strlen(o->secret));
         ami_free((char *)o->secret);
     }
-    size_t sl = strlen(source);
-    char *block = ami_malloc(len + 1 + sl + 1);
-    if (block) {
-        memcpy(block, value, len);
-        block[len] = '\0';
-        memcpy(block + len + 1, source, sl + 1);
-    }
-    o->secret = block;
+    o->secret = ami_strndup(value, len);
+    snprintf(s->source, 160, "%s", source);
 }
 
 static void load_secret_file(cfg_ctx_t *cx, srv_t *s, const char *where, const char *file)
@@ -275,7 +270,7 @@ static void load_secret_file(cfg_ctx_t *cx, srv_t *s, const char *where, const c
         else {
             char source[300];
             snprintf(source, sizeof source, "file %s", path);
-            set_secret(s->o, text, len, source);
+            set_secret(s, text, len, source);
         }
     }
     if (text)
@@ -298,7 +293,7 @@ static void load_secret(cfg_ctx_t *cx, srv_t *s, int idx, const char *name, cons
         if (has_line_break(text))
             cfg_error(cx, "%s: contains a line break; AMI header values cannot hold one, remove it", where);
         else
-            set_secret(s->o, text, strlen(text), "inline");
+            set_secret(s, text, strlen(text), "inline");
     } else if (strcmp(name, "secret_env") == 0) {
         const char *env = getenv(text);
         char source[200];
@@ -312,7 +307,7 @@ static void load_secret(cfg_ctx_t *cx, srv_t *s, int idx, const char *name, cons
             cfg_error(cx, "%s: the environment variable %.80s holds a line break; AMI header values cannot "
                           "hold one, remove it", where, text);
         else
-            set_secret(s->o, env, strlen(env), source);
+            set_secret(s, env, strlen(env), source);
     } else {
         load_secret_file(cx, s, where, text);
     }
@@ -465,11 +460,6 @@ void cfg_free_server(ami_server_options_t *o)
     ami_server_options_default(o);
 }
 
-const char *cfg_secret_source(const ami_server_options_t *o)
-{
-    return o->secret ? o->secret + strlen(o->secret) + 1 : "none";
-}
-
 /* servers must be a list: {1..n} and nothing else. */
 static size_t list_length(cfg_ctx_t *cx, int idx)
 {
@@ -498,7 +488,8 @@ void cfg_load_servers(cfg_ctx_t *cx, int servers_idx, int defaults_idx)
     if (have_defaults) {
         ami_server_options_t scratch;
         ami_server_options_default(&scratch);
-        srv_t d = {.o = &scratch, .label = "defaults"};
+        char source[160];
+        srv_t d = {.o = &scratch, .source = source, .label = "defaults"};
         apply_table(cx, &d, defaults_idx, true);
         cfg_free_server(&scratch);
     }
@@ -537,9 +528,10 @@ void cfg_load_servers(cfg_ctx_t *cx, int servers_idx, int defaults_idx)
             snprintf(label, sizeof label, "servers[%zu] (%s)", i + 1, lua_tostring(L, -1));
         lua_pop(L, 1);
         index_of[cx->cfg->nservers] = i + 1;
+        char *source = cx->cfg->secret_source[cx->cfg->nservers];
         ami_server_options_t *o = &cx->cfg->servers[cx->cfg->nservers++];
         ami_server_options_default(o);
-        srv_t s = {.o = o, .label = label};
+        srv_t s = {.o = o, .source = source, .label = label};
         if (have_defaults) {
             cx->quiet++;
             apply_table(cx, &s, defaults_idx, true);

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/config_internal.h"
@@ -254,10 +255,18 @@ char *cfg_resolve_path(const cfg_ctx_t *cx, const char *path)
     size_t a = strlen(cx->dir), b = strlen(path);
     size_t sep = cx->dir[a - 1] == '/' ? 0 : 1; /* the folder may be "/" */
     char *out = ami_malloc(a + sep + b + 1);
-    if (out) {
-        memcpy(out, cx->dir, a);
-        out[a] = '/';
-        memcpy(out + a + sep, path, b + 1);
+    if (!out)
+        return NULL;
+    memcpy(out, cx->dir, a);
+    out[a] = '/';
+    memcpy(out + a + sep, path, b + 1);
+    /* "docs/examples/../../scripts" reads badly in every log line: use the
+     * canonical path when the file exists (templates with '?' keep theirs). */
+    char *canonical = realpath(out, NULL);
+    if (canonical) {
+        ami_free(out);
+        out = ami_strdup(canonical);
+        free(canonical);
     }
     return out;
 }

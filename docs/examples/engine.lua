@@ -1,0 +1,46 @@
+-- ami-engine configuration for the demo: two simulated Asterisk nodes
+-- (ami-sim) on this machine, the example scripts, metrics on :9100.
+-- engine/cli/demo.sh starts everything; see docs/configuration.md for every option.
+--
+-- A real deployment names its PBXs by IP address (hostnames are refused
+-- unless enforce_ip_endpoints = false) and keeps secrets out of this file:
+-- secret_env reads an environment variable, secret_file a file.
+
+local base = tonumber(os.getenv("AMI_DEMO_PORT")) or 15038
+
+servers = {
+  { key = "pbx1", host = "127.0.0.1", port = base },
+  { key = "pbx2", host = "127.0.0.1", port = base + 1 },
+}
+
+-- Applied to every server.
+defaults = {
+  username = "engine",
+  secret_env = "AMI_DEMO_SECRET",
+  heartbeat_interval_ms = 2000,     -- a dead PBX is noticed within ~6 s
+  heartbeat_max_failures = 3,
+  backoff_initial_ms = 500,
+  backoff_max_ms = 10000,
+  action_timeout_ms = 10000,
+}
+
+scripts = {
+  dir = "../../scripts",            -- relative to this file
+  handler_budget_ms = 20,
+  reload_grace_ms = 30000,
+  watch = true,                     -- edit a script: it reloads by itself
+}
+
+metrics = {
+  listen = "127.0.0.1:" .. (os.getenv("AMI_DEMO_METRICS_PORT") or "9100"),
+  health_quorum = "all",            -- /healthz is 503 unless every server is up
+}
+
+log = {
+  level = os.getenv("AMI_DEMO_LOG_LEVEL") or "info",
+  format = "logfmt",
+  summary_interval_ms = 5000,       -- one line per server every 5 s
+}
+
+routing = "first_healthy"
+drain_grace_ms = 5000

@@ -1,0 +1,15 @@
+local ami = require "ami"
+local T = require "ami.testing"
+describe("smoke", function()
+  it("pings", function()
+    local res, err = ami.action("pbx1", "Ping")
+    assert.is_nil(err)
+    assert.are.equal("Pong", res.Ping)
+  end)
+  it("loads a script and sees its handler run", function()
+    T.load_script("scripts/hangup_causes.lua")
+    local r = ami.action("pbx1", "Originate", {Channel = "Local/100@test", Application = "Wait", Data = "1"})
+    assert.truthy(r)
+    assert.truthy(T.wait_until(function() return T.metric("calls_ended_total", {category = "unknown", server = "pbx1"}) or T.metric("calls_ended_total", {category = "normal", server = "pbx1"}) end, 5000))
+  end)
+end)
