@@ -157,7 +157,7 @@ static void set_state(ami_conn_t *c, ami_conn_state_t to, const char *reason)
         return;
     c->state = to;
     ami_conn_metrics_state(&c->m, from, to);
-    AMI_LOG(c->env.log, to == AMI_CONN_CONNECTED ? AMI_LOG_INFO : AMI_LOG_DEBUG, "server state",
+    AMI_LOG(c->env.log, to == AMI_CONN_CONNECTED || to == AMI_CONN_STOPPED ? AMI_LOG_INFO : AMI_LOG_DEBUG, "server state",
             AMI_F_STR("server_key", c->opt.server_key), AMI_F_STR("from", ami_conn_state_name(from)),
             AMI_F_STR("to", ami_conn_state_name(to)), AMI_F_STR("reason", reason ? reason : ""));
     if (c->cb.on_state)

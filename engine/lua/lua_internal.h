@@ -98,6 +98,7 @@ struct wait {
     wait_state_t state;
     co_t *co;
     ev_timer timer;                  /* sleep; wait_for timeout */
+    bool idle;                       /* ami.every between runs: no work in progress */
     uint32_t timeout_ms;             /* wait_for: for the timeout message */
     /* WAIT_ACTION */
     ami_action_handle_t action;
@@ -136,6 +137,7 @@ struct gen {
     uint32_t nidle;
     co_t *parked;                    /* waiting coroutines */
     uint32_t nparked;
+    uint32_t nidle_waits;            /* of which idle (ami.every between runs) */
     int env_ref;                     /* the shared base environment */
     int server_names_ref;            /* table: server index -> key string */
     int event_mt_ref;                /* metatable of event objects */
@@ -223,6 +225,8 @@ void sched_init(ami_lua_runtime_t *rt);
 void sched_deinit(ami_lua_runtime_t *rt);
 /* Cancel every parked/queued coroutine of g (no resume). */
 void sched_cancel_gen(gen_t *g);
+/* Cancel g's coroutines that sit idle between periodic runs (drain). */
+void sched_cancel_idle(gen_t *g);
 
 /* ---- lua_watchdog.c ---------------------------------------------------------------- */
 

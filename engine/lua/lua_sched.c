@@ -97,6 +97,7 @@ static void update_parked_gauge(ami_lua_runtime_t *rt, int delta)
 static void park(co_t *co, wait_t *w)
 {
     gen_t *g = co->gen;
+    g->nidle_waits += w->idle;
     co->state = CO_PARKED;
     co->wait = w;
     w->state = WAIT_ARMED;
@@ -108,6 +109,8 @@ static void park(co_t *co, wait_t *w)
 static void unpark(co_t *co)
 {
     gen_t *g = co->gen;
+    if (co->wait)
+        g->nidle_waits -= co->wait->idle;
     list_remove(&g->parked, co);
     g->nparked--;
     update_parked_gauge(g->rt, -1);
@@ -357,4 +360,18 @@ void sched_cancel_gen(gen_t *g)
         g->nidle--;
         co_discard(co);
     }
+}
+
+void sched_cancel_idle(gen_t *g)
+{
+    for (co_t *co = g->parked, *next; co; co = next) {
+        next = co->next;
+        wait_t *w = co->wait;
+        if (!w || !w->idle)
+            continue;
+        unpark(co);
+        wait_dispose(w);
+        co_discard(co);
+    }
+    maybe_finish_draining(g);
 }

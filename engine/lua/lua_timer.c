@@ -20,7 +20,7 @@ static void on_sleep_done(struct ev_loop *loop, ev_timer *t, int revents)
     sched_wake(t->data, 0);
 }
 
-static int l_sleep(lua_State *L)
+static int sleep_for(lua_State *L, bool idle)
 {
     co_t *co = sched_require_co(L, "ami.sleep");
     lua_Number secs = luaL_checknumber(L, 1);
@@ -29,10 +29,27 @@ static int l_sleep(lua_State *L)
     wait_t *w = sched_wait_new(co, WAIT_SLEEP);
     if (!w)
         return luaL_error(L, "out of memory in ami.sleep");
+    w->idle = idle;
     ev_timer_init(&w->timer, on_sleep_done, secs, 0.);
     w->timer.data = w;
     ev_timer_start(co->gen->rt->loop, &w->timer);
     return sched_yield_for(L, w);
+}
+
+static int l_sleep(lua_State *L)
+{
+    return sleep_for(L, false);
+}
+
+/* ami.every between two runs: an idle wait. A draining engine does not wait
+ * for it (it cancels it), and when already draining it does not start. */
+static int l_idle_sleep(lua_State *L)
+{
+    if (gen_of(L)->rt->drained) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    return sleep_for(L, true);
 }
 
 static void label_spawn(lua_State *L, co_t *co)
@@ -86,7 +103,7 @@ static int l_time(lua_State *L)
 /* ami.every in Lua: a loop in a spawned coroutine; pcall keeps one failing
  * run from ending the schedule (yielding inside pcall is fine in LuaJIT). */
 static const char every_src[] =
-    "local ami = ...\n"
+    "local ami, sleep_idle = ...\n"
     "return function(seconds, fn, ...)\n"
     "  if type(seconds) ~= 'number' or seconds <= 0 then\n"
     "    error('ami.every: seconds must be a positive number', 2)\n"
@@ -96,8 +113,7 @@ static const char every_src[] =
     "  local where = info and (info.short_src .. ':' .. info.currentline) or '?'\n"
     "  local args = {n = select('#', ...), ...}\n"
     "  return ami.spawn(function()\n"
-    "    while true do\n"
-    "      ami.sleep(seconds)\n"
+    "    while sleep_idle(seconds) ~= false do\n"
     "      local ok, err = pcall(fn, unpack(args, 1, args.n))\n"
     "      if not ok then\n"
     "        ami.log.error('periodic function failed', {where = where, error = tostring(err)})\n"
@@ -116,6 +132,7 @@ void ami_lua_inject_timer(lua_State *L, gen_t *g)
     if (luaL_loadbuffer(L, every_src, sizeof every_src - 1, "=ami.every") != 0)
         lua_error(L);
     lua_pushvalue(L, -2);
-    lua_call(L, 1, 1);
+    lua_pushcfunction(L, l_idle_sleep);
+    lua_call(L, 2, 1);
     lua_setfield(L, -2, "every");
 }

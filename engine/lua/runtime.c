@@ -526,15 +526,20 @@ ami_lua_runtime_t *ami_lua_runtime_new(ami_client_t *client, const ami_lua_confi
 void ami_lua_runtime_drain(ami_lua_runtime_t *rt)
 {
     rt->drained = true;
+    /* Periodic functions between runs have nothing in progress. */
+    if (rt->current)
+        sched_cancel_idle(rt->current);
+    for (gen_t *g = rt->draining; g; g = g->next)
+        sched_cancel_idle(g);
 }
 
 size_t ami_lua_runtime_waiting(const ami_lua_runtime_t *rt)
 {
     size_t n = rt->nrunq;
     if (rt->current)
-        n += rt->current->nparked;
+        n += rt->current->nparked - rt->current->nidle_waits;
     for (const gen_t *g = rt->draining; g; g = g->next)
-        n += g->nparked;
+        n += g->nparked - g->nidle_waits;
     return n;
 }
 
