@@ -31,8 +31,9 @@ function M.new(opts)
     on_end = opts.on_end,
     now = opts.now or ami.now,
     live = {},        -- id -> call
-    order = {},       -- ids in arrival order, for eviction
-    head = 1,
+    order = {},       -- ids in arrival order, for eviction: order[head..tail]
+    head = 1,         -- (explicit bounds: # is undefined on a list with nil holes)
+    tail = 0,
     n = 0,
     evicted = 0,
   }, Tracker)
@@ -43,7 +44,7 @@ function Tracker:count() return self.n end
 function Tracker:get(id) return self.live[id] end
 
 function Tracker:_evict_oldest()
-  while self.head <= #self.order do
+  while self.head <= self.tail do
     local id = self.order[self.head]
     self.order[self.head] = nil
     self.head = self.head + 1
@@ -57,14 +58,16 @@ function Tracker:_evict_oldest()
 end
 
 function Tracker:_compact()
-  -- keep the order list from growing with ids of calls that already ended
-  if self.head > 1024 and self.head > #self.order / 2 then
-    local fresh = {}
-    for i = self.head, #self.order do
+  -- Ended calls leave their ids in the order list: rebuild it once it holds
+  -- more than twice the live calls, so memory follows the live count.
+  local listed = self.tail - self.head + 1
+  if listed > 1024 and listed > 2 * self.n then
+    local fresh, n = {}, 0
+    for i = self.head, self.tail do
       local id = self.order[i]
-      if self.live[id] then fresh[#fresh + 1] = id end
+      if self.live[id] then n = n + 1 fresh[n] = id end
     end
-    self.order, self.head = fresh, 1
+    self.order, self.head, self.tail = fresh, 1, n
   end
 end
 
@@ -73,8 +76,10 @@ function Tracker:_start(ev, id)
   local call = {id = id, server = ev.server, caller = ev.CallerIDNum, exten = ev.Exten,
                 started = self.now(), channels = 0, legs = {}}
   self.live[id] = call
-  self.order[#self.order + 1] = id
+  self.tail = self.tail + 1
+  self.order[self.tail] = id
   self.n = self.n + 1
+  self:_compact()
   return call
 end
 

@@ -9,7 +9,8 @@
 -- (mon tue wed thu fri sat sun, e.g. "mon-fri", "sat", "fri-mon") and one
 -- or more time ranges "HH:MM-HH:MM" (end exclusive; "22:00-06:00" wraps past
 -- midnight; "00:00-24:00" is the whole day). "never" and "always" are
--- schedules too. Holidays ("YYYY-MM-DD") are closed all day.
+-- schedules too ("always" stays open on holidays: it means "never closed").
+-- Holidays ("YYYY-MM-DD") close the day's rules all day.
 -- parse() returns nil, err for a malformed schedule: check it at load time.
 local M = {}
 
@@ -37,7 +38,7 @@ local function parse_time(s)
 end
 
 local function parse_rule(rule, rules)
-  local days_spec, times = rule:match("^%s*(%S+)%s+(.-)%s*$")
+  local days_spec, times = rule:match("^%s*(%S+)%s*(.-)%s*$")
   local days = days_spec and parse_days(days_spec)
   if not days then return nil, "bad days in \"" .. rule .. "\" (use e.g. mon-fri)" end
   local any = false

@@ -399,6 +399,7 @@ static int l_wait_for(lua_State *L)
     ev_timer_init(&w->timer, on_wait_timeout, ms / 1000.0, 0.);
     w->timer.data = w;
     w->timeout_ms = (uint32_t)ms;
+    ev_now_update(g->rt->loop); /* not from the loop's cached time: see ami.sleep */
     ev_timer_start(g->rt->loop, &w->timer);
     return sched_yield_for(L, w);
 }

@@ -32,6 +32,9 @@ static int sleep_for(lua_State *L, bool idle)
     w->idle = idle;
     ev_timer_init(&w->timer, on_sleep_done, secs, 0.);
     w->timer.data = w;
+    /* Timers count from the loop's cached time; a handler may have run a
+     * while since, and must not wake early. */
+    ev_now_update(co->gen->rt->loop);
     ev_timer_start(co->gen->rt->loop, &w->timer);
     return sched_yield_for(L, w);
 }
@@ -41,11 +44,13 @@ static int l_sleep(lua_State *L)
     return sleep_for(L, false);
 }
 
-/* ami.every between two runs: an idle wait. A draining engine does not wait
- * for it (it cancels it), and when already draining it does not start. */
+/* ami.every between two runs: an idle wait. A draining engine, or a reload
+ * replacing this generation, cancels it rather than waiting for it, and a
+ * periodic function of a replaced generation does not run again. */
 static int l_idle_sleep(lua_State *L)
 {
-    if (gen_of(L)->rt->drained) {
+    gen_t *g = gen_of(L);
+    if (g->rt->drained || g->state != GEN_ACTIVE) {
         lua_pushboolean(L, 0);
         return 1;
     }

@@ -277,8 +277,12 @@ static void drain_gen(ami_lua_runtime_t *rt, gen_t *g)
     g->state = GEN_DRAINING;
     g->next = rt->draining;
     rt->draining = g;
+    ev_timer_stop(rt->loop, &g->grace_timer);
     ev_init(&g->grace_timer, on_grace_over);
     g->grace_timer.data = g;
+    sched_cancel_idle(g); /* the new generation runs its own periodic functions */
+    if (ev_is_active(&g->grace_timer))
+        return; /* nothing left waiting: closing on the next iteration */
     double after = g->nparked ? rt->cfg.reload_grace_ms / 1000.0 : 0.;
     ev_timer_set(&g->grace_timer, after, 0.);
     ev_timer_start(rt->loop, &g->grace_timer);
