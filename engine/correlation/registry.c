@@ -1,64 +1,21 @@
+/*
+ * The correlation registry (see registry.h): configuration and lifecycle,
+ * adding and cancelling actions, the completion strategies, routing of
+ * responses and events, and the failure paths (timeouts, fail_all). The
+ * indexes it keeps over its slots are in registry_index.c.
+ */
 #include "correlation/registry.h"
 
 #include <stdio.h>
 #include <string.h>
 
+#include "correlation/registry_internal.h"
 #include "util/alloc.h"
-
-#define NONE UINT32_MAX
 
 #define DEFAULT_MAX_PENDING 1024u
 #define DEFAULT_CAP_LIST 10000u
 #define DEFAULT_CAP_COMMAND 100000u
 #define DEFAULT_CAP_EVENT 64u
-
-typedef enum phase {
-    PHASE_AWAIT_RESPONSE = 0, /* in the FIFO of actions waiting for a first response */
-    PHASE_IN_LIST,            /* list opened; items until the Complete event */
-    PHASE_AWAIT_EVENT         /* response seen; waiting for the completion event */
-} phase_t;
-
-typedef struct slot {
-    uint64_t id; /* 0: free */
-    ami_pending_cb cb;
-    void *ud;
-    int64_t deadline_ms;
-    uint32_t timeout_ms;
-    uint32_t items;
-    uint32_t dropped;
-    uint32_t cap;
-    uint32_t heap_idx;
-    uint32_t fifo_prev;
-    uint32_t fifo_next;
-    uint32_t epoch;
-    int64_t start_ns;
-    uint8_t strategy; /* as resolved */
-    uint8_t phase;
-    char action[24];
-    char completion_event[40];
-} slot_t;
-
-struct ami_registry {
-    slot_t *slots;
-    uint32_t nslots;
-    uint32_t *free_stack;
-    uint32_t nfree;
-    uint32_t *table; /* id -> slot index + 1; 0 empty; linear probing */
-    uint32_t table_mask;
-    uint32_t *heap; /* slot indices ordered by deadline */
-    uint32_t heap_len;
-    uint32_t fifo_head;
-    uint32_t fifo_tail;
-    uint32_t epoch;
-    uint32_t caps[AMI_STRATEGY_COUNT];
-    char server_key[64];
-    const ami_actionid_gen_t *ids;
-    ami_logger_t *log;
-    ami_pending_cb on_final;
-    void *on_final_ud;
-    ami_counter_t *dropped_counter;
-    ami_registry_stats_t stats;
-};
 
 static const char *const strategy_names[AMI_STRATEGY_COUNT] = {
     [AMI_STRATEGY_AUTO] = "auto",       [AMI_STRATEGY_SINGLE] = "single",
@@ -76,139 +33,6 @@ void ami_registry_config_default(ami_registry_config_t *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->max_pending = DEFAULT_MAX_PENDING;
     cfg->server_key = "";
-}
-
-/* ---- id -> slot table (linear probing, backward-shift deletion) ---------- */
-
-static uint32_t hash_id(const ami_registry_t *r, uint64_t id)
-{
-    return (uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & r->table_mask;
-}
-
-static uint32_t table_find(const ami_registry_t *r, uint64_t id)
-{
-    for (uint32_t i = hash_id(r, id);; i = (i + 1) & r->table_mask) {
-        uint32_t e = r->table[i];
-        if (e == 0)
-            return NONE;
-        if (r->slots[e - 1].id == id)
-            return i;
-    }
-}
-
-static void table_insert(ami_registry_t *r, uint32_t slot)
-{
-    uint32_t i = hash_id(r, r->slots[slot].id);
-    while (r->table[i])
-        i = (i + 1) & r->table_mask;
-    r->table[i] = slot + 1;
-}
-
-static void table_delete(ami_registry_t *r, uint32_t i)
-{
-    r->table[i] = 0;
-    for (uint32_t j = (i + 1) & r->table_mask; r->table[j]; j = (j + 1) & r->table_mask) {
-        uint32_t home = hash_id(r, r->slots[r->table[j] - 1].id);
-        /* Move the entry back if its home is not in (i, j]. */
-        bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-        if (!between) {
-            r->table[i] = r->table[j];
-            r->table[j] = 0;
-            i = j;
-        }
-    }
-}
-
-/* ---- deadline heap --------------------------------------------------------- */
-
-static bool heap_less(const ami_registry_t *r, uint32_t a, uint32_t b)
-{
-    return r->slots[r->heap[a]].deadline_ms < r->slots[r->heap[b]].deadline_ms;
-}
-
-static void heap_swap(ami_registry_t *r, uint32_t a, uint32_t b)
-{
-    uint32_t t = r->heap[a];
-    r->heap[a] = r->heap[b];
-    r->heap[b] = t;
-    r->slots[r->heap[a]].heap_idx = a;
-    r->slots[r->heap[b]].heap_idx = b;
-}
-
-static void heap_up(ami_registry_t *r, uint32_t i)
-{
-    while (i > 0 && heap_less(r, i, (i - 1) / 2)) {
-        heap_swap(r, i, (i - 1) / 2);
-        i = (i - 1) / 2;
-    }
-}
-
-static void heap_down(ami_registry_t *r, uint32_t i)
-{
-    for (;;) {
-        uint32_t l = 2 * i + 1, m = i;
-        if (l < r->heap_len && heap_less(r, l, m))
-            m = l;
-        if (l + 1 < r->heap_len && heap_less(r, l + 1, m))
-            m = l + 1;
-        if (m == i)
-            return;
-        heap_swap(r, i, m);
-        i = m;
-    }
-}
-
-static void heap_push(ami_registry_t *r, uint32_t slot)
-{
-    uint32_t i = r->heap_len++;
-    r->heap[i] = slot;
-    r->slots[slot].heap_idx = i;
-    heap_up(r, i);
-}
-
-static void heap_remove(ami_registry_t *r, uint32_t slot)
-{
-    uint32_t i = r->slots[slot].heap_idx;
-    if (i == NONE)
-        return;
-    r->slots[slot].heap_idx = NONE;
-    uint32_t last = --r->heap_len;
-    if (i == last)
-        return;
-    r->heap[i] = r->heap[last];
-    r->slots[r->heap[i]].heap_idx = i;
-    heap_down(r, i);
-    heap_up(r, i);
-}
-
-/* ---- FIFO of actions awaiting their first response --------------------------- */
-
-static void fifo_push(ami_registry_t *r, uint32_t slot)
-{
-    slot_t *s = &r->slots[slot];
-    s->fifo_next = NONE;
-    s->fifo_prev = r->fifo_tail;
-    if (r->fifo_tail != NONE)
-        r->slots[r->fifo_tail].fifo_next = slot;
-    else
-        r->fifo_head = slot;
-    r->fifo_tail = slot;
-}
-
-static void fifo_remove(ami_registry_t *r, uint32_t slot)
-{
-    slot_t *s = &r->slots[slot];
-    if (s->phase != PHASE_AWAIT_RESPONSE)
-        return;
-    if (s->fifo_prev != NONE)
-        r->slots[s->fifo_prev].fifo_next = s->fifo_next;
-    else
-        r->fifo_head = s->fifo_next;
-    if (s->fifo_next != NONE)
-        r->slots[s->fifo_next].fifo_prev = s->fifo_prev;
-    else
-        r->fifo_tail = s->fifo_prev;
-    s->fifo_prev = s->fifo_next = NONE;
 }
 
 /* ---- lifecycle --------------------------------------------------------------- */
@@ -299,7 +123,7 @@ int ami_registry_add(ami_registry_t *r, const ami_pending_spec_t *spec, ami_err_
     if (spec->strategy == AMI_STRATEGY_EVENT && (!spec->completion_event || !*spec->completion_event))
         return ami_err_set(err, AMI_E_INVALID,
                            "the completion_event strategy needs the name of the completing event");
-    if (table_find(r, spec->id) != NONE)
+    if (registry_table_find(r, spec->id) != NONE)
         return ami_err_set(err, AMI_E_INVALID, "action id %llu is already pending",
                            (unsigned long long)spec->id);
     if (r->nfree == 0) {
@@ -324,40 +148,28 @@ int ami_registry_add(ami_registry_t *r, const ami_pending_spec_t *spec, ami_err_
     s->heap_idx = NONE;
     copy_name(s->action, sizeof s->action, spec->action);
     copy_name(s->completion_event, sizeof s->completion_event, spec->completion_event);
-    table_insert(r, idx);
+    registry_table_insert(r, idx);
     if (s->deadline_ms > 0)
-        heap_push(r, idx);
+        registry_heap_push(r, idx);
     s->phase = PHASE_AWAIT_RESPONSE;
-    fifo_push(r, idx);
+    registry_fifo_push(r, idx);
     r->stats.added++;
     return 0;
 }
 
-/* Unlink a slot from every index and return it to the free stack. */
-static void release(ami_registry_t *r, uint32_t idx)
-{
-    slot_t *s = &r->slots[idx];
-    uint32_t t = table_find(r, s->id);
-    if (t != NONE)
-        table_delete(r, t);
-    heap_remove(r, idx);
-    fifo_remove(r, idx);
-    s->id = 0;
-    r->free_stack[r->nfree++] = idx;
-}
 
 bool ami_registry_cancel(ami_registry_t *r, uint64_t id)
 {
-    uint32_t t = table_find(r, id);
+    uint32_t t = registry_table_find(r, id);
     if (t == NONE)
         return false;
-    release(r, r->table[t] - 1);
+    registry_release(r, r->table[t] - 1);
     return true;
 }
 
 bool ami_registry_has(const ami_registry_t *r, uint64_t id)
 {
-    return table_find(r, id) != NONE;
+    return registry_table_find(r, id) != NONE;
 }
 
 size_t ami_registry_pending(const ami_registry_t *r)
@@ -405,7 +217,7 @@ static void finish(ami_registry_t *r, uint32_t idx, ami_pending_signal_t sig, co
                    ami_status_t status, const char *reason)
 {
     slot_t copy = r->slots[idx];
-    release(r, idx);
+    registry_release(r, idx);
     ami_pending_note_t n;
     note_init(&n, &copy, sig, msg);
     n.status = sig == AMI_PENDING_FAILED ? status : AMI_OK;
@@ -501,7 +313,7 @@ static void on_command_response(ami_registry_t *r, uint32_t idx, const ami_msg_t
 static void on_response(ami_registry_t *r, uint32_t idx, const ami_msg_t *msg)
 {
     slot_t *s = &r->slots[idx];
-    fifo_remove(r, idx);
+    registry_fifo_remove(r, idx);
     if (s->strategy == AMI_STRATEGY_COMMAND) {
         on_command_response(r, idx, msg);
         return;
@@ -586,7 +398,7 @@ static void log_truncated(ami_registry_t *r, const slot_t *s)
 static void on_list_event(ami_registry_t *r, uint32_t idx, const ami_msg_t *msg)
 {
     slot_t *s = &r->slots[idx];
-    fifo_remove(r, idx);
+    registry_fifo_remove(r, idx);
     s->phase = PHASE_IN_LIST;
     if (s->strategy == AMI_STRATEGY_AUTO)
         s->strategy = AMI_STRATEGY_LIST;
@@ -614,7 +426,7 @@ static void on_completion_event(ami_registry_t *r, uint32_t idx, const ami_msg_t
         take_item(r, idx, msg);
         return;
     }
-    fifo_remove(r, idx);
+    registry_fifo_remove(r, idx);
     if (event_reports_failure(msg))
         fail_with_server_error(r, idx, msg);
     else
@@ -631,7 +443,7 @@ static uint32_t slot_for_id(const ami_registry_t *r, const ami_msg_t *msg, bool 
     *ours = id && ami_actionid_parse(r->ids, id, len, &seq);
     if (!*ours)
         return NONE;
-    uint32_t t = table_find(r, seq);
+    uint32_t t = registry_table_find(r, seq);
     return t == NONE ? NONE : r->table[t] - 1;
 }
 

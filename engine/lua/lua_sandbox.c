@@ -20,16 +20,16 @@
  * Building the base also locks the string metatable (getmetatable("") would
  * hand out the real string library). The libraries must be open in L
  * (luaL_openlibs) and package.loaded.ami set before the base is built.
+ * require, which finds and caches modules, is in lua_require.c.
  * Everything here runs on the loop thread.
  */
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "lua/lua_internal.h"
+#include "lua/lua_sandbox_internal.h"
 
-#define MAX_MODULE_NAME 128
 #define NO_BYTECODE \
     "binary chunks are not available in scripts: bytecode is not checked and can crash the " \
     "engine. Load Lua source text."
@@ -37,8 +37,6 @@
 /* Registry keys: the addresses are unique, the contents unused. */
 static const char STUB_MT_KEY = 's';
 static const char SCRIPT_MT_KEY = 'e';
-static const char LOADED_KEY = 'l';
-static const char LOADING_MARK = 'm';
 
 /* ---- what is refused, why, and what to use instead -------------------------- */
 
@@ -101,6 +99,11 @@ static const refusal_t *refusal_find(const char *name)
 MAY_RAISE static int raise_refusal(lua_State *L, const char *name, const refusal_t *r)
 {
     return luaL_error(L, "%s is not available in scripts: %s. %s", name, r->why, r->instead);
+}
+
+MAY_RAISE int sandbox_refuse(lua_State *L, const char *name)
+{
+    return raise_refusal(L, name, refusal_find(name));
 }
 
 /* ---- stubs ------------------------------------------------------------------------- */
@@ -266,7 +269,7 @@ MAY_RAISE static void push_library_copy(lua_State *L, const char *lib, const cha
 /* ---- environments ------------------------------------------------------------------- */
 
 /* A fresh global table over the base: a script's or a module's own. */
-MAY_RAISE static void push_own_env(lua_State *L, gen_t *g, const char *script)
+MAY_RAISE void sandbox_push_own_env(lua_State *L, gen_t *g, const char *script)
 {
     sandbox_push_env(L, g);
     lua_pop(L, 1);
@@ -300,10 +303,10 @@ MAY_RAISE static void push_caller_env(lua_State *L, gen_t *g)
         lua_pop(L, 1);
         break;
     }
-    push_own_env(L, g, NULL);
+    sandbox_push_own_env(L, g, NULL);
 }
 
-static void push_loaded_module(lua_State *L, const char *name)
+void sandbox_push_loaded_module(lua_State *L, const char *name)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
     if (lua_istable(L, -1))
@@ -315,7 +318,7 @@ static void push_loaded_module(lua_State *L, const char *name)
 
 /* Source files only. LuaJIT's own message for a bytecode file ("attempt to
  * load chunk with wrong mode") names neither the file nor the reason. */
-MAY_RAISE static int load_source_file(lua_State *L, const char *path)
+MAY_RAISE int sandbox_load_source_file(lua_State *L, const char *path)
 {
     int rc = luaL_loadfilex(L, path, "t");
     if (rc != 0 && lua_isstring(L, -1) && strstr(lua_tostring(L, -1), "wrong mode")) {
@@ -375,7 +378,7 @@ MAY_RAISE static int sb_collectgarbage(lua_State *L)
 MAY_RAISE static int sb_print(lua_State *L)
 {
     int n = lua_gettop(L);
-    push_loaded_module(L, "ami");
+    sandbox_push_loaded_module(L, "ami");
     if (lua_istable(L, -1)) {
         lua_getfield(L, -1, "log");
         lua_remove(L, -2);
@@ -401,168 +404,6 @@ MAY_RAISE static int sb_print(lua_State *L)
     luaL_pushresult(&b);
     lua_call(L, 1, 0);
     return 0;
-}
-
-/* ---- require ----------------------------------------------------------------------- */
-
-static bool module_name_ok(const char *s, size_t len)
-{
-    if (len == 0 || len > MAX_MODULE_NAME || strlen(s) != len)
-        return false;
-    char prev = '.';
-    for (; *s; prev = *s++) {
-        bool word = (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-                    (*s >= '0' && *s <= '9') || *s == '_' || *s == '-';
-        if (!word && (*s != '.' || prev == '.'))
-            return false;
-    }
-    return prev != '.';
-}
-
-/* Modules the engine provides itself (the libraries, ami) or refuses.
- * True if it pushed the module. */
-MAY_RAISE static bool push_builtin_module(lua_State *L, gen_t *g, const char *name)
-{
-    static const char *const libraries[] = {"string", "table", "math", "bit", "coroutine", NULL};
-    static const char *const refused[] = {"ffi", "jit", "io", "debug", NULL};
-    if (strcmp(name, "ami") == 0) {
-        push_loaded_module(L, "ami");
-        return true;
-    }
-    if (strcmp(name, "os") == 0)
-        raise_refusal(L, "require(\"os\")", refusal_find("require(\"os\")"));
-    for (const char *const *r = refused; *r; r++)
-        if (strcmp(name, *r) == 0)
-            raise_refusal(L, name, refusal_find(name));
-    for (const char *const *l = libraries; *l; l++) {
-        if (strcmp(name, *l) == 0) {
-            sandbox_push_env(L, g);
-            lua_getfield(L, -1, name);
-            lua_remove(L, -2);
-            return true;
-        }
-    }
-    return false;
-}
-
-static bool is_regular_file(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* Try the template (length n) with '?' replaced by file. Pushes the path;
- * true if the file exists. */
-static bool try_template(lua_State *L, const char *tpl, size_t n, const char *file)
-{
-    lua_pushlstring(L, tpl, n);
-    luaL_gsub(L, lua_tostring(L, -1), "?", file);
-    lua_remove(L, -2);
-    return is_regular_file(lua_tostring(L, -1));
-}
-
-/* The candidate path is at the top. Found: it alone stays above top. Not
- * found: it becomes a line of the "not found" message. */
-static bool keep_if_found(lua_State *L, int top, bool found)
-{
-    if (found) {
-        lua_replace(L, top + 1);
-        lua_settop(L, top + 1);
-        return true;
-    }
-    lua_pushfstring(L, "\n\tno file '%s'", lua_tostring(L, -1));
-    lua_remove(L, -2);
-    return false;
-}
-
-/* The module's file: pushes its path, or raises with every path tried. */
-MAY_RAISE static void push_module_path(lua_State *L, gen_t *g, const char *name)
-{
-    int top = lua_gettop(L);
-    const char *file = luaL_gsub(L, name, ".", "/");
-    for (const char *p = g->rt->lua_path; p && *p;) {
-        luaL_checkstack(L, 4, "require: too many paths in lua_path");
-        const char *end = strchr(p, ';');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        if (n > 0 && keep_if_found(L, top, try_template(L, p, n, file)))
-            return;
-        p += n + (end != NULL);
-    }
-    if (g->rt->scripts_dir) {
-        luaL_checkstack(L, 4, "require: too many paths in lua_path");
-        lua_pushfstring(L, "%s/%s.lua", g->rt->scripts_dir, file);
-        if (keep_if_found(L, top, is_regular_file(lua_tostring(L, -1))))
-            return;
-    }
-    lua_concat(L, lua_gettop(L) - top - 1);
-    luaL_error(L, "module '%s' not found (looked in the engine's lua_path and the scripts folder):%s",
-               name, lua_tostring(L, -1));
-}
-
-/* Stack: 1 name, 2 loaded table, 3 path. Runs the module with its own
- * globals; protected, so a failure does not leave it marked as loading. */
-MAY_RAISE static int load_module(lua_State *L, gen_t *g, const char *name)
-{
-    const char *path = lua_tostring(L, 3);
-    if (load_source_file(L, path) != 0)
-        return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, path,
-                          lua_tostring(L, -1));
-    push_own_env(L, g, NULL);
-    lua_setfenv(L, -2);
-    lua_pushlightuserdata(L, (void *)&LOADING_MARK);
-    lua_setfield(L, 2, name);
-    lua_pushstring(L, name);
-    if (lua_pcall(L, 1, 1, 0) != 0) {
-        lua_pushnil(L);
-        lua_setfield(L, 2, name);
-        return lua_error(L);
-    }
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_pushboolean(L, 1);
-    }
-    lua_pushvalue(L, -1);
-    lua_setfield(L, 2, name);
-    return 1;
-}
-
-MAY_RAISE static void push_loaded_table(lua_State *L)
-{
-    lua_pushlightuserdata(L, (void *)&LOADED_KEY);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    if (lua_istable(L, -1))
-        return;
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushlightuserdata(L, (void *)&LOADED_KEY);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, LUA_REGISTRYINDEX);
-}
-
-/* require(name): Lua modules from lua_path, then the scripts folder, each
- * loaded once per generation. */
-MAY_RAISE static int sb_require(lua_State *L)
-{
-    gen_t *g = lua_touserdata(L, lua_upvalueindex(1));
-    size_t len;
-    const char *name = luaL_checklstring(L, 1, &len);
-    lua_settop(L, 1);
-    if (push_builtin_module(L, g, name))
-        return 1;
-    if (!module_name_ok(name, len))
-        return luaL_argerror(L, 1, "a module name is letters, digits, '_' and '-', with '.' "
-                                   "between folder names (e.g. \"helpers.queue\")");
-    push_loaded_table(L);
-    lua_getfield(L, 2, name);
-    if (lua_touserdata(L, -1) == (void *)&LOADING_MARK)
-        return luaL_error(L, "require(\"%s\"): the module is already being loaded: it requires "
-                             "itself, directly or through another module. Move the shared part "
-                             "into a third module.", name);
-    if (!lua_isnil(L, -1))
-        return 1;
-    lua_pop(L, 1);
-    push_module_path(L, g, name);
-    return load_module(L, g, name);
 }
 
 /* ---- the base environment --------------------------------------------------------- */
@@ -621,14 +462,14 @@ MAY_RAISE static void add_functions(lua_State *L, int base, gen_t *g)
     lua_setfield(L, base, "load");
     lua_setfield(L, base, "loadstring");
     lua_pushlightuserdata(L, g);
-    lua_pushcclosure(L, sb_require, 1);
+    lua_pushcclosure(L, sandbox_require, 1);
     lua_setfield(L, base, "require");
     lua_getfield(L, LUA_GLOBALSINDEX, "tostring");
     lua_pushcclosure(L, sb_print, 1);
     lua_setfield(L, base, "print");
     lua_pushcfunction(L, sb_collectgarbage);
     lua_setfield(L, base, "collectgarbage");
-    push_loaded_module(L, "ami");
+    sandbox_push_loaded_module(L, "ami");
     lua_setfield(L, base, "ami");
 }
 
@@ -709,9 +550,9 @@ static const char *base_name(const char *path)
 static int load_protected(lua_State *L)
 {
     load_job_t *job = lua_touserdata(L, 1);
-    if (load_source_file(L, job->path) != 0)
+    if (sandbox_load_source_file(L, job->path) != 0)
         return lua_error(L);
-    push_own_env(L, job->g, base_name(job->path));
+    sandbox_push_own_env(L, job->g, base_name(job->path));
     lua_setfenv(L, -2);
     job->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;

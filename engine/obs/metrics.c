@@ -1,95 +1,39 @@
+/*
+ * The metrics registry (see metrics.h): validation, registration and lookup
+ * of families and series, histograms, and reading values back. Rendering
+ * in text format, and the collectors that run before it, are in
+ * metrics_render.c.
+ */
 #include "obs/metrics.h"
 
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
+#include "obs/metrics_internal.h"
 #include "util/alloc.h"
 
 /* ami_metrics_new(0) still gets a bound: an unbounded registry is how a
  * script with a per-call label eats the process. */
 #define DEFAULT_MAX_SERIES 10000
-#define MAX_COLLECTORS 32
 #define REFUSED_NAME "ami_metrics_series_refused_total"
 #define REFUSED_HELP "Metric registrations refused: invalid, conflicting or past the series limit."
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
 
-enum kind { KIND_COUNTER, KIND_GAUGE, KIND_HISTOGRAM };
 static const char *const kind_names[] = {"counter", "gauge", "histogram"};
+
+const char *metrics_kind_name(enum kind k)
+{
+    return kind_names[k];
+}
 
 static const double default_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                         0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 #define N_DEFAULT_BOUNDS (sizeof default_bounds / sizeof default_bounds[0])
-
-struct ami_histogram {
-    const double *bounds; /* the family's, or default_bounds for the discard */
-    size_t nbounds;
-    uint64_t count;
-    double sum;
-    uint64_t buckets[]; /* nbounds + 1 (the last is +Inf), not cumulative */
-};
-
-struct series;
-
-/* One allocation: the struct, then its name, help and label names. */
-struct family {
-    struct family *next; /* registration order */
-    struct series *first, *last;
-    enum kind kind;
-    size_t nlabels;
-    const char *label_names[AMI_METRICS_MAX_LABELS];
-    size_t nbounds;
-    double bounds[AMI_METRICS_MAX_BUCKETS];
-    const char *help;
-    char name[];
-};
-
-/* One allocation: the struct, then its label values. */
-struct series {
-    struct series *next; /* registration order within the family */
-    struct family *fam;
-    union {
-        ami_counter_t counter;
-        ami_gauge_t gauge;
-    } v;
-    ami_histogram_t *hist;
-    const char *values[AMI_METRICS_MAX_LABELS];
-    char strings[];
-};
-
-/* Open addressing, linear probing; items are never removed. */
-typedef struct table {
-    void **items;
-    uint64_t *hashes;
-    size_t cap; /* a power of two */
-    size_t n;
-} table_t;
-
-struct collector {
-    ami_metrics_collector_fn fn;
-    void *ud;
-};
-
-struct ami_metrics {
-    size_t max_series;
-    size_t nseries;
-    table_t families; /* by name */
-    table_t series;   /* by name, label names and values */
-    struct family *first, *last;
-    ami_counter_t *refused;
-    ami_counter_t discard_counter;
-    ami_gauge_t discard_gauge;
-    ami_histogram_t *discard_hist;
-    struct collector collectors[MAX_COLLECTORS];
-    size_t ncollectors;
-    size_t cursor; /* the collector running, so removal during a run skips none */
-    bool collecting;
-};
 
 typedef struct labelset {
     size_t n;
@@ -310,7 +254,7 @@ static int family_check(const struct family *f, enum kind kind, const labelset_t
 {
     if (f->kind != kind)
         return ami_err_set(err, AMI_E_INVALID, "metric %s is registered as a %s, not a %s", f->name,
-                           kind_names[f->kind], kind_names[kind]);
+                           metrics_kind_name(f->kind), metrics_kind_name(kind));
     bool same = f->nlabels == ls->n;
     for (size_t i = 0; same && i < ls->n; i++)
         same = strcmp(f->label_names[i], ls->k[i]) == 0;
@@ -610,160 +554,6 @@ double ami_histogram_count(const ami_histogram_t *h)
 double ami_histogram_sum(const ami_histogram_t *h)
 {
     return h ? h->sum : 0;
-}
-
-/* ---- public: collectors ------------------------------------------------------ */
-
-int ami_metrics_add_collector(ami_metrics_t *m, ami_metrics_collector_fn fn, void *ud)
-{
-    if (!m || !fn || m->ncollectors == MAX_COLLECTORS)
-        return -1;
-    m->collectors[m->ncollectors++] = (struct collector){fn, ud};
-    return 0;
-}
-
-void ami_metrics_remove_collector(ami_metrics_t *m, ami_metrics_collector_fn fn, void *ud)
-{
-    if (!m)
-        return;
-    for (size_t i = 0; i < m->ncollectors; i++) {
-        if (m->collectors[i].fn != fn || m->collectors[i].ud != ud)
-            continue;
-        memmove(&m->collectors[i], &m->collectors[i + 1],
-                (m->ncollectors - i - 1) * sizeof m->collectors[0]);
-        m->ncollectors--;
-        /* Unsigned wrap to SIZE_MAX is fine: the run loop increments first. */
-        if (m->collecting && i <= m->cursor)
-            m->cursor--;
-        return;
-    }
-}
-
-static void run_collectors(ami_metrics_t *m)
-{
-    m->collecting = true;
-    for (m->cursor = 0; m->cursor < m->ncollectors; m->cursor++)
-        m->collectors[m->cursor].fn(m->collectors[m->cursor].ud, m);
-    m->collecting = false;
-}
-
-/* ---- public: rendering ------------------------------------------------------- */
-
-/* Integral values print as integers, others as the shortest text that reads
- * back as the same double. */
-static void format_value(char out[40], double v)
-{
-    if (isnan(v)) {
-        strcpy(out, "NaN");
-    } else if (isinf(v)) {
-        strcpy(out, v > 0 ? "+Inf" : "-Inf");
-    } else if (v == trunc(v) && fabs(v) < 9007199254740992.0) {
-        snprintf(out, 40, "%lld", (long long)v);
-    } else {
-        snprintf(out, 40, "%.15g", v);
-        if (strtod(out, NULL) != v)
-            snprintf(out, 40, "%.17g", v);
-    }
-}
-
-static void format_bound(char out[40], double v)
-{
-    snprintf(out, 40, "%.15g", v);
-    if (strtod(out, NULL) != v)
-        snprintf(out, 40, "%.17g", v);
-}
-
-static int put_escaped(ami_buf_t *out, const char *s, bool quote)
-{
-    const char *start = s;
-    for (; *s; s++) {
-        const char *esc = *s == '\\' ? "\\\\" : *s == '\n' ? "\\n" : quote && *s == '"' ? "\\\"" : NULL;
-        if (!esc)
-            continue;
-        if (ami_buf_append(out, start, (size_t)(s - start)) < 0 || ami_buf_append(out, esc, 2) < 0)
-            return -1;
-        start = s + 1;
-    }
-    return ami_buf_append(out, start, (size_t)(s - start));
-}
-
-/* name{k="v",...,le="b"}: le is only for buckets, braces only when needed. */
-static int put_series_name(ami_buf_t *out, const struct series *s, const char *suffix, const char *le)
-{
-    const struct family *f = s->fam;
-    if (ami_buf_append_str(out, f->name) < 0 || ami_buf_append_str(out, suffix) < 0)
-        return -1;
-    if (f->nlabels == 0 && !le)
-        return 0;
-    if (ami_buf_append(out, "{", 1) < 0)
-        return -1;
-    for (size_t i = 0; i < f->nlabels; i++) {
-        if (ami_buf_printf(out, "%s%s=\"", i ? "," : "", f->label_names[i]) < 0 ||
-            put_escaped(out, s->values[i], true) < 0 || ami_buf_append(out, "\"", 1) < 0)
-            return -1;
-    }
-    if (le && ami_buf_printf(out, "%sle=\"%s\"", f->nlabels ? "," : "", le) < 0)
-        return -1;
-    return ami_buf_append(out, "}", 1);
-}
-
-static int put_sample(ami_buf_t *out, const struct series *s, const char *suffix, const char *le,
-                      double v)
-{
-    char num[40];
-    format_value(num, v);
-    if (put_series_name(out, s, suffix, le) < 0)
-        return -1;
-    return ami_buf_printf(out, " %s\n", num);
-}
-
-static int put_histogram(ami_buf_t *out, const struct series *s)
-{
-    const ami_histogram_t *h = s->hist;
-    uint64_t cumulative = 0;
-    char le[40];
-    for (size_t i = 0; i <= h->nbounds; i++) {
-        cumulative += h->buckets[i];
-        if (i < h->nbounds)
-            format_bound(le, h->bounds[i]);
-        else
-            strcpy(le, "+Inf");
-        if (put_sample(out, s, "_bucket", le, (double)cumulative) < 0)
-            return -1;
-    }
-    if (put_sample(out, s, "_sum", NULL, h->sum) < 0)
-        return -1;
-    return put_sample(out, s, "_count", NULL, (double)h->count);
-}
-
-/* An empty help gets no HELP line: the line is optional, and "# HELP x "
- * with nothing after it helps nobody. */
-static int put_family(ami_buf_t *out, const struct family *f)
-{
-    if (f->help[0] && (ami_buf_printf(out, "# HELP %s ", f->name) < 0 ||
-                       put_escaped(out, f->help, false) < 0 || ami_buf_append(out, "\n", 1) < 0))
-        return -1;
-    if (ami_buf_printf(out, "# TYPE %s %s\n", f->name, kind_names[f->kind]) < 0)
-        return -1;
-    for (const struct series *s = f->first; s; s = s->next) {
-        int rc = f->kind == KIND_HISTOGRAM ? put_histogram(out, s)
-                 : f->kind == KIND_GAUGE   ? put_sample(out, s, "", NULL, s->v.gauge.value)
-                                           : put_sample(out, s, "", NULL, s->v.counter.value);
-        if (rc < 0)
-            return -1;
-    }
-    return 0;
-}
-
-int ami_metrics_render(ami_metrics_t *m, ami_buf_t *out)
-{
-    if (!m || !out)
-        return -1;
-    run_collectors(m);
-    for (const struct family *f = m->first; f; f = f->next)
-        if (put_family(out, f) < 0)
-            return -1;
-    return 0;
 }
 
 /* ---- public: read back --------------------------------------------------------- */

@@ -1,0 +1,85 @@
+/*
+ * Private to correlation/: the registry's structure, shared by registry.c
+ * (strategies, routing, failure paths) and registry_index.c (the id table,
+ * the deadline heap and the first-response FIFO over the slot pool). The
+ * registry owns every array here, allocated once by ami_registry_new. Slots
+ * are named by their index in r->slots; NONE means no slot. Loop thread only.
+ */
+#ifndef AMI_CORRELATION_REGISTRY_INTERNAL_H
+#define AMI_CORRELATION_REGISTRY_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "correlation/registry.h"
+
+#define NONE UINT32_MAX
+
+typedef enum phase {
+    PHASE_AWAIT_RESPONSE = 0, /* in the FIFO of actions waiting for a first response */
+    PHASE_IN_LIST,            /* list opened; items until the Complete event */
+    PHASE_AWAIT_EVENT         /* response seen; waiting for the completion event */
+} phase_t;
+
+typedef struct slot {
+    uint64_t id; /* 0: free */
+    ami_pending_cb cb;
+    void *ud;
+    int64_t deadline_ms;
+    uint32_t timeout_ms;
+    uint32_t items;
+    uint32_t dropped;
+    uint32_t cap;
+    uint32_t heap_idx;
+    uint32_t fifo_prev;
+    uint32_t fifo_next;
+    uint32_t epoch;
+    int64_t start_ns;
+    uint8_t strategy; /* as resolved */
+    uint8_t phase;
+    char action[24];
+    char completion_event[40];
+} slot_t;
+
+struct ami_registry {
+    slot_t *slots;
+    uint32_t nslots;
+    uint32_t *free_stack;
+    uint32_t nfree;
+    uint32_t *table; /* id -> slot index + 1; 0 empty; linear probing */
+    uint32_t table_mask;
+    uint32_t *heap; /* slot indices ordered by deadline */
+    uint32_t heap_len;
+    uint32_t fifo_head;
+    uint32_t fifo_tail;
+    uint32_t epoch;
+    uint32_t caps[AMI_STRATEGY_COUNT];
+    char server_key[64];
+    const ami_actionid_gen_t *ids;
+    ami_logger_t *log;
+    ami_pending_cb on_final;
+    void *on_final_ud;
+    ami_counter_t *dropped_counter;
+    ami_registry_stats_t stats;
+};
+
+/* ---- registry_index.c ------------------------------------------------------------ */
+
+/* The table position holding id (its slot is r->table[pos] - 1), or NONE. */
+uint32_t registry_table_find(const ami_registry_t *r, uint64_t id);
+/* Index slot by its id; the table must not hold that id yet. */
+void registry_table_insert(ami_registry_t *r, uint32_t slot);
+/* Empty table position i (from registry_table_find), shifting followers back. */
+void registry_table_delete(ami_registry_t *r, uint32_t i);
+/* Add slot to the deadline heap (its deadline_ms is set). */
+void registry_heap_push(ami_registry_t *r, uint32_t slot);
+/* Take slot out of the deadline heap; nothing if it is not in it. */
+void registry_heap_remove(ami_registry_t *r, uint32_t slot);
+/* Append slot to the first-response FIFO. */
+void registry_fifo_push(ami_registry_t *r, uint32_t slot);
+/* Take slot out of the FIFO; nothing unless its phase is PHASE_AWAIT_RESPONSE. */
+void registry_fifo_remove(ami_registry_t *r, uint32_t slot);
+/* Unlink slot from every index and return it to the free stack. */
+void registry_release(ami_registry_t *r, uint32_t slot);
+
+#endif

@@ -1,0 +1,71 @@
+/*
+ * Private to health/: the connection's structure and what its two halves
+ * share. conn.c runs the connection's life (state machine, closing, backoff,
+ * reconnect, transport callbacks); conn_session.c what is said over the
+ * socket (actions, login, session settings, heartbeat). The connection owns
+ * everything it points to except env's loop, ids, log and metrics, which
+ * are borrowed. Loop thread only.
+ */
+#ifndef AMI_HEALTH_CONN_INTERNAL_H
+#define AMI_HEALTH_CONN_INTERNAL_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "health/conn.h"
+#include "health/conn_metrics.h"
+#include "transport/tcp.h"
+
+typedef enum login_phase { WAIT_BANNER = 0, WAIT_CHALLENGE, WAIT_LOGIN, LOGGED_IN } login_phase_t;
+
+struct ami_conn {
+    ami_server_options_t opt; /* strings below are owned copies */
+    ami_conn_env_t env;
+    ami_conn_callbacks_t cb;
+    void *ud;
+    ami_tcp_t *tcp;
+    ami_parser_t parser;
+    ami_registry_t *reg;
+    ami_conn_state_t state;
+    login_phase_t phase;
+    bool stopping;
+    bool in_dispatch;
+    uint64_t close_gen;       /* bumps on every close; stale dispatch loops notice */
+    uint32_t attempts;        /* consecutive failed attempts, for backoff */
+    uint32_t backoff_ms;
+    uint32_t hb_failures;
+    uint64_t ping_id;         /* heartbeat Ping in flight, 0 if none */
+    uint64_t logoff_id;
+    uint32_t rng;
+    int64_t armed_deadline;
+    ev_timer backoff_timer;
+    ev_timer heartbeat_timer;
+    ev_timer action_timer;
+    ev_timer login_timer;
+    ev_timer stop_timer;
+    ami_conn_stats_t stats;
+    ami_conn_metrics_t m;
+    char last_error[AMI_ERR_MSG_MAX];
+};
+
+/* ---- conn.c ---------------------------------------------------------------------- */
+
+/* Move to state `to`: metrics, a log line, then the on_state callback. */
+void conn_set_state(ami_conn_t *c, ami_conn_state_t to, const char *reason);
+
+/* ---- conn_session.c -------------------------------------------------------------- */
+
+/* Register, serialise and flush an action whatever the state (login goes out before CONNECTED). */
+int conn_send_raw(ami_conn_t *c, const ami_action_req_t *req, ami_pending_cb cb, void *ud,
+                  uint64_t *id_out, ami_err_t *err);
+/* (Re)arm the action timer on the registry's next deadline, or stop it when none. */
+void conn_arm_action_timer(ami_conn_t *c);
+/* The registry's on_final hook (ud = the connection): action counts and latency. */
+void conn_on_final(void *ud, const ami_pending_note_t *n);
+/* The banner came: send Challenge (MD5) or Login (plain). */
+void conn_begin_login(ami_conn_t *c);
+/* ev_init the heartbeat, action and login timers, with the connection as data. */
+void conn_session_init_timers(ami_conn_t *c);
+
+#endif
