@@ -4,6 +4,7 @@
  * descriptors), the endpoint's own counters, and its lifecycle. What
  * happens on an accepted connection is in http_client.c.
  */
+#include "util/sockaddr.h"
 #include "obs/http.h"
 
 #include <arpa/inet.h>
@@ -120,25 +121,6 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ---- setup ---------------------------------------------------------------------------- */
 
-static int parse_addr(const char *ip, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
-{
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons(port);
-        *len = sizeof *v4;
-        return 0;
-    }
-    if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons(port);
-        *len = sizeof *v6;
-        return 0;
-    }
-    return -1;
-}
 
 static void format_addr(ami_http_t *h, const struct sockaddr_storage *ss, uint16_t port)
 {
@@ -164,7 +146,7 @@ static int listen_on(ami_http_t *h, ami_err_t *err)
     const char *ip = h->cfg.bind_ip;
     struct sockaddr_storage ss;
     socklen_t len;
-    if (parse_addr(ip, h->cfg.port, &ss, &len) < 0)
+    if (!ami_sockaddr_from_ip(ip, h->cfg.port, &ss, &len))
         return ami_err_set(err, AMI_E_CONFIG,
                            "metrics listen address '%.64s' is not an IPv4 or IPv6 literal; "
                            "set metrics.listen to one, such as 127.0.0.1", ip);

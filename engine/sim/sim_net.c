@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "util/sockaddr.h"
 #include "sim/sim_internal.h"
 #include "util/alloc.h"
 
@@ -30,25 +31,6 @@ double sim_wall_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int parse_addr(const char *ip, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
-{
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons(port);
-        *len = sizeof *v4;
-        return 0;
-    }
-    if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons(port);
-        *len = sizeof *v6;
-        return 0;
-    }
-    return -1;
-}
 
 /* Asterisk's security-event address form: IPV4/TCP/127.0.0.1/5038. */
 static void format_addr(const struct sockaddr_storage *ss, char *out, size_t size)
@@ -75,7 +57,7 @@ int sim_listen(ami_sim_node_t *n, ami_err_t *err)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    if (parse_addr(n->bind_ip, n->port, &ss, &len) < 0)
+    if (!ami_sockaddr_from_ip(n->bind_ip, n->port, &ss, &len))
         return ami_err_set(err, AMI_E_CONFIG, "sim node %s: bind address '%s' is not an IP literal",
                            n->name, n->bind_ip);
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

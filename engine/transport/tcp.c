@@ -13,6 +13,7 @@
 
 #include "transport/resolver.h"
 #include "util/alloc.h"
+#include "util/sockaddr.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000u
 #define DEFAULT_READ_CHUNK (64u << 10)
@@ -93,48 +94,9 @@ void ami_tcp_free(ami_tcp_t *t)
 
 bool ami_tcp_is_ip_literal(const char *host)
 {
-    if (!host || !*host)
-        return false;
-    unsigned char addr[sizeof(struct in6_addr)];
-    if (inet_pton(AF_INET, host, addr) == 1)
-        return true;
-    char bare[64];
-    size_t n = strlen(host);
-    if (n >= 2 && host[0] == '[' && host[n - 1] == ']' && n - 2 < sizeof bare) {
-        memcpy(bare, host + 1, n - 2);
-        bare[n - 2] = '\0';
-        host = bare;
-    }
-    return inet_pton(AF_INET6, host, addr) == 1;
-}
-
-/* Fill a sockaddr from an IP literal; false if it is not one. */
-static bool literal_to_sockaddr(const char *host, uint16_t port, struct sockaddr_storage *ss,
-                                socklen_t *len)
-{
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
-    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons(port);
-        *len = sizeof *v4;
-        return true;
-    }
-    char bare[64];
-    size_t n = strlen(host);
-    if (n >= 2 && host[0] == '[' && host[n - 1] == ']' && n - 2 < sizeof bare) {
-        memcpy(bare, host + 1, n - 2);
-        bare[n - 2] = '\0';
-        host = bare;
-    }
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons(port);
-        *len = sizeof *v6;
-        return true;
-    }
-    return false;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    return host && *host && ami_sockaddr_from_ip(host, 1, &ss, &len);
 }
 
 static void describe_peer(ami_tcp_t *t, const struct sockaddr_storage *ss)
@@ -211,7 +173,7 @@ int ami_tcp_open(ami_tcp_t *t, const char *host, uint16_t port, ami_err_t *err)
     ami_buf_clear(&t->wbuf);
     struct sockaddr_storage ss;
     socklen_t len;
-    if (literal_to_sockaddr(host, port, &ss, &len)) {
+    if (ami_sockaddr_from_ip(host, port, &ss, &len)) {
         start_connect(t, &ss, len);
         return 0;
     }
