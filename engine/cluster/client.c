@@ -254,10 +254,7 @@ static inline unsigned char lower(unsigned char ch)
 
 static uint32_t hash_name(const char *s, size_t n)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ lower((unsigned char)s[i])) * 16777619u;
-    return h;
+    return ami_name_hash(s, n);
 }
 
 static void append(ami_subscription_t **head, ami_subscription_t *s)
@@ -344,7 +341,7 @@ static void on_conn_event(void *ud, ami_conn_t *conn, const ami_msg_t *msg)
     ami_client_t *c = srv->client;
     const char *name = ami_msg_name(msg);
     size_t len = msg->nhdrs ? msg->hdrs[0].val_len : 0;
-    uint32_t h = hash_name(name, len);
+    uint32_t h = msg->name_hash;
     const char *key = ami_conn_key(conn);
     c->dispatch_depth++;
     for (ami_subscription_t *s = c->buckets[h % SUB_BUCKETS]; s; s = s->next)

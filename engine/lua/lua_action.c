@@ -239,7 +239,7 @@ static void on_note(void *ud, const ami_pending_note_t *n)
         return; /* cannot happen: unarmed waits cancel their action */
     cb_args_t a = {w, n, 0};
     int top = lua_gettop(g->L);
-    if (lua_cpcall(g->L, on_note_protected, &a) != 0) {
+    if (gen_pcall_ref(g->L, g->note_ref, &a) != 0) {
         log_lua_error(g->rt, "action result lost", w->co->label, g->L, lua_tostring(g->L, -1));
         lua_settop(g->L, top);
         if (!final)
@@ -327,6 +327,8 @@ static int result_index(lua_State *L)
 
 void ami_lua_inject_action(lua_State *L, gen_t *g)
 {
+    lua_pushcfunction(L, on_note_protected);
+    g->note_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_newtable(L);
     lua_pushcfunction(L, result_index);
     lua_setfield(L, -2, "__index");

@@ -25,10 +25,7 @@ static inline unsigned char lower(unsigned char c)
 
 uint32_t event_name_hash(const char *s, size_t n)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ lower((unsigned char)s[i])) * 16777619u;
-    return h;
+    return ami_name_hash(s, n);
 }
 
 /* ---- filters ------------------------------------------------------------------- */
@@ -495,10 +492,10 @@ void handlers_dispatch(gen_t *g, const ami_msg_t *msg, const char *server_key, b
     dispatch_t d = {.g = g, .msg = msg, .server_key = server_key, .seq = rt->event_seq};
     d.name = ami_msg_name(msg);
     d.name_len = msg->nhdrs ? msg->hdrs[0].val_len : 0;
-    d.hash = event_name_hash(d.name, d.name_len);
+    d.hash = msg->name_hash;
     int top = lua_gettop(g->L);
     rt->dispatch_depth++;
-    if (lua_cpcall(g->L, dispatch_protected, &d) != 0) {
+    if (gen_pcall_ref(g->L, g->dispatch_ref, &d) != 0) {
         log_lua_error(rt, "event dispatch failed", "dispatch", g->L, lua_tostring(g->L, -1));
     }
     lua_settop(g->L, top);
@@ -515,6 +512,8 @@ static int pattern_tostring(lua_State *L)
 
 void ami_lua_inject_handlers(lua_State *L, gen_t *g)
 {
+    lua_pushcfunction(L, dispatch_protected);
+    g->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_newtable(L);
     lua_pushcfunction(L, pattern_tostring);
     lua_setfield(L, -2, "__tostring");

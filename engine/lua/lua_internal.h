@@ -125,6 +125,8 @@ struct gen {
     gen_state_t state;
     int64_t mem_bytes;
     size_t mem_limit;
+    lua_Alloc base_alloc;            /* LuaJIT's own allocator, wrapped for accounting */
+    void *base_ud;
     bool mem_refused;
     handler_t *buckets[HANDLER_BUCKETS];
     handler_t *every;                /* "*" handlers */
@@ -143,6 +145,8 @@ struct gen {
     int event_mt_ref;                /* metatable of event objects */
     int result_mt_ref;               /* metatable of action results */
     int pattern_mt_ref;              /* metatable marking ami.pattern values */
+    int dispatch_ref;                /* dispatch's protected entry, made once */
+    int note_ref;                    /* action notes' protected entry, made once */
     ev_timer grace_timer;
     gen_t *next;                     /* runtime's list of draining generations */
 };
@@ -273,6 +277,11 @@ void waiter_unlink(gen_t *g, wait_t *w);
 
 /* Helpers */
 gen_t *gen_of(lua_State *L);
+/* Call the C function stored at registry ref fn_ref with ud, protected.
+ * Unlike lua_cpcall it allocates nothing (lua_cpcall makes a closure per
+ * call, which shows on the per-event path). 0, or a Lua status with the
+ * error message on top of L. */
+int gen_pcall_ref(lua_State *L, int fn_ref, void *ud);
 void log_lua_error(ami_lua_runtime_t *rt, const char *what, const char *label, lua_State *co, const char *msg);
 /* Push "kind: message" for an error status. */
 void push_error(lua_State *L, ami_status_t code, const char *msg);

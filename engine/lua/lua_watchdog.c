@@ -27,7 +27,7 @@ static void runaway_hook(lua_State *L, lua_Debug *ar)
     gen_t *g = gen_of(L);
     ami_lua_runtime_t *rt = g->rt;
     int64_t started = atomic_load_explicit(&rt->wd.started_ns, memory_order_acquire);
-    if (!started || ami_now_ns() - started <= rt->budget_ns) {
+    if (!started || ami_now_coarse_ns() - started <= rt->budget_ns) {
         lua_sethook(L, NULL, 0, 0); /* set for a resume that has since finished */
         return;
     }
@@ -38,7 +38,7 @@ static void runaway_hook(lua_State *L, lua_Debug *ar)
     lua_getinfo(L, "Sl", ar);
     luaL_error(L, "stopped after running %d ms without yielding (budget %d ms) at %s:%d; "
                   "long work must yield (ami.sleep(0)) or be split",
-               (int)((ami_now_ns() - started) / 1000000), (int)(rt->budget_ns / 1000000),
+               (int)((ami_now_coarse_ns() - started) / 1000000), (int)(rt->budget_ns / 1000000),
                ar->short_src, ar->currentline);
 }
 
@@ -48,7 +48,7 @@ static void check_once(ami_lua_runtime_t *rt)
     pthread_mutex_lock(&wd->lock);
     int64_t started = atomic_load_explicit(&wd->started_ns, memory_order_acquire);
     uint64_t seq = atomic_load_explicit(&wd->seq, memory_order_acquire);
-    if (started && wd->target && seq != wd->fired_seq && ami_now_ns() - started > wd->budget_ns) {
+    if (started && wd->target && seq != wd->fired_seq && ami_now_coarse_ns() - started > wd->budget_ns) {
         wd->fired_seq = seq;
         lua_sethook(wd->target, runaway_hook, LUA_MASKCOUNT, HOOK_EVERY);
     }
@@ -121,8 +121,10 @@ void watchdog_enter(ami_lua_runtime_t *rt, lua_State *L, int64_t budget_ns)
         pthread_mutex_unlock(&wd->lock);
     }
     wd->budget_ns = budget_ns;
-    atomic_fetch_add_explicit(&wd->seq, 1, memory_order_relaxed);
-    atomic_store_explicit(&wd->started_ns, ami_now_ns(), memory_order_release);
+    /* The loop thread is the only writer: no locked add needed. */
+    atomic_store_explicit(&wd->seq, atomic_load_explicit(&wd->seq, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&wd->started_ns, ami_now_coarse_ns(), memory_order_release);
 }
 
 void watchdog_leave(ami_lua_runtime_t *rt, lua_State *L)

@@ -51,6 +51,13 @@ gen_t *gen_of(lua_State *L)
     return g;
 }
 
+int gen_pcall_ref(lua_State *L, int fn_ref, void *ud)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
+    lua_pushlightuserdata(L, ud);
+    return lua_pcall(L, 1, 0, 0);
+}
+
 void push_error(lua_State *L, ami_status_t code, const char *msg)
 {
     lua_pushfstring(L, "%s: %s", ami_status_name(code), msg ? msg : "");
@@ -76,26 +83,36 @@ void log_lua_error(ami_lua_runtime_t *rt, const char *what, const char *label, l
 
 /* ---- generations ------------------------------------------------------------------ */
 
-/* The memory limit applies to script code only; the engine's own pushes
- * (event objects, results) may pass it, so they never fail unprotected. */
+/* Lua memory comes from LuaJIT's own allocator (fast for the many small
+ * objects a script makes); this wrapper counts it per generation and in the
+ * engine's live bytes, and enforces memory_limit. The limit applies to
+ * script code only: the engine's own pushes (event objects, results) may
+ * pass it, so they never fail unprotected. */
 static void *gen_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     gen_t *g = ud;
     size_t old = ptr ? osize : 0;
-    if (nsize == 0) {
-        ami_free(ptr);
-        g->mem_bytes -= (int64_t)old;
-        return NULL;
-    }
-    bool scripted = g->state == GEN_LOADING || (g->rt->running && g->rt->running->gen == g);
-    if (nsize > old && scripted && g->mem_bytes + (int64_t)(nsize - old) > (int64_t)g->mem_limit) {
+    if (nsize > old && g->mem_bytes + (int64_t)(nsize - old) > (int64_t)g->mem_limit &&
+        (g->state == GEN_LOADING || (g->rt->running && g->rt->running->gen == g))) {
         g->mem_refused = true;
         return NULL;
     }
-    void *p = ami_realloc(ptr, nsize);
-    if (p)
-        g->mem_bytes += (int64_t)nsize - (int64_t)old;
+    void *p = g->base_alloc(g->base_ud, ptr, osize, nsize);
+    if (p || nsize == 0) {
+        int64_t delta = (int64_t)nsize - (int64_t)old;
+        g->mem_bytes += delta;
+        ami_alloc_note_external(delta);
+    }
     return p;
+}
+
+static void wrap_allocator(gen_t *g)
+{
+    g->base_alloc = lua_getallocf(g->L, &g->base_ud);
+    /* What the new state holds already, so its frees balance later. */
+    g->mem_bytes = (int64_t)lua_gc(g->L, LUA_GCCOUNT, 0) * 1024 + lua_gc(g->L, LUA_GCCOUNTB, 0);
+    ami_alloc_note_external(g->mem_bytes);
+    lua_setallocf(g->L, gen_alloc, g);
 }
 
 static int build_module(lua_State *L)
@@ -130,6 +147,9 @@ static void gen_free_state(gen_t *g)
     if (g->L) {
         watchdog_forget(g->rt, g->L);
         lua_close(g->L);
+        /* lua_close freed everything; a remainder is only the first
+         * estimate's rounding, not memory still held. */
+        ami_alloc_note_external(-g->mem_bytes);
     }
     ami_free(g);
 }
@@ -146,12 +166,17 @@ static gen_t *gen_new(ami_lua_runtime_t *rt, ami_err_t *err)
     g->state = GEN_LOADING;
     g->mem_limit = rt->cfg.memory_limit;
     g->env_ref = LUA_NOREF;
-    g->L = lua_newstate(gen_alloc, g);
+    g->L = luaL_newstate();
     if (!g->L) {
         ami_free(g);
         ami_err_set(err, AMI_E_NOMEM, "cannot create a Lua state");
         return NULL;
     }
+    wrap_allocator(g);
+    /* Every event makes one short-lived object: let the heap grow to 4x the
+     * live data between collections (the default, 2x, collects twice as
+     * often for the same garbage). Heaps of scripts are small. */
+    lua_gc(g->L, LUA_GCSETPAUSE, 400);
     luaL_openlibs(g->L);
     if (!rt->cfg.jit)
         luaJIT_setmode(g->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);

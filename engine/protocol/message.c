@@ -2,21 +2,6 @@
 
 #include <string.h>
 
-static inline unsigned char lower(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c | 0x20) : c;
-}
-
-bool ami_str_ieq(const char *a, size_t alen, const char *b, size_t blen)
-{
-    if (alen != blen)
-        return false;
-    for (size_t i = 0; i < alen; i++)
-        if (lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
-            return false;
-    return true;
-}
-
 long ami_msg_next_index(const ami_msg_t *m, const char *key, size_t key_len, size_t from)
 {
     for (size_t i = from; i < m->nhdrs; i++) {

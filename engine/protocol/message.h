@@ -45,6 +45,7 @@ typedef struct ami_msg {
     size_t nhdrs;
     size_t wire_len;      /* bytes this message took on the wire */
     int32_t actionid_idx; /* index of the first ActionID header, or -1 */
+    uint32_t name_hash;   /* ami_name_hash of the first header's value (the event name) */
     bool legacy_command;  /* parsed from "Response: Follows" ... "--END COMMAND--" */
 } ami_msg_t;
 
@@ -81,8 +82,31 @@ const char *ami_msg_name(const ami_msg_t *m);
 /* The ActionID value or NULL. */
 const char *ami_msg_action_id(const ami_msg_t *m, size_t *len);
 
-/* ASCII case-insensitive equality of two slices. */
-bool ami_str_ieq(const char *a, size_t alen, const char *b, size_t blen);
+/* FNV-1a over the ASCII-lowercased bytes: event names hash once, in the
+ * parser, and every dispatcher uses msg->name_hash. */
+static inline uint32_t ami_name_hash(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        h = (h ^ (c >= 'A' && c <= 'Z' ? c | 0x20u : c)) * 16777619u;
+    }
+    return h;
+}
+
+/* ASCII case-insensitive equality of two slices (inline: it runs for
+ * every header on the hot path). */
+static inline bool ami_str_ieq(const char *a, size_t alen, const char *b, size_t blen)
+{
+    if (alen != blen)
+        return false;
+    for (size_t i = 0; i < alen; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x != y && ((x | 0x20) != (y | 0x20) || (unsigned char)((x | 0x20) - 'a') > 25))
+            return false;
+    }
+    return true;
+}
 
 /* Is this a response that reports success (Success, Pong, Follows, Goodbye)? */
 bool ami_msg_is_success(const ami_msg_t *m);

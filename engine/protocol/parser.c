@@ -73,6 +73,7 @@ void ami_parser_deinit(ami_parser_t *p)
 static void begin_message(ami_parser_t *p)
 {
     p->nhdrs = 0;
+    p->name_hash = 0;
     p->actionid_idx = -1;
     p->kind = AMI_MSG_OTHER;
     p->in_legacy_output = false;
@@ -275,24 +276,30 @@ static size_t scan_line(const char *b, size_t i, size_t end, size_t *colon)
 #endif
 }
 
-static int push_header(ami_parser_t *p, ami_err_t *err, uint32_t key_off, uint32_t key_len,
-                       uint32_t val_off, uint32_t val_len)
+static int grow_headers(ami_parser_t *p, ami_err_t *err)
 {
-    if (p->nhdrs == p->hdrs_cap) {
-        if (p->nhdrs >= p->lim.max_headers)
-            return fail(p, err, AMI_E_LIMIT,
-                        "message has more than max_headers (%zu) headers; "
-                        "raise the parser's max_headers if this server really sends that",
-                        p->lim.max_headers);
-        size_t cap = p->hdrs_cap ? p->hdrs_cap * 2 : INITIAL_HDRS;
-        if (cap > p->lim.max_headers)
-            cap = p->lim.max_headers;
-        ami_hdr_t *grown = ami_realloc(p->hdrs, cap * sizeof *grown);
-        if (!grown)
-            return fail(p, err, AMI_E_NOMEM, "out of memory growing the header array to %zu", cap);
-        p->hdrs = grown;
-        p->hdrs_cap = cap;
-    }
+    if (p->nhdrs >= p->lim.max_headers)
+        return fail(p, err, AMI_E_LIMIT,
+                    "message has more than max_headers (%zu) headers; "
+                    "raise the parser's max_headers if this server really sends that",
+                    p->lim.max_headers);
+    size_t cap = p->hdrs_cap ? p->hdrs_cap * 2 : INITIAL_HDRS;
+    if (cap > p->lim.max_headers)
+        cap = p->lim.max_headers;
+    ami_hdr_t *grown = ami_realloc(p->hdrs, cap * sizeof *grown);
+    if (!grown)
+        return fail(p, err, AMI_E_NOMEM, "out of memory growing the header array to %zu", cap);
+    p->hdrs = grown;
+    p->hdrs_cap = cap;
+    return 0;
+}
+
+/* Inline: it runs once per line; growing is the rare, out-of-line case. */
+static inline int push_header(ami_parser_t *p, ami_err_t *err, uint32_t key_off, uint32_t key_len,
+                              uint32_t val_off, uint32_t val_len)
+{
+    if (__builtin_expect(p->nhdrs == p->hdrs_cap, 0) && grow_headers(p, err) < 0)
+        return -1;
     ami_hdr_t *h = &p->hdrs[p->nhdrs++];
     h->key_off = key_off;
     h->key_len = key_len;
@@ -310,6 +317,7 @@ static void finish_message(ami_parser_t *p, ami_msg_t *msg)
     msg->wire_len = p->scan - p->start;
     msg->actionid_idx = p->actionid_idx;
     msg->legacy_command = p->in_legacy_output;
+    msg->name_hash = p->name_hash;
     p->stats.messages++;
     p->stats.bytes += msg->wire_len;
     p->start = p->scan;
@@ -347,6 +355,7 @@ static bool is_end_command(const char *line, size_t len, size_t *output_len)
 
 static void classify(ami_parser_t *p, const char *key, size_t klen, const char *val, size_t vlen)
 {
+    p->name_hash = ami_name_hash(val, vlen);
     if (ami_str_ieq(key, klen, "Response", 8)) {
         p->kind = AMI_MSG_RESPONSE;
         p->in_legacy_output = ami_str_ieq(val, vlen, "Follows", 7);
@@ -407,7 +416,7 @@ static int take_header(ami_parser_t *p, ami_err_t *err, char *line, size_t len, 
     line[len] = '\0';
     if (p->nhdrs == 0)
         classify(p, line, klen, line + voff, len - voff);
-    if (klen == 8 && p->actionid_idx < 0 && ami_str_ieq(line, klen, "ActionID", 8))
+    if (klen == 8 && (line[0] | 0x20) == 'a' && p->actionid_idx < 0 && ami_str_ieq(line, klen, "ActionID", 8))
         p->actionid_idx = (int32_t)p->nhdrs;
     uint32_t off = (uint32_t)(line - (p->buf + p->start));
     return push_header(p, err, off, (uint32_t)klen, off + (uint32_t)voff, (uint32_t)(len - voff));

@@ -73,6 +73,7 @@ typedef struct ami_parser {
     ami_parser_limits_t lim;
     ami_parser_stats_t stats;
     int32_t actionid_idx;
+    uint32_t name_hash;
     uint8_t kind;
     bool expect_banner;
     bool banner_done;

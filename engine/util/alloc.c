@@ -11,6 +11,9 @@
 
 static atomic_llong live_bytes;
 static atomic_llong live_blocks;
+/* Per thread: the Lua runtime reports from its loop thread on every Lua
+ * allocation, where a locked add would cost more than the allocation. */
+static _Thread_local int64_t external_bytes;
 
 static void account(long long bytes, long long blocks)
 {
@@ -87,9 +90,14 @@ char *ami_strdup(const char *s)
     return s ? ami_strndup(s, strlen(s)) : NULL;
 }
 
+void ami_alloc_note_external(int64_t delta)
+{
+    external_bytes += delta;
+}
+
 int64_t ami_alloc_live_bytes(void)
 {
-    return atomic_load_explicit(&live_bytes, memory_order_relaxed);
+    return atomic_load_explicit(&live_bytes, memory_order_relaxed) + external_bytes;
 }
 
 int64_t ami_alloc_live_blocks(void)

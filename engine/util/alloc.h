@@ -20,7 +20,14 @@ void ami_free(void *ptr);
 char *ami_strdup(const char *s);
 char *ami_strndup(const char *s, size_t n);
 
-/* Bytes requested and not yet freed (headers excluded). */
+/* Memory obtained by another allocator the engine drives (the Lua states
+ * use LuaJIT's own, much faster for their many small objects): reported
+ * here so live bytes stay the engine's whole footprint. Counted per thread:
+ * report and read it from the thread that runs the Lua runtime (the loop). */
+void ami_alloc_note_external(int64_t delta);
+
+/* Bytes requested and not yet freed (headers excluded), plus the external
+ * bytes the calling thread reported. */
 int64_t ami_alloc_live_bytes(void);
 /* Blocks allocated and not yet freed. */
 int64_t ami_alloc_live_blocks(void);

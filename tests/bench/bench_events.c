@@ -1,0 +1,462 @@
+/*
+ * Events end to end: a simulated Asterisk floods call events as fast as the
+ * socket takes them; the engine parses them and delivers each one to a
+ * handler. Three variants, each a fresh simulator + client (+ runtime):
+ *
+ *   c        bare C client: every event to a C subscriber that only counts
+ *            (the engine's C path limit, no Lua)
+ *   lua      the Lua runtime, JIT off (the default: the watchdog needs it),
+ *            one script: ami.on("*", function(ev) local a, b = ev.Channel, ev.Uniqueid end)
+ *   jit      the same with cfg.jit = true (unsafe: compiled traces run no
+ *            hooks, so the watchdog cannot stop them)
+ *
+ * The simulator runs on its own loop in a second thread (this machine has
+ * two cores: one writes, one reads). The client runs on the main thread.
+ * After --warmup seconds of flood, events are counted for --duration
+ * seconds: the C subscriber's count, or the runtime's handler_runs.
+ *
+ * Loop iterations are timed exactly during the measured window: an ev_check
+ * at EV_MAXPRI records when the loop starts working after a poll, an
+ * ev_prepare at EV_MINPRI records when it is about to poll again; every
+ * iteration's duration goes into a preallocated array, sorted at the end
+ * for p50 / p99 / p99.9 / max.
+ *
+ * The "watchdog cost" is lua(JIT on) / lua(JIT off) events/s: what keeping
+ * the JIT off, so that the watchdog's count hook can stop a runaway
+ * handler, costs on this path.
+ *
+ *   bench_events [--duration S] [--warmup S] [--only c|lua|jit] [--read-chunk KiB]
+ */
+#include <errno.h>
+#include <ev.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cluster/client.h"
+#include "lua/runtime.h"
+#include "obs/log.h"
+#include "obs/metrics.h"
+#include "sim/sim.h"
+#include "util/clock.h"
+
+#define MAX_SAMPLES (4u << 20)
+
+typedef enum variant { V_C = 0, V_LUA, V_JIT, V_COUNT } variant_t;
+
+static const char *const variant_names[V_COUNT] = {"c", "lua", "jit"};
+
+typedef struct options {
+    double duration;
+    double warmup;
+    bool run[V_COUNT];
+    uint32_t read_chunk_kib;
+} options_t;
+
+typedef struct result {
+    bool ok;
+    double secs;
+    uint64_t events;
+    double events_per_s;
+    double bytes_per_event;
+    uint64_t iterations;
+    bool truncated;
+    double p50_us, p99_us, p999_us, max_us;
+    double busy; /* fraction of wall time the loop was working */
+    uint64_t handler_errors;
+} result_t;
+
+typedef struct bench {
+    struct ev_loop *loop;
+    ami_client_t *client;
+    ami_lua_runtime_t *rt;
+    uint64_t c_events;
+    /* iteration timing */
+    ev_check it_start;
+    ev_prepare it_end;
+    int64_t started_ns;
+    bool sampling;
+    uint32_t *samples; /* ns, clamped */
+    size_t nsamples;
+    bool truncated;
+    /* run-for timer */
+    ev_timer stop_timer;
+} bench_t;
+
+static double now_s(void)
+{
+    return (double)ami_now_ns() / 1e9;
+}
+
+static void on_it_start(struct ev_loop *loop, ev_check *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    bench_t *b = w->data;
+    b->started_ns = ami_now_ns();
+}
+
+static void on_it_end(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    bench_t *b = w->data;
+    if (b->sampling && b->started_ns) {
+        int64_t d = ami_now_ns() - b->started_ns;
+        if (b->nsamples < MAX_SAMPLES)
+            b->samples[b->nsamples++] = d > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+        else
+            b->truncated = true;
+    }
+    b->started_ns = 0;
+}
+
+static void on_stop_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void run_for(bench_t *b, double secs)
+{
+    ev_timer_init(&b->stop_timer, on_stop_timer, secs, 0.);
+    ev_timer_start(b->loop, &b->stop_timer);
+    ev_run(b->loop, 0);
+    ev_timer_stop(b->loop, &b->stop_timer);
+}
+
+static void on_c_event(void *ud, const char *server_key, const ami_msg_t *msg)
+{
+    (void)server_key;
+    (void)msg;
+    ((bench_t *)ud)->c_events++;
+}
+
+static void *sim_thread(void *arg)
+{
+    ami_sim_run(arg, 0);
+    return NULL;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct_us(const uint32_t *s, size_t n, double q)
+{
+    if (n == 0)
+        return 0;
+    size_t i = (size_t)(q * (double)(n - 1) + 0.5);
+    if (i >= n)
+        i = n - 1;
+    return (double)s[i] / 1000.0;
+}
+
+static const char SCRIPT[] =
+    "local ami = require \"ami\"\n"
+    "ami.on(\"*\", function(ev) local a, b = ev.Channel, ev.Uniqueid end)\n";
+
+static int write_script(const char *dir)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/bench.lua", dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fputs(SCRIPT, f);
+    return fclose(f);
+}
+
+static void remove_dir(const char *dir)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/bench.lua", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+static uint64_t delivered(const bench_t *b)
+{
+    if (!b->rt)
+        return b->c_events;
+    ami_lua_stats_t st;
+    ami_lua_runtime_stats(b->rt, &st);
+    return st.handler_runs;
+}
+
+static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint32_t *samples,
+                       result_t *r)
+{
+    memset(r, 0, sizeof *r);
+    ami_err_t err;
+    bench_t b = {.samples = samples};
+    char dir[64] = "";
+    int rc = -1;
+
+    ami_sim_t *sim = ami_sim_new(NULL, log);
+    if (!sim) {
+        fprintf(stderr, "bench_events: cannot create the simulator\n");
+        return -1;
+    }
+    ami_sim_node_config_t nc = {.name = "pbx1"};
+    ami_sim_node_t *node = ami_sim_add_node(sim, &nc, &err);
+    if (!node) {
+        fprintf(stderr, "bench_events: sim node: %s\n", err.msg);
+        ami_sim_free(sim);
+        return -1;
+    }
+    ami_sim_faults_t f = {.flood_events_per_sec = -1}; /* max speed, from login on */
+    ami_sim_node_set_faults(node, &f);
+    pthread_t th;
+    if (pthread_create(&th, NULL, sim_thread, sim) != 0) {
+        fprintf(stderr, "bench_events: pthread_create failed\n");
+        ami_sim_free(sim);
+        return -1;
+    }
+
+    b.loop = ev_loop_new(EVFLAG_AUTO);
+    ami_metrics_t *metrics = ami_metrics_new(10000);
+    ami_client_config_t cc;
+    ami_client_config_default(&cc);
+    cc.loop = b.loop;
+    cc.log = log;
+    cc.metrics = metrics;
+    b.client = ami_client_new(&cc, &err);
+    if (!b.client) {
+        fprintf(stderr, "bench_events: client: %s\n", err.msg);
+        goto out;
+    }
+    ami_server_options_t so;
+    ami_server_options_default(&so);
+    so.server_key = "pbx1";
+    so.host = "127.0.0.1";
+    so.port = ami_sim_node_port(node);
+    so.username = "engine";
+    so.secret = "s3cret";
+    if (o->read_chunk_kib)
+        so.read_chunk = (size_t)o->read_chunk_kib << 10;
+    if (ami_client_add_server(b.client, &so, &err) < 0) {
+        fprintf(stderr, "bench_events: add_server: %s\n", err.msg);
+        goto out;
+    }
+    if (v == V_C) {
+        if (!ami_client_subscribe(b.client, "*", on_c_event, &b, &err)) {
+            fprintf(stderr, "bench_events: subscribe: %s\n", err.msg);
+            goto out;
+        }
+    } else {
+        snprintf(dir, sizeof dir, "/tmp/ami-bench-events-XXXXXX");
+        if (!mkdtemp(dir) || write_script(dir) != 0) {
+            fprintf(stderr, "bench_events: cannot write the script: %s\n", strerror(errno));
+            dir[0] = '\0';
+            goto out;
+        }
+        ami_lua_config_t lc;
+        ami_lua_config_default(&lc);
+        lc.scripts_dir = dir;
+        lc.watch_scripts = false;
+        lc.jit = v == V_JIT;
+        b.rt = ami_lua_runtime_new(b.client, &lc, &err);
+        if (!b.rt || ami_lua_runtime_load(b.rt, &err) < 0) {
+            fprintf(stderr, "bench_events: runtime: %s\n", err.msg);
+            goto out;
+        }
+    }
+    ami_client_start(b.client);
+
+    double deadline = now_s() + 5;
+    while (ami_client_connected_count(b.client) < 1 && now_s() < deadline)
+        ami_client_tick(b.client, 10);
+    if (ami_client_connected_count(b.client) < 1) {
+        fprintf(stderr, "bench_events: the simulator did not accept the login\n");
+        goto out;
+    }
+
+    ev_check_init(&b.it_start, on_it_start);
+    ev_prepare_init(&b.it_end, on_it_end);
+    b.it_start.data = b.it_end.data = &b;
+    ev_set_priority(&b.it_start, EV_MAXPRI);
+    ev_set_priority(&b.it_end, EV_MINPRI);
+    ev_check_start(b.loop, &b.it_start);
+    ev_prepare_start(b.loop, &b.it_end);
+
+    run_for(&b, o->warmup);
+
+    ami_conn_t *conn = ami_client_conn(b.client, 0);
+    uint64_t bytes0 = ami_conn_stats(conn)->bytes_in;
+    uint64_t conn_ev0 = ami_conn_stats(conn)->events;
+    uint64_t n0 = delivered(&b);
+    double t0 = now_s();
+    b.sampling = true;
+    run_for(&b, o->duration);
+    b.sampling = false;
+    double t1 = now_s();
+    uint64_t n1 = delivered(&b);
+    uint64_t bytes1 = ami_conn_stats(conn)->bytes_in;
+    uint64_t conn_ev1 = ami_conn_stats(conn)->events;
+
+    ev_check_stop(b.loop, &b.it_start);
+    ev_prepare_stop(b.loop, &b.it_end);
+
+    r->secs = t1 - t0;
+    r->events = n1 - n0;
+    r->events_per_s = (double)r->events / r->secs;
+    r->bytes_per_event =
+        conn_ev1 > conn_ev0 ? (double)(bytes1 - bytes0) / (double)(conn_ev1 - conn_ev0) : 0;
+    r->iterations = b.nsamples;
+    r->truncated = b.truncated;
+    double busy_ns = 0;
+    for (size_t i = 0; i < b.nsamples; i++)
+        busy_ns += b.samples[i];
+    r->busy = busy_ns / 1e9 / r->secs;
+    qsort(b.samples, b.nsamples, sizeof *b.samples, cmp_u32);
+    r->p50_us = pct_us(b.samples, b.nsamples, 0.50);
+    r->p99_us = pct_us(b.samples, b.nsamples, 0.99);
+    r->p999_us = pct_us(b.samples, b.nsamples, 0.999);
+    r->max_us = b.nsamples ? (double)b.samples[b.nsamples - 1] / 1000.0 : 0;
+    if (b.rt) {
+        ami_lua_stats_t st;
+        ami_lua_runtime_stats(b.rt, &st);
+        r->handler_errors = st.handler_errors + st.handler_kills;
+    }
+    if (ami_client_connected_count(b.client) < 1 || ami_conn_stats(conn)->force_closes) {
+        fprintf(stderr, "bench_events: [%s] the connection dropped during the run (%s)\n",
+                variant_names[v], ami_conn_last_error(conn) ? ami_conn_last_error(conn) : "?");
+        goto out;
+    }
+    r->ok = r->events > 0;
+    rc = r->ok ? 0 : -1;
+
+out:
+    ami_sim_stop(sim);
+    pthread_join(th, NULL);
+    if (b.rt)
+        ami_lua_runtime_free(b.rt);
+    if (b.client)
+        ami_client_free(b.client);
+    ami_metrics_free(metrics);
+    ev_loop_destroy(b.loop);
+    ami_sim_free(sim);
+    if (dir[0])
+        remove_dir(dir);
+    return rc;
+}
+
+static void usage(FILE *to)
+{
+    fprintf(to, "usage: bench_events [--duration S] [--warmup S] [--only c|lua|jit]... "
+                "[--read-chunk KiB]\n"
+                "  --duration S     measured seconds per variant (default 5)\n"
+                "  --warmup S       flood seconds before measuring (default 1)\n"
+                "  --only V         run only variant V (repeatable): c, lua, jit\n"
+                "  --read-chunk KiB the client's read size (default: the engine's, 64)\n");
+}
+
+static int parse_args(options_t *o, int argc, char **argv)
+{
+    *o = (options_t){.duration = 5, .warmup = 1};
+    bool any = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        if (!val) {
+            usage(stderr);
+            return -1;
+        }
+        i++;
+        if (strcmp(a, "--duration") == 0)
+            o->duration = atof(val);
+        else if (strcmp(a, "--warmup") == 0)
+            o->warmup = atof(val);
+        else if (strcmp(a, "--read-chunk") == 0)
+            o->read_chunk_kib = (uint32_t)atoi(val);
+        else if (strcmp(a, "--only") == 0) {
+            bool found = false;
+            for (int v = 0; v < V_COUNT; v++)
+                if (strcmp(val, variant_names[v]) == 0)
+                    o->run[v] = found = any = true;
+            if (!found) {
+                usage(stderr);
+                return -1;
+            }
+        } else {
+            usage(stderr);
+            return -1;
+        }
+    }
+    if (o->duration <= 0 || o->warmup < 0) {
+        fprintf(stderr, "bench_events: --duration must be > 0, --warmup >= 0\n");
+        return -1;
+    }
+    if (!any)
+        for (int v = 0; v < V_COUNT; v++)
+            o->run[v] = true;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    options_t o;
+    if (parse_args(&o, argc, argv) < 0)
+        return 2;
+    ami_logger_config_t lcfg;
+    ami_logger_config_default(&lcfg);
+    lcfg.level = AMI_LOG_WARN;
+    ami_logger_t *log = ami_logger_new(&lcfg);
+    uint32_t *samples = malloc(MAX_SAMPLES * sizeof *samples);
+    if (!samples)
+        return 1;
+
+    static const char *const what[V_COUNT] = {
+        "into a C subscriber (no Lua)",
+        "into a Lua handler reading 2 fields",
+        "into a Lua handler reading 2 fields",
+    };
+    static const char *const mode[V_COUNT] = {"C path", "JIT off", "JIT on"};
+    result_t res[V_COUNT] = {{0}};
+    int failed = 0;
+    for (int v = 0; v < V_COUNT; v++) {
+        if (!o.run[v])
+            continue;
+        if (run_variant((variant_t)v, &o, log, samples, &res[v]) < 0) {
+            fprintf(stderr, "bench_events: variant %s failed\n", variant_names[v]);
+            failed = 1;
+            continue;
+        }
+        const result_t *r = &res[v];
+        printf("events[%s]: %.3f M events/s %s (%.1f s, %s; %llu events, %.0f bytes/event)\n",
+               variant_names[v], r->events_per_s / 1e6, what[v], r->secs, mode[v],
+               (unsigned long long)r->events, r->bytes_per_event);
+        printf("loop[%s]: iteration p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us "
+               "(%llu iterations%s, loop busy %.0f%%)\n",
+               variant_names[v], r->p50_us, r->p99_us, r->p999_us, r->max_us,
+               (unsigned long long)r->iterations, r->truncated ? ", sample array full" : "",
+               r->busy * 100);
+        if (r->handler_errors)
+            printf("warning[%s]: %llu handler errors/kills\n", variant_names[v],
+                   (unsigned long long)r->handler_errors);
+        fflush(stdout);
+    }
+    if (res[V_LUA].ok && res[V_JIT].ok)
+        printf("watchdog cost: JIT on / JIT off = %.2fx events/s (JIT off keeps %.0f%% of JIT on)\n",
+               res[V_JIT].events_per_s / res[V_LUA].events_per_s,
+               100.0 * res[V_LUA].events_per_s / res[V_JIT].events_per_s);
+    if (res[V_C].ok && res[V_LUA].ok)
+        printf("lua overhead: C path / Lua (JIT off) = %.2fx events/s\n",
+               res[V_C].events_per_s / res[V_LUA].events_per_s);
+    free(samples);
+    ami_logger_free(log);
+    return failed;
+}
