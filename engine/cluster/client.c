@@ -476,6 +476,11 @@ int ami_client_server_index(const ami_client_t *c, const char *server_key)
     return -1;
 }
 
+const char *ami_client_server_key(const ami_client_t *c, size_t i)
+{
+    return i < c->nservers ? ami_conn_key(c->servers[i].conn) : NULL;
+}
+
 int ami_client_server_info(const ami_client_t *c, size_t i, ami_server_info_t *out)
 {
     if (i >= c->nservers)

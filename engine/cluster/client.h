@@ -121,6 +121,8 @@ typedef struct ami_server_info {
 
 size_t ami_client_server_count(const ami_client_t *c);
 int ami_client_server_index(const ami_client_t *c, const char *server_key);
+/* The key of server i (valid while the client lives), or NULL. */
+const char *ami_client_server_key(const ami_client_t *c, size_t i);
 int ami_client_server_info(const ami_client_t *c, size_t i, ami_server_info_t *out);
 size_t ami_client_connected_count(const ami_client_t *c);
 /* The connection itself, for tests and tools (force_close...). */

@@ -26,7 +26,7 @@
 typedef struct headers {
     ami_kv_t kv[AMI_WRITER_MAX_LINES];
     size_t n;
-    int anchor; /* stack index of a table keeping converted strings alive */
+    int anchor; /* stack slot for a table keeping converted strings alive (nil until needed) */
 } headers_t;
 
 static const char *value_text(lua_State *L, int idx, headers_t *h, size_t *len)
@@ -41,6 +41,10 @@ static const char *value_text(lua_State *L, int idx, headers_t *h, size_t *len)
     }
     if (t != LUA_TNUMBER)
         return NULL;
+    if (lua_isnil(L, h->anchor)) { /* the first conversion: make the table */
+        lua_newtable(L);
+        lua_replace(L, h->anchor);
+    }
     lua_pushvalue(L, idx);
     const char *s = lua_tolstring(L, -1, len);
     lua_rawseti(L, h->anchor, (int)lua_objlen(L, h->anchor) + 1);
@@ -85,7 +89,7 @@ static bool add_entry(lua_State *L, headers_t *h, const char *key, size_t klen, 
 
 static bool collect_headers(lua_State *L, int t, headers_t *h, char *why, size_t why_size)
 {
-    lua_newtable(L);
+    lua_pushnil(L); /* most headers are strings: the anchor table is made only if needed */
     h->anchor = lua_gettop(L);
     h->n = 0;
     if (lua_isnoneornil(L, t))
@@ -162,14 +166,14 @@ static void push_result(lua_State *L, wait_t *w, const ami_pending_note_t *n)
     else
         lua_getfield(L, t, "final");
     lua_setfield(L, t, "response");
-    if (w->items_ref != LUA_NOREF || n->strategy == AMI_STRATEGY_LIST) {
-        push_items(L, w);
+    if (w->items_ref != LUA_NOREF || n->strategy == AMI_STRATEGY_LIST || n->truncated) {
+        push_items(L, w); /* list fields only where there is a list: results are per action */
         lua_setfield(L, t, "items");
+        lua_pushboolean(L, n->truncated);
+        lua_setfield(L, t, "truncated");
+        lua_pushinteger(L, (lua_Integer)n->dropped);
+        lua_setfield(L, t, "dropped");
     }
-    lua_pushboolean(L, n->truncated);
-    lua_setfield(L, t, "truncated");
-    lua_pushinteger(L, (lua_Integer)n->dropped);
-    lua_setfield(L, t, "dropped");
     lua_pushboolean(L, n->signal == AMI_PENDING_DONE);
     lua_setfield(L, t, "ok");
     lua_rawgeti(L, LUA_REGISTRYINDEX, g->result_mt_ref);
@@ -267,7 +271,8 @@ static int send_action(lua_State *L, bool collect)
     parse_opts(L, 4, &req);
     if (collect && req.strategy == AMI_STRATEGY_AUTO)
         req.strategy = AMI_STRATEGY_LIST;
-    headers_t *h = lua_newuserdata(L, sizeof *h); /* Lua-owned: safe if anything raises */
+    headers_t hs; /* pointers into Lua strings only: nothing to free if anything raises */
+    headers_t *h = &hs;
     char why[160];
     if (!collect_headers(L, 3, h, why, sizeof why)) {
         lua_pushnil(L);
@@ -288,9 +293,7 @@ static int send_action(lua_State *L, bool collect)
         return 2;
     }
     w->action_live = true;
-    ami_server_info_t info;
-    if (ami_client_server_info(g->rt->client, w->action.server, &info) == 0)
-        snprintf(w->server, sizeof w->server, "%s", info.server_key);
+    w->server = ami_client_server_key(g->rt->client, w->action.server);
     return sched_yield_for(L, w);
 }
 

@@ -106,7 +106,7 @@ struct wait {
     bool collect;                    /* ami.collect: return the items list */
     int items_ref;                   /* table of item events, LUA_NOREF if none */
     int response_ref;                /* the first response, LUA_NOREF if none */
-    char server[64];
+    const char *server;              /* the server's key (the client's string) */
     /* WAIT_EVENT */
     filter_t filter;
     uint64_t since;                  /* armed during this event: it does not see it */
