@@ -209,6 +209,18 @@ static ami_logger_t *make_logger(const ami_engine_config_t *cfg)
     return ami_logger_new(&lc);
 }
 
+/* The log writer thread counts what its ring refused; publish it at scrape time. */
+static void collect_log_stats(void *ud, ami_metrics_t *m)
+{
+    engine_t *e = ud;
+    ami_counter_t *dropped = ami_metrics_counter(m, "ami_log_lines_dropped_total",
+                                                 "Log lines dropped because the log ring was full (slow stderr reader)",
+                                                 NULL, NULL);
+    ami_counter_t *written = ami_metrics_counter(m, "ami_log_lines_written_total", "Log lines written", NULL, NULL);
+    dropped->value = (double)ami_logger_dropped(e->log);
+    written->value = (double)ami_logger_written(e->log);
+}
+
 static int add_servers(engine_t *e)
 {
     for (size_t i = 0; i < e->cfg->nservers; i++) {
@@ -295,6 +307,7 @@ static int setup(engine_t *e, const ami_run_options_t *opt)
     e->client = ami_client_new(&cc, &err);
     if (!e->loop || !e->log || !e->metrics || !e->client)
         return -1;
+    ami_metrics_add_collector(e->metrics, collect_log_stats, e);
     if (add_servers(e) < 0 || start_scripts(e) < 0 || start_http(e) < 0)
         return -1;
     watch_signals(e);

@@ -203,8 +203,10 @@ static int l_on(lua_State *L)
 {
     gen_t *g = gen_of(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    if (g->nhandlers >= g->rt->cfg.max_handlers)
+    if (g->nhandlers >= g->rt->cfg.max_handlers) {
+        ami_counter_inc(g->rt->m_handlers_refused);
         return luaL_error(L, "too many handlers (max_handlers = %d)", (int)g->rt->cfg.max_handlers);
+    }
     filter_t f;
     filter_from_lua(L, 1, &f);
     handler_t *h = ami_calloc(1, sizeof *h);
@@ -379,6 +381,7 @@ static int l_wait_for(lua_State *L)
     if (ms <= 0)
         return luaL_argerror(L, 2, "timeout must be positive milliseconds");
     if (g->nwaiters >= g->rt->cfg.max_waiters) {
+        ami_counter_inc(g->rt->m_waiters_refused);
         lua_pushnil(L);
         push_error(L, AMI_E_LIMIT, "too many ami.wait_for waiting at once (max_waiters)");
         return 2;

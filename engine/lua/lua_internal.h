@@ -199,6 +199,9 @@ struct ami_lua_runtime {
     ami_counter_t *m_handler_errors;
     ami_counter_t *m_handler_kills;
     ami_counter_t *m_refused;
+    ami_counter_t *m_waiters_refused;
+    ami_counter_t *m_handlers_refused;
+    ami_counter_t *m_memory_refused;
     ami_counter_t *m_reloads;
     ami_counter_t *m_reload_failures;
     ami_counter_t *m_events_unhandled;

@@ -95,6 +95,7 @@ static void *gen_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (nsize > old && g->mem_bytes + (int64_t)(nsize - old) > (int64_t)g->mem_limit &&
         (g->state == GEN_LOADING || (g->rt->running && g->rt->running->gen == g))) {
         g->mem_refused = true;
+        ami_counter_inc(g->rt->m_memory_refused);
         return NULL;
     }
     void *p = g->base_alloc(g->base_ud, ptr, osize, nsize);
@@ -485,6 +486,12 @@ static void register_metrics(ami_lua_runtime_t *rt)
                                   "Handlers stopped by the watchdog for running past their budget");
     rt->m_refused = counter(rt, "ami_lua_coroutines_refused_total",
                             "Handler runs refused because max_coroutines were waiting");
+    rt->m_waiters_refused = counter(rt, "ami_lua_waiters_refused_total",
+                                    "ami.wait_for calls refused because max_waiters were waiting");
+    rt->m_handlers_refused = counter(rt, "ami_lua_handlers_refused_total",
+                                     "ami.on registrations refused past max_handlers");
+    rt->m_memory_refused = counter(rt, "ami_lua_memory_refused_total",
+                                   "Script allocations refused at the generation's memory_limit");
     rt->m_reloads = counter(rt, "ami_lua_reloads_total", "Successful script reloads");
     rt->m_reload_failures = counter(rt, "ami_lua_reload_failures_total",
                                     "Reloads refused because a script failed to load");

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <ev.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -23,17 +24,28 @@
 
 /* ---- proof that no resolver runs: this definition replaces libc's ------------- */
 
-static int resolver_calls;
+static atomic_int resolver_calls;
 
+/* "pbx.test.invalid" resolves to 127.0.0.1, anything else fails. One block,
+ * so libc's freeaddrinfo can free it. Runs on the resolver thread. */
 int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
                 struct addrinfo **res)
 {
-    (void)node;
     (void)service;
     (void)hints;
-    (void)res;
     resolver_calls++;
-    return EAI_FAIL;
+    if (!node || strcmp(node, "pbx.test.invalid") != 0)
+        return EAI_NONAME;
+    struct addrinfo *ai = calloc(1, sizeof *ai + sizeof(struct sockaddr_in));
+    struct sockaddr_in *sin = (struct sockaddr_in *)(ai + 1);
+    sin->sin_family = AF_INET;
+    sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ai->ai_family = AF_INET;
+    ai->ai_socktype = SOCK_STREAM;
+    ai->ai_addr = (struct sockaddr *)sin;
+    ai->ai_addrlen = sizeof *sin;
+    *res = ai;
+    return 0;
 }
 
 /* ---- world -------------------------------------------------------------------------- */
@@ -218,6 +230,38 @@ static void ip_literal_is_accepted_and_logs_in(void **state)
     assert_int_equal(send_simple(w, "pbx1", "Ping", &out, NULL), 0);
     assert_true(harness_run_until(w->loop, finished, &out, 2000));
     assert_int_equal(out.signal, AMI_PENDING_DONE);
+    world_free(w);
+}
+
+static void hostname_resolves_off_the_loop_when_enforcement_is_off(void **state)
+{
+    (void)state;
+    world_t *w = world_new();
+    ami_sim_node_t *n = add_node(w, "pbx1");
+    ami_server_options_t o;
+    fast_options(&o, "pbx1", ami_sim_node_port(n));
+    o.host = "pbx.test.invalid";
+    o.enforce_ip_endpoints = false;
+    add_server(w, &o);
+    resolver_calls = 0;
+    ami_client_start(w->client);
+    expect_state(w, 0, AMI_CONN_CONNECTED, 3000);
+    assert_int_equal(resolver_calls, 1); /* on the resolver thread, handed back through ev_async */
+    world_free(w);
+}
+
+static void unresolvable_hostname_backs_off_with_a_clear_error(void **state)
+{
+    (void)state;
+    world_t *w = world_new();
+    ami_server_options_t o;
+    fast_options(&o, "pbx1", 5038);
+    o.host = "nowhere.test.invalid";
+    o.enforce_ip_endpoints = false;
+    add_server(w, &o);
+    ami_client_start(w->client);
+    expect_state(w, 0, AMI_CONN_BACKOFF, 3000);
+    assert_non_null(strstr(w->last_reason, "cannot resolve host \"nowhere.test.invalid\""));
     world_free(w);
 }
 
@@ -535,6 +579,54 @@ static void write_buffer_high_water_mark_refuses_with_backpressure(void **state)
     world_free(w);
 }
 
+/* ---- session settings ------------------------------------------------------------------------- */
+
+typedef struct user_events {
+    int per_server[2];
+} user_events_t;
+
+static void count_user_event(void *ud, const char *server_key, const ami_msg_t *msg)
+{
+    (void)msg;
+    user_events_t *u = ud;
+    u->per_server[strcmp(server_key, "quiet") == 0 ? 0 : 1]++;
+}
+
+static bool control_got(void *ud)
+{
+    return ((user_events_t *)ud)->per_server[1] >= 1;
+}
+
+/* Events off lives in Asterisk's session: lost on reconnect unless re-sent. */
+static void session_events_setting_is_reapplied_after_every_reconnect(void **state)
+{
+    (void)state;
+    world_t *w = world_new();
+    ami_sim_node_t *n = add_node(w, "pbx1");
+    ami_server_options_t quiet, control;
+    fast_options(&quiet, "quiet", ami_sim_node_port(n));
+    fast_options(&control, "control", ami_sim_node_port(n));
+    quiet.events = "off";
+    add_server(w, &quiet);
+    add_server(w, &control);
+    user_events_t u = {{0, 0}};
+    assert_non_null(ami_client_subscribe(w->client, "UserEvent", count_user_event, &u, NULL));
+    ami_client_start(w->client);
+    for (int round = 0; round < 3; round++) {
+        expect_state(w, 0, AMI_CONN_CONNECTED, 3000);
+        expect_state(w, 1, AMI_CONN_CONNECTED, 3000);
+        harness_run_for(w->loop, 50); /* the Events action is answered */
+        u.per_server[1] = 0;
+        static const char raw[] = "Event: UserEvent\r\nPrivilege: user,all\r\nUserEvent: Probe\r\n\r\n";
+        ami_sim_node_inject(n, raw, sizeof raw - 1);
+        assert_true(harness_run_until(w->loop, control_got, &u, 2000));
+        harness_run_for(w->loop, 30);
+        assert_int_equal(u.per_server[0], 0); /* the quiet session still has events off */
+        ami_conn_force_close(ami_client_conn(w->client, 0), AMI_E_DISCONNECTED, "test reconnect");
+    }
+    world_free(w);
+}
+
 /* ---- fairness -------------------------------------------------------------------------------------- */
 
 typedef struct pinger {
@@ -636,6 +728,9 @@ int main(void)
         cmocka_unit_test(hostname_is_refused_without_a_lookup_when_enforced),
         cmocka_unit_test(ip_literal_is_accepted_and_logs_in),
         cmocka_unit_test(ipv6_literal_is_accepted),
+        cmocka_unit_test(hostname_resolves_off_the_loop_when_enforcement_is_off),
+        cmocka_unit_test(unresolvable_hostname_backs_off_with_a_clear_error),
+        cmocka_unit_test(session_events_setting_is_reapplied_after_every_reconnect),
         cmocka_unit_test(connection_refused_backs_off_with_growing_jittered_delays),
         cmocka_unit_test(connect_timeout_closes_and_backs_off),
         cmocka_unit_test(login_failure_is_clear_and_retries_follow_backoff),
