@@ -46,6 +46,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "cluster/client.h"
 #include "lua/runtime.h"
 #include "obs/log.h"
@@ -126,22 +127,6 @@ typedef struct snap {
     size_t kept;   /* free chunks malloc keeps (resident once touched) */
 } snap_t;
 
-static long vmrss_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f)
-        return -1;
-    char line[256];
-    long kib = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0) {
-            kib = strtol(line + 6, NULL, 10);
-            break;
-        }
-    fclose(f);
-    return kib;
-}
-
 static void settle(ami_client_t *c, uint32_t ms)
 {
     int64_t until = ami_now_ms() + ms;
@@ -176,7 +161,7 @@ static void measure(ami_lua_runtime_t *rt, snap_t *s)
     s->live = ami_alloc_live_bytes();
     s->blocks = ami_alloc_live_blocks();
     s->lua = st.lua_memory;
-    s->rss_kib = vmrss_kib();
+    s->rss_kib = bench_vmrss_kib();
     struct mallinfo2 mi = mallinfo2();
     s->in_use = mi.uordblks + mi.hblkhd;
     s->kept = mi.fordblks;
@@ -208,14 +193,6 @@ static double slot_bytes(uint32_t count)
     int64_t l2 = ami_alloc_live_bytes();
     ami_client_free(c);
     return (double)((l2 - l1) - (l1 - l0)) / count;
-}
-
-static void remove_dir(const char *dir)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/bench.lua", dir);
-    unlink(path);
-    rmdir(dir);
 }
 
 int main(int argc, char **argv)
@@ -393,7 +370,7 @@ out:
     ev_loop_destroy(loop);
     ami_logger_free(log);
     if (dir[0])
-        remove_dir(dir);
+        bench_remove_dir(dir);
     kill(child, SIGTERM);
     waitpid(child, NULL, 0);
     return rc;

@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "cluster/client.h"
 #include "lua/runtime.h"
 #include "obs/log.h"
@@ -88,11 +89,6 @@ typedef struct bench {
     ev_timer stop_timer;
 } bench_t;
 
-static double now_s(void)
-{
-    return (double)ami_now_ns() / 1e9;
-}
-
 static void on_it_start(struct ev_loop *loop, ev_check *w, int revents)
 {
     (void)loop;
@@ -138,12 +134,6 @@ static void on_c_event(void *ud, const char *server_key, const ami_msg_t *msg)
     ((bench_t *)ud)->c_events++;
 }
 
-static void *sim_thread(void *arg)
-{
-    ami_sim_run(arg, 0);
-    return NULL;
-}
-
 static int cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -173,14 +163,6 @@ static int write_script(const char *dir)
         return -1;
     fputs(SCRIPT, f);
     return fclose(f);
-}
-
-static void remove_dir(const char *dir)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/bench.lua", dir);
-    unlink(path);
-    rmdir(dir);
 }
 
 static uint64_t delivered(const bench_t *b)
@@ -216,7 +198,7 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
     ami_sim_faults_t f = {.flood_events_per_sec = -1}; /* max speed, from login on */
     ami_sim_node_set_faults(node, &f);
     pthread_t th;
-    if (pthread_create(&th, NULL, sim_thread, sim) != 0) {
+    if (pthread_create(&th, NULL, bench_sim_thread, sim) != 0) {
         fprintf(stderr, "bench_events: pthread_create failed\n");
         ami_sim_free(sim);
         return -1;
@@ -272,8 +254,8 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
     }
     ami_client_start(b.client);
 
-    double deadline = now_s() + 5;
-    while (ami_client_connected_count(b.client) < 1 && now_s() < deadline)
+    double deadline = bench_now_s() + 5;
+    while (ami_client_connected_count(b.client) < 1 && bench_now_s() < deadline)
         ami_client_tick(b.client, 10);
     if (ami_client_connected_count(b.client) < 1) {
         fprintf(stderr, "bench_events: the simulator did not accept the login\n");
@@ -294,11 +276,11 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
     uint64_t bytes0 = ami_conn_stats(conn)->bytes_in;
     uint64_t conn_ev0 = ami_conn_stats(conn)->events;
     uint64_t n0 = delivered(&b);
-    double t0 = now_s();
+    double t0 = bench_now_s();
     b.sampling = true;
     run_for(&b, o->duration);
     b.sampling = false;
-    double t1 = now_s();
+    double t1 = bench_now_s();
     uint64_t n1 = delivered(&b);
     uint64_t bytes1 = ami_conn_stats(conn)->bytes_in;
     uint64_t conn_ev1 = ami_conn_stats(conn)->events;
@@ -346,7 +328,7 @@ out:
     ev_loop_destroy(b.loop);
     ami_sim_free(sim);
     if (dir[0])
-        remove_dir(dir);
+        bench_remove_dir(dir);
     return rc;
 }
 

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "cluster/client.h"
 #include "lua/runtime.h"
 #include "obs/log.h"
@@ -126,25 +127,11 @@ static const char SCRIPT_FMT[] =
     "end\n"
     "for _ = 1, N do assert(ami.spawn(worker)) end\n";
 
-static void *sim_thread(void *arg)
-{
-    ami_sim_run(arg, 0);
-    return NULL;
-}
-
 static double gauge(ami_metrics_t *m, const char *name)
 {
     double v = -1;
     ami_metrics_value(m, name, NULL, &v);
     return v;
-}
-
-static void remove_dir(const char *dir)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/bench.lua", dir);
-    unlink(path);
-    rmdir(dir);
 }
 
 /* ---- the C variant ------------------------------------------------------------- */
@@ -222,7 +209,7 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, resul
         return -1;
     }
     pthread_t th;
-    if (pthread_create(&th, NULL, sim_thread, sim) != 0) {
+    if (pthread_create(&th, NULL, bench_sim_thread, sim) != 0) {
         ami_sim_free(sim);
         return -1;
     }
@@ -348,7 +335,7 @@ out:
     free(cb.hist);
     free(cb.slots);
     if (dir[0])
-        remove_dir(dir);
+        bench_remove_dir(dir);
     return rc;
 }
 

@@ -60,6 +60,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "cluster/client.h"
 #include "lua/runtime.h"
 #include "obs/log.h"
@@ -103,11 +104,6 @@ typedef struct soak {
     void **leaked;
     size_t nleaked, leaked_cap;
 } soak_t;
-
-static double now_s(void)
-{
-    return (double)ami_now_ns() / 1e9;
-}
 
 /* ---- the simulator, in a child process ------------------------------------------- */
 
@@ -154,22 +150,6 @@ static pid_t sim_fork(double cps, uint16_t ports[NODES])
 
 /* ---- the engine side --------------------------------------------------------------- */
 
-static long vmrss_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f)
-        return -1;
-    char line[256];
-    long kib = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0) {
-            kib = strtol(line + 6, NULL, 10);
-            break;
-        }
-    fclose(f);
-    return kib;
-}
-
 static void on_disconnect(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -206,7 +186,7 @@ static void on_sample(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     soak_t *s = w->data;
-    if (now_s() - s->t0 < s->o->warmup || s->nsamples >= s->cap)
+    if (bench_now_s() - s->t0 < s->o->warmup || s->nsamples >= s->cap)
         return;
     ami_lua_stats_t st;
     ami_lua_runtime_stats(s->rt, &st);
@@ -345,7 +325,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "soak: cannot start the simulator\n");
         return 1;
     }
-    long rss_start = vmrss_kib();
+    long rss_start = bench_vmrss_kib();
     int rc = 1;
     ami_err_t err;
     soak_t s = {.o = &o};
@@ -407,7 +387,7 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    s.t0 = now_s();
+    s.t0 = bench_now_s();
     ev_timer_init(&s.disconnect_t, on_disconnect, o.disconnect_every, o.disconnect_every);
     ev_timer_init(&s.reload_t, on_reload, o.reload_every, o.reload_every);
     ev_timer_init(&s.sample_t, on_sample, 1., 1.);
@@ -436,7 +416,7 @@ int main(int argc, char **argv)
         events += cs->events;
         force_closes += cs->force_closes;
     }
-    long rss_end = vmrss_kib();
+    long rss_end = bench_vmrss_kib();
     size_t n = s.nsamples;
     if (n < 4) {
         fprintf(stderr, "soak: too few samples (%zu): run longer\n", n);
