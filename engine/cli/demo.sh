@@ -3,7 +3,7 @@
 # example scripts against a simulated cluster of two Asterisk nodes.
 #   bash engine/cli/demo.sh [--duration SECONDS]     (default 60; Ctrl-C stops it)
 # Environment: AMI_DEMO_PORT (first node's port, default 15038),
-#   AMI_DEMO_METRICS_PORT (default 9100), AMI_DEMO_CPS (calls/s per node, default 3).
+#   AMI_DEMO_METRICS_PORT (default 9100), AMI_DEMO_CPS (calls/s per node, default 2).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -27,7 +27,7 @@ export AFTER_HOURS_SCHEDULE=${AFTER_HOURS_SCHEDULE:-never}   # always "closed": 
 export QUEUE_STATS_INTERVAL=${QUEUE_STATS_INTERVAL:-5}
 
 simlog=$(mktemp /tmp/ami-demo-sim.XXXXXX)
-./build/ami-sim --nodes 2 --names pbx1,pbx2 --base-port "$port" --cps "${AMI_DEMO_CPS:-3}" \
+./build/ami-sim --nodes 2 --names pbx1,pbx2 --base-port "$port" --cps "${AMI_DEMO_CPS:-2}" \
   --secret "$AMI_DEMO_SECRET" --duration $((duration + 30)) >"$simlog" 2>&1 &
 sim=$!
 cleanup() { kill "$sim" 2>/dev/null || true; wait "$sim" 2>/dev/null || true; rm -f "$simlog"; }

@@ -471,11 +471,11 @@ static void click_to_call_request(ami_sim_node_t *n)
     sim_emit(n, SIM_EV_USER);
 }
 
-/* Who calls: an internal extension, or (30%) the outside world through a
- * trunk, arriving in from-pstn on a DID: what scripts/after_hours.lua watches. */
+/* Who calls: an internal extension, or the outside world through a
+ * trunk (20%), arriving in from-pstn on a DID: what scripts/after_hours.lua watches. */
 static sim_chan_t *caller_leg(ami_sim_node_t *n, sim_call_t *call, const char *exten)
 {
-    bool inbound = sim_rand01(n) < 0.30;
+    bool inbound = sim_rand01(n) < 0.20;
     int caller = rand_range(n, 1001, 1020);
     char dev[32];
     snprintf(dev, sizeof dev, inbound ? "PJSIP/trunk" : "PJSIP/%d", caller);
