@@ -247,16 +247,6 @@ bool ami_client_stopped(const ami_client_t *c)
 
 /* ---- subscriptions ------------------------------------------------------------- */
 
-static inline unsigned char lower(unsigned char ch)
-{
-    return (ch >= 'A' && ch <= 'Z') ? (unsigned char)(ch | 0x20) : ch;
-}
-
-static uint32_t hash_name(const char *s, size_t n)
-{
-    return ami_name_hash(s, n);
-}
-
 static void append(ami_subscription_t **head, ami_subscription_t *s)
 {
     while (*head)
@@ -286,7 +276,7 @@ ami_subscription_t *ami_client_subscribe(ami_client_t *c, const char *event, ami
     }
     memcpy(s->name, event ? event : "", len);
     s->name_len = len;
-    s->hash = hash_name(s->name, len);
+    s->hash = ami_name_hash(s->name, len);
     s->fn = fn;
     s->ud = ud;
     append(every ? &c->every : &c->buckets[s->hash % SUB_BUCKETS], s);

@@ -23,11 +23,6 @@ static inline unsigned char lower(unsigned char c)
     return (c >= 'A' && c <= 'Z') ? (unsigned char)(c | 0x20) : c;
 }
 
-uint32_t event_name_hash(const char *s, size_t n)
-{
-    return ami_name_hash(s, n);
-}
-
 /* ---- filters ------------------------------------------------------------------- */
 
 static bool is_pattern(lua_State *L, int idx)
@@ -76,7 +71,7 @@ static void set_event(filter_t *f, const char *name, size_t n)
         return;
     f->event = dup_lower(name, n);
     f->event_len = n;
-    f->event_hash = event_name_hash(name, n);
+    f->event_hash = ami_name_hash(name, n);
 }
 
 /* The value at the top of the stack (string, number or pattern) into c. */

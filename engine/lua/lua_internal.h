@@ -58,7 +58,6 @@ void filter_free(filter_t *f);
 /* Does msg match? Patterns run string.find in L (no yield, no error escapes). */
 bool filter_match(const filter_t *f, lua_State *L, const ami_msg_t *msg, uint32_t name_hash,
                   const char *name, size_t name_len);
-uint32_t event_name_hash(const char *s, size_t n);
 
 /* ---- handlers and waiters ---------------------------------------------------------- */
 
