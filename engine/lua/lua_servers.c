@@ -46,8 +46,8 @@ static void push_server(lua_State *L, const ami_server_info_t *info)
 
 static int l_servers(lua_State *L)
 {
-    gen_t *g = lua_touserdata(L, lua_upvalueindex(1));
-    ami_client_t *c = g->rt->client;
+    script_t *sc = lua_touserdata(L, lua_upvalueindex(1));
+    ami_client_t *c = sc->gen->rt->client;
     size_t n = c ? ami_client_server_count(c) : 0;
     lua_createtable(L, (int)n, 0);
     int slot = 0;
@@ -63,9 +63,9 @@ static int l_servers(lua_State *L)
 
 MAY_RAISE static int l_server(lua_State *L)
 {
-    gen_t *g = lua_touserdata(L, lua_upvalueindex(1));
+    script_t *sc = lua_touserdata(L, lua_upvalueindex(1));
     const char *key = luaL_checkstring(L, 1);
-    ami_client_t *c = g->rt->client;
+    ami_client_t *c = sc->gen->rt->client;
     int i = c ? ami_client_server_index(c, key) : -1;
     ami_server_info_t info;
     if (i < 0 || ami_client_server_info(c, (size_t)i, &info) != 0) {
@@ -79,9 +79,9 @@ MAY_RAISE static int l_server(lua_State *L)
     return 1;
 }
 
-void ami_lua_inject_servers(lua_State *L, gen_t *g)
+void ami_lua_inject_servers(lua_State *L, script_t *sc)
 {
     static const luaL_Reg fns[] = {{"servers", l_servers}, {"server", l_server}, {NULL, NULL}};
-    lua_pushlightuserdata(L, g);
+    lua_pushlightuserdata(L, sc);
     luaL_setfuncs(L, fns, 1);
 }
