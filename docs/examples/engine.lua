@@ -29,6 +29,9 @@ scripts = {
   handler_budget_ms = 20,
   reload_grace_ms = 30000,
   watch = true,                     -- edit a script: it reloads by itself
+  -- The environment variables scripts may read with os.getenv (the example
+  -- scripts' settings). Nothing else, and never a secret_env variable.
+  getenv = { "AFTER_HOURS_*", "CLICK_TO_CALL_*", "HANGUP_CAUSES_*", "QUEUE_STATS_*" },
 }
 
 metrics = {

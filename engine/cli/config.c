@@ -48,7 +48,8 @@ static const char *const TOP_KEYS[] = {"servers", "defaults", "scripts", "metric
 
 static const char *const SCRIPT_KEYS[] = {
     "dir", "lua_path", "handler_budget_ms", "load_budget_ms", "reload_grace_ms", "max_coroutines",
-    "max_handlers", "max_waiters", "memory_limit_mb", "watch", "reload_debounce_ms"};
+    "max_handlers", "max_waiters", "memory_limit_mb", "watch", "reload_debounce_ms", "getenv",
+    "log_lines_per_sec", "log_bytes_per_sec", "max_metric_series"};
 static const char *const METRICS_KEYS[] = {"listen", "health_quorum"};
 static const char *const LOG_KEYS[] = {"level", "format", "summary_interval_ms"};
 static const char *const LEVEL_NAMES[] = {"debug", "info", "warn", "error"};
@@ -239,6 +240,47 @@ static void read_lua_path(cfg_ctx_t *cx, int v)
     ami_buf_deinit(&out);
 }
 
+/* scripts.getenv: the variables scripts may read, as names or "PREFIX_*". */
+static void read_getenv(cfg_ctx_t *cx, int v)
+{
+    lua_State *L = cx->L;
+    if (lua_isnil(L, v) || !cfg_expect_table(cx, v, "scripts.getenv"))
+        return;
+    size_t n = lua_objlen(L, v), kept = 0;
+    if (n > AMI_CONFIG_MAX_GETENV) {
+        cfg_error(cx, "scripts.getenv: more than %d entries; use prefixes such as \"CRM_*\"", AMI_CONFIG_MAX_GETENV);
+        return;
+    }
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, v, (int)i);
+        char where[48];
+        snprintf(where, sizeof where, "scripts.getenv[%zu]", i);
+        const char *name;
+        if (cfg_read_string(cx, lua_gettop(L), where, true, &name)) {
+            size_t len = strlen(name);
+            if (strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") != len &&
+                !(len > 1 && name[len - 1] == '*' &&
+                  strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") == len - 1))
+                cfg_error(cx, "%s: \"%.60s\" is not a variable name (letters, digits, _) or a prefix ending "
+                              "in *", where, name);
+            else
+                cx->cfg->getenv_allow[kept++] = ami_strdup(name);
+        }
+        lua_pop(L, 1);
+    }
+    cx->cfg->lua.getenv_allow = (const char *const *)cx->cfg->getenv_allow;
+}
+
+/* Every secret_env variable is kept from scripts, whatever scripts.getenv says. */
+static void deny_secret_variables(ami_engine_config_t *cfg)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->nservers && i < AMI_CONFIG_MAX_SERVERS; i++)
+        if (strncmp(cfg->secret_source[i], "env ", 4) == 0)
+            cfg->getenv_deny[n++] = ami_strdup(cfg->secret_source[i] + 4);
+    cfg->lua.getenv_deny = (const char *const *)cfg->getenv_deny;
+}
+
 static void load_scripts(cfg_ctx_t *cx, int t)
 {
     lua_State *L = cx->L;
@@ -264,6 +306,12 @@ static void load_scripts(cfg_ctx_t *cx, int t)
     read_u32(cx, t, "scripts", "max_handlers", 1, 1000000, &lc->max_handlers);
     read_u32(cx, t, "scripts", "max_waiters", 1, 10000000, &lc->max_waiters);
     read_u32(cx, t, "scripts", "reload_debounce_ms", 0, 60000, &lc->reload_debounce_ms);
+    read_u32(cx, t, "scripts", "log_lines_per_sec", 1, 1000000, &lc->log_lines_per_sec);
+    read_u32(cx, t, "scripts", "log_bytes_per_sec", 1024, 1u << 30, &lc->log_bytes_per_sec);
+    read_u32(cx, t, "scripts", "max_metric_series", 1, 100000, &lc->max_metric_series);
+    cfg_rawfield(L, t, "getenv");
+    read_getenv(cx, lua_gettop(L));
+    lua_pop(L, 1);
     uint32_t mb = 0;
     read_u32(cx, t, "scripts", "memory_limit_mb", 1, 65536, &mb);
     if (mb)
@@ -409,6 +457,7 @@ static int extract(lua_State *L)
     for (size_t i = 0; i < N_TOP_KEYS; i++)
         cfg_rawfield(L, 1, TOP_KEYS[i]); /* at 2 + i, in TOP_KEYS order */
     cfg_load_servers(cx, 2, 3);
+    deny_secret_variables(cx->cfg);
     load_scripts(cx, 4);
     load_metrics(cx, 5);
     load_log(cx, 6);
@@ -525,6 +574,10 @@ void ami_config_free(ami_engine_config_t *cfg)
         cfg_free_server(&cfg->servers[i]);
     ami_free((char *)cfg->lua.scripts_dir);
     ami_free((char *)cfg->lua.lua_path);
+    for (size_t i = 0; cfg->getenv_allow[i]; i++)
+        ami_free(cfg->getenv_allow[i]);
+    for (size_t i = 0; cfg->getenv_deny[i]; i++)
+        ami_free(cfg->getenv_deny[i]);
     if (cfg->metrics_ip != default_metrics_ip)
         ami_free(cfg->metrics_ip);
     ami_config_init(cfg); /* a second free, or a free after a failed load, is harmless */
@@ -570,10 +623,18 @@ void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out)
         ami_buf_printf(out, "scripts: none\n");
     if (lc->lua_path)
         ami_buf_printf(out, "  lua_path: %s\n", lc->lua_path);
-    ami_buf_printf(out, "  budgets: handler %u ms, load %u ms, reload grace %u ms; memory %zu MiB; "
-                        "max coroutines %u, handlers %u, waiters %u\n", lc->handler_budget_ms,
+    ami_buf_printf(out, "  per script: handler budget %u ms, load %u ms, reload grace %u ms; memory %zu MiB; "
+                        "max coroutines %u, handlers %u, waiters %u; log %u lines/s, %u bytes/s; "
+                        "%u metric series\n", lc->handler_budget_ms,
                    lc->load_budget_ms, lc->reload_grace_ms, lc->memory_limit >> 20, lc->max_coroutines,
-                   lc->max_handlers, lc->max_waiters);
+                   lc->max_handlers, lc->max_waiters, lc->log_lines_per_sec, lc->log_bytes_per_sec,
+                   lc->max_metric_series);
+    ami_buf_printf(out, "  os.getenv:");
+    if (!cfg->getenv_allow[0])
+        ami_buf_printf(out, " nothing (scripts.getenv is empty)");
+    for (size_t i = 0; cfg->getenv_allow[i]; i++)
+        ami_buf_printf(out, " %s", cfg->getenv_allow[i]);
+    ami_buf_printf(out, "%s\n", cfg->getenv_deny[0] ? " (never the secret_env variables)" : "");
     if (!cfg->metrics_enabled)
         ami_buf_printf(out, "metrics: off\n");
     else {
@@ -592,4 +653,6 @@ void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out)
     else
         ami_buf_printf(out, "off\n");
     ami_buf_printf(out, "drain_grace_ms: %u\n", cfg->drain_grace_ms);
+    for (size_t i = 0; i < cfg->nwarnings; i++)
+        ami_buf_printf(out, "warning: %s\n", cfg->warnings[i]);
 }

@@ -38,6 +38,8 @@ static inline void cfg_rawfield(lua_State *L, int t, const char *key)
 }
 
 void cfg_error(cfg_ctx_t *cx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Valid but unwise: kept in the config's warnings (--check-config prints them). */
+void cfg_warn(cfg_ctx_t *cx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* "string \"5s\"", "number 1.5", "boolean true", "table": for "got ..." */
 void cfg_value_text(lua_State *L, int idx, char *out, size_t n);

@@ -15,6 +15,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,12 +206,15 @@ static void read_filters(cfg_ctx_t *cx, srv_t *s, int idx, const char *where)
         s->o->filters[s->o->nfilters++] = ami_strdup(vals[i]);
 }
 
-/* Read a whole secret file; NULL with errno set on failure. */
-static char *slurp_secret(const char *path, size_t *len)
+/* Read a whole secret file; NULL with errno set on failure. *mode: its
+ * permission bits. */
+static char *slurp_secret(const char *path, size_t *len, mode_t *mode)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return NULL;
+    struct stat st;
+    *mode = fstat(fd, &st) == 0 ? st.st_mode : 0;
     char *buf = ami_malloc(MAX_SECRET_BYTES + 1);
     size_t n = 0;
     ssize_t r = 0;
@@ -251,7 +255,12 @@ static void load_secret_file(cfg_ctx_t *cx, srv_t *s, const char *where, const c
 {
     char *path = cfg_resolve_path(cx, file);
     size_t len = 0;
-    char *text = path ? slurp_secret(path, &len) : NULL;
+    mode_t mode = 0;
+    char *text = path ? slurp_secret(path, &len, &mode) : NULL;
+    if (text && (mode & (S_IROTH | S_IWOTH)))
+        cfg_warn(cx, "%s: \"%.120s\" is readable%s by every user of the machine (mode %03o); "
+                     "chmod 600 it (or 640 with a group only the engine is in)",
+                 where, path, mode & S_IWOTH ? " and writable" : "", (unsigned)(mode & 0777));
     if (!text) {
         cfg_error(cx, "%s: cannot read \"%.120s\": %s; check the path and that the engine's user may read it",
                   where, path ? path : file, strerror(errno));

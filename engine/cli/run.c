@@ -340,6 +340,8 @@ int ami_cli_run(ami_engine_config_t *cfg, const ami_run_options_t *opt)
         AMI_LOG(e.log, AMI_LOG_INFO, "ami-engine started", AMI_F_STR("version", AMI_VERSION),
                 AMI_F_STR("config", cfg->path), AMI_F_UINT("servers", cfg->nservers),
                 AMI_F_STR("routing", ami_route_policy_name(cfg->route)));
+        for (size_t i = 0; i < cfg->nwarnings; i++)
+            AMI_LOG(e.log, AMI_LOG_WARN, "config warning", AMI_F_STR("warning", cfg->warnings[i]));
         ami_client_start(e.client);
         ev_run(e.loop, 0);
         AMI_LOG(e.log, AMI_LOG_INFO, "ami-engine stopped");
