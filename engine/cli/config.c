@@ -84,12 +84,17 @@ static void *eval_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return p;
 }
 
+static const char BUDGET_SPENT_KEY = 'b'; /* registry key: set once the budget is spent */
+
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     /* From now on every instruction fails, so a pcall in the config cannot
      * swallow the error and loop on. */
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+    lua_pushlightuserdata(L, (void *)&BUDGET_SPENT_KEY);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, LUA_REGISTRYINDEX);
     luaL_where(L, 0); /* in a hook, level 0 is the config code that was running */
     lua_pushstring(L, LOOP_MSG);
     lua_concat(L, 2);
@@ -106,6 +111,36 @@ static int sandbox_getenv(lua_State *L)
     return 1;
 }
 
+/* xpcall's message handler, behind a guard: for the budget's own error
+ * LuaJIT runs the handler inside the hook, where no hook runs, so a loop in
+ * it could never be stopped. Then the error goes on unhandled. */
+static int xpcall_guard(lua_State *L)
+{
+    lua_pushlightuserdata(L, (void *)&BUDGET_SPENT_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_toboolean(L, -1)) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static int guard_handler(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    lua_pushcclosure(L, xpcall_guard, 1);
+    return 1;
+}
+
+static const char xpcall_src[] =
+    "local xpcall, guard = ...\n"
+    "return function(f, handler, ...) return xpcall(f, guard(handler), ...) end\n";
+
 static int open_sandbox(lua_State *L)
 {
     static const lua_CFunction libs[] = {luaopen_base, luaopen_string, luaopen_table, luaopen_math};
@@ -115,12 +150,18 @@ static int open_sandbox(lua_State *L)
     }
     static const char *const allowed[] = {"assert", "error",  "ipairs",   "next",   "pairs",
                                           "pcall",  "select", "tonumber", "tostring", "type",
-                                          "unpack", "xpcall", "string",   "table",  "math"};
+                                          "unpack", "string", "table",    "math"};
     lua_newtable(L); /* base: what the config may read */
     for (size_t i = 0; i < COUNT(allowed); i++) {
         lua_getglobal(L, allowed[i]);
         lua_setfield(L, -2, allowed[i]);
     }
+    if (luaL_loadbuffer(L, xpcall_src, sizeof xpcall_src - 1, "=config.xpcall") != 0)
+        return lua_error(L);
+    lua_getglobal(L, "xpcall");
+    lua_pushcfunction(L, guard_handler);
+    lua_call(L, 2, 1);
+    lua_setfield(L, -2, "xpcall");
     lua_newtable(L);
     lua_pushcfunction(L, sandbox_getenv);
     lua_setfield(L, -2, "getenv");

@@ -86,6 +86,8 @@ lua_world_t *lua_world_new(const lua_world_options_t *opt)
         fail_msg("servers did not connect");
     ami_lua_config_t lcfg;
     ami_lua_config_default(&lcfg);
+    if (opt->lua)
+        lcfg = *opt->lua;
     lcfg.scripts_dir = w->dir;
     lcfg.lua_path = AMI_SOURCE_DIR "/lua/?.lua;" AMI_SOURCE_DIR "/lua/?/init.lua";
     lcfg.handler_budget_ms = opt->budget_ms ? opt->budget_ms : 50;

@@ -444,6 +444,15 @@ static void endless_loop_inside_pcall_is_stopped(void **state)
     load_expect_error(FIXTURES "/bad_loop_pcall.lua", "config did not finish (endless loop?)");
 }
 
+static void endless_loop_in_an_xpcall_handler_is_stopped(void **state)
+{
+    (void)state;
+    alarm(60); /* before the guard, this hung --check-config and SIGHUP for good */
+    load_expect_error(FIXTURES "/bad_loop_xpcall.lua", "config did not finish (endless loop?)");
+    load_expect_error(FIXTURES "/bad_loop_nested.lua", "config did not finish (endless loop?)");
+    alarm(0);
+}
+
 static void missing_file(void **state)
 {
     (void)state;
@@ -665,6 +674,7 @@ int main(void)
         cmocka_unit_test(runtime_error_names_file_and_line),
         cmocka_unit_test(endless_loop_is_stopped),
         cmocka_unit_test(endless_loop_inside_pcall_is_stopped),
+        cmocka_unit_test(endless_loop_in_an_xpcall_handler_is_stopped),
         cmocka_unit_test(missing_file),
         cmocka_unit_test(many_errors_all_reported),
         cmocka_unit_test(too_many_errors_are_counted),
