@@ -19,6 +19,8 @@
 
 #include "cli/cli.h"
 #include "obs/http.h"
+#include "obs/loopmon.h"
+#include "obs/sdnotify.h"
 #include "util/alloc.h"
 
 #define LOGOFF_GRACE_MS 2000u
@@ -31,6 +33,8 @@ typedef struct engine {
     ami_client_t *client;
     ami_lua_runtime_t *rt;
     ami_http_t *http;
+    ami_loopmon_t *loopmon;
+    ami_sdnotify_t *notify;
     ev_signal sigterm, sigint, sighup;
     ev_timer duration;
     ev_timer drain_check;
@@ -49,9 +53,15 @@ static int health(void *ud, ami_buf_t *body)
     size_t n = ami_client_server_count(e->client);
     size_t up = ami_client_connected_count(e->client);
     size_t quorum = e->cfg->health_quorum ? e->cfg->health_quorum : n;
-    bool ok = up >= quorum && e->draining == 0;
+    ami_loopmon_stats_t ls;
+    bool stalled = e->loopmon && ami_loopmon_recent_stall(e->loopmon, &ls);
+    bool ok = up >= quorum && e->draining == 0 && !stalled;
     ami_buf_printf(body, "%s: %zu of %zu servers connected (quorum %zu)%s\n", ok ? "ok" : "unhealthy", up,
                    n, quorum, e->draining ? ", draining" : "");
+    if (stalled)
+        ami_buf_printf(body, "event loop stalled for %.3f s, %.0f s ago (%llu stalls since start); "
+                             "every server waited meanwhile\n",
+                       ls.last_stall_s, ls.last_stall_ago_s, (unsigned long long)ls.stalls);
     for (size_t i = 0; i < n; i++) {
         ami_server_info_t info;
         ami_client_server_info(e->client, i, &info);
@@ -128,6 +138,7 @@ static void begin_drain(engine_t *e, const char *why)
         return;
     }
     e->draining = 1;
+    ami_sdnotify_send(e->notify, "STOPPING=1");
     e->drain_deadline = (int64_t)(ev_now(e->loop) * 1000) + e->cfg->drain_grace_ms;
     AMI_LOG(e->log, AMI_LOG_INFO, "draining: no new events to handlers; waiting coroutines may finish",
             AMI_F_STR("why", why), AMI_F_UINT("waiting", ami_lua_runtime_waiting(e->rt)),
@@ -186,6 +197,7 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
     engine_t *e = w->data;
     ami_engine_config_t fresh;
     ami_config_errors_t errs;
+    ami_sdnotify_send(e->notify, "RELOADING=1");
     if (ami_config_load(e->cfg->path, &fresh, &errs) < 0) {
         for (size_t i = 0; i < errs.count; i++)
             AMI_LOG(e->log, AMI_LOG_ERROR, "SIGHUP: config error; keeping the running config",
@@ -195,6 +207,7 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
         ami_config_free(&fresh);
     }
     ami_lua_runtime_reload(e->rt, "SIGHUP", NULL);
+    ami_sdnotify_send(e->notify, "READY=1");
 }
 
 /* ---- setup ---------------------------------------------------------------------------------- */
@@ -308,7 +321,9 @@ static int setup(engine_t *e, const ami_run_options_t *opt)
     if (!e->loop || !e->log || !e->metrics || !e->client)
         return -1;
     ami_metrics_add_collector(e->metrics, collect_log_stats, e);
-    if (add_servers(e) < 0 || start_scripts(e) < 0 || start_http(e) < 0)
+    e->loopmon = ami_loopmon_new(e->loop, NULL, e->metrics, e->log, &err);
+    e->notify = ami_sdnotify_new(e->loop, e->metrics, e->log);
+    if (!e->loopmon || add_servers(e) < 0 || start_scripts(e) < 0 || start_http(e) < 0)
         return -1;
     watch_signals(e);
     init_timers(e, opt);
@@ -326,6 +341,8 @@ static void teardown(engine_t *e)
         ev_timer_stop(e->loop, &e->duration);
     }
     ami_http_free(e->http);
+    ami_sdnotify_free(e->notify);
+    ami_loopmon_free(e->loopmon);
     ami_lua_runtime_free(e->rt);
     ami_client_free(e->client);
     ami_metrics_free(e->metrics);
@@ -343,6 +360,9 @@ int ami_cli_run(ami_engine_config_t *cfg, const ami_run_options_t *opt)
         for (size_t i = 0; i < cfg->nwarnings; i++)
             AMI_LOG(e.log, AMI_LOG_WARN, "config warning", AMI_F_STR("warning", cfg->warnings[i]));
         ami_client_start(e.client);
+        char status[96];
+        snprintf(status, sizeof status, "serving %zu servers", cfg->nservers);
+        ami_sdnotify_ready(e.notify, status);
         ev_run(e.loop, 0);
         AMI_LOG(e.log, AMI_LOG_INFO, "ami-engine stopped");
     }
