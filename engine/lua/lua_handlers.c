@@ -197,36 +197,61 @@ static void label_handler(lua_State *L, handler_t *h)
         snprintf(h->label, sizeof h->label, "%s handler", what);
 }
 
-static int l_on(lua_State *L)
+static void link_handler(handler_t **list, handler_t *h)
+{
+    while (*list)
+        list = &(*list)->next;
+    *list = h;
+}
+
+/* Both kinds of registration: filter at 1 (or nothing for on_server), fn at fn_idx. */
+MAY_RAISE static int register_handler(lua_State *L, int fn_idx, bool server_state)
 {
     script_t *sc = script_of(L);
     ami_lua_runtime_t *rt = sc->gen->rt;
-    luaL_checktype(L, 2, LUA_TFUNCTION);
+    luaL_checktype(L, fn_idx, LUA_TFUNCTION);
     if (sc->nhandlers >= rt->cfg.max_handlers) {
         ami_counter_inc(rt->m_handlers_refused);
         return luaL_error(L, "too many handlers (max_handlers = %d)", (int)rt->cfg.max_handlers);
     }
+    /* The function's ref before the filter (C memory): if anything raises,
+     * what stays behind is a registry slot of the script's own state. */
+    lua_pushvalue(L, fn_idx);
+    int fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     filter_t f;
-    filter_from_lua(L, 1, &f);
+    if (server_state) {
+        lua_pushliteral(L, "ServerState");
+        filter_from_lua(L, -1, &f);
+        lua_pop(L, 1);
+    } else {
+        filter_from_lua(L, 1, &f);
+    }
     handler_t *h = ami_calloc(1, sizeof *h);
     if (!h) {
         filter_free(&f);
+        luaL_unref(L, LUA_REGISTRYINDEX, fn_ref);
         return luaL_error(L, "out of memory registering a handler");
     }
     h->filter = f;
+    h->fn_ref = fn_ref;
     h->id = ++sc->next_handler_id;
     h->order = h->id;
     h->since = rt->event_seq;
     label_handler(L, h);
-    lua_pushvalue(L, 2);
-    h->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* raises only before h is linked: freed below */
-    handler_t **list = list_for(sc, &h->filter);
-    while (*list)
-        list = &(*list)->next;
-    *list = h;
+    link_handler(server_state ? &sc->server_handlers : list_for(sc, &h->filter), h);
     sc->nhandlers++;
     lua_pushinteger(L, h->id);
     return 1;
+}
+
+static int l_on(lua_State *L)
+{
+    return register_handler(L, 2, false);
+}
+
+MAY_RAISE int handlers_on_server(lua_State *L)
+{
+    return register_handler(L, 1, true);
 }
 
 static void free_handler(script_t *sc, handler_t *h)
@@ -255,6 +280,13 @@ static void sweep(script_t *sc)
     for (unsigned b = 0; b < HANDLER_BUCKETS; b++)
         sweep_list(sc, &sc->buckets[b]);
     sweep_list(sc, &sc->every);
+    sweep_list(sc, &sc->server_handlers);
+}
+
+/* Bucket b of sc's handler lists: HANDLER_BUCKETS is "*", +1 the server handlers. */
+static handler_t *list_at(script_t *sc, unsigned b)
+{
+    return b < HANDLER_BUCKETS ? sc->buckets[b] : b == HANDLER_BUCKETS ? sc->every : sc->server_handlers;
 }
 
 /* Every script of the runtime: ami.off inside a dispatch marks, the
@@ -271,8 +303,8 @@ static void sweep_all(ami_lua_runtime_t *rt)
 
 static handler_t *find_handler(script_t *sc, uint32_t id)
 {
-    for (unsigned b = 0; b <= HANDLER_BUCKETS; b++)
-        for (handler_t *h = b < HANDLER_BUCKETS ? sc->buckets[b] : sc->every; h; h = h->next)
+    for (unsigned b = 0; b <= HANDLER_BUCKETS + 1; b++)
+        for (handler_t *h = list_at(sc, b); h; h = h->next)
             if (h->id == id && !h->dead)
                 return h;
     return NULL;
@@ -303,8 +335,8 @@ static int l_off(lua_State *L)
 
 void handlers_remove_all(script_t *sc)
 {
-    for (unsigned b = 0; b <= HANDLER_BUCKETS; b++)
-        for (handler_t *h = b < HANDLER_BUCKETS ? sc->buckets[b] : sc->every; h; h = h->next)
+    for (unsigned b = 0; b <= HANDLER_BUCKETS + 1; b++)
+        for (handler_t *h = list_at(sc, b); h; h = h->next)
             h->dead = true;
     sc->gen->rt->handlers_dead = true;
     if (sc->gen->rt->dispatch_depth == 0)
@@ -313,17 +345,14 @@ void handlers_remove_all(script_t *sc)
 
 void handlers_free_all(script_t *sc)
 {
-    for (unsigned b = 0; b < HANDLER_BUCKETS; b++)
-        for (handler_t *h = sc->buckets[b], *next; h; h = next) {
+    for (unsigned b = 0; b <= HANDLER_BUCKETS + 1; b++)
+        for (handler_t *h = list_at(sc, b), *next; h; h = next) {
             next = h->next;
             free_handler(sc, h);
         }
-    for (handler_t *h = sc->every, *next; h; h = next) {
-        next = h->next;
-        free_handler(sc, h);
-    }
     memset(sc->buckets, 0, sizeof sc->buckets);
     sc->every = NULL;
+    sc->server_handlers = NULL;
     sc->nhandlers = 0;
 }
 
@@ -438,6 +467,7 @@ typedef struct dispatch {
     uint32_t hash;
     int ev_idx;    /* stack index of the shared event object in sc->L, 0 until made */
     uint64_t seq;
+    bool engine;   /* the engine's ServerState event, not one from Asterisk */
 } dispatch_t;
 
 static int event_index_in(dispatch_t *d)
@@ -477,6 +507,10 @@ static bool wants(dispatch_t *d, handler_t *h)
 static bool run_handlers(dispatch_t *d)
 {
     handler_t *named = d->sc->buckets[d->hash % HANDLER_BUCKETS], *any = d->sc->every;
+    if (d->engine) {
+        named = d->sc->server_handlers;
+        any = NULL;
+    }
     bool matched = false;
     while (named || any) {
         handler_t **pick = !any || (named && named->order < any->order) ? &named : &any;
@@ -495,7 +529,7 @@ static void wake_waiters(dispatch_t *d)
     script_t *sc = d->sc;
     for (wait_t *w = sc->waiters, *next; w; w = next) {
         next = w->wnext;
-        if (w->since == d->seq || w->state != WAIT_ARMED)
+        if (w->since == d->seq || w->state != WAIT_ARMED || (d->engine && !w->filter.event))
             continue;
         if (!filter_match(sc, &w->filter, d->msg, d->hash, d->name, d->name_len))
             continue;
@@ -535,10 +569,10 @@ static void dispatch_failed(script_t *sc, int status)
             AMI_F_STR("reason", status == LUA_ERRMEM ? "the script is at its memory_limit" : lua_tostring(sc->L, -1)));
 }
 
-void handlers_dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key)
+static void dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key, bool engine)
 {
     ami_lua_runtime_t *rt = sc->gen->rt;
-    dispatch_t d = {.sc = sc, .msg = msg, .server_key = server_key, .seq = rt->event_seq};
+    dispatch_t d = {.sc = sc, .msg = msg, .server_key = server_key, .seq = rt->event_seq, .engine = engine};
     d.name = ami_msg_name(msg);
     d.name_len = msg->nhdrs ? msg->hdrs[0].val_len : 0;
     d.hash = msg->name_hash;
@@ -551,6 +585,16 @@ void handlers_dispatch(script_t *sc, const ami_msg_t *msg, const char *server_ke
     lua_settop(L, top);
     if (--rt->dispatch_depth == 0 && rt->handlers_dead)
         sweep_all(rt);
+}
+
+void handlers_dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key)
+{
+    dispatch(sc, msg, server_key, false);
+}
+
+void handlers_dispatch_server_state(script_t *sc, const ami_msg_t *msg, const char *server_key)
+{
+    dispatch(sc, msg, server_key, true);
 }
 
 static int pattern_tostring(lua_State *L)

@@ -127,7 +127,10 @@ void ami_lua_inject_action(lua_State *L, script_t *sc);    /* ami.action, ami.co
 void ami_lua_inject_timer(lua_State *L, script_t *sc);     /* ami.sleep, ami.spawn, ami.every, ami.now, ami.time */
 void ami_lua_inject_log(lua_State *L, script_t *sc);       /* ami.log.* */
 void ami_lua_inject_metrics(lua_State *L, script_t *sc);   /* ami.metrics.* */
-void ami_lua_inject_servers(lua_State *L, script_t *sc);   /* ami.servers, ami.server */
+void ami_lua_inject_servers(lua_State *L, script_t *sc);   /* ami.servers, ami.server, ami.on_server */
+/* lua_servers.c: ServerState events from the client's state changes. */
+void server_events_start(ami_lua_runtime_t *rt);
+void server_events_stop(ami_lua_runtime_t *rt);
 /* Specs only: package.loaded["ami.testing"]; the ami table stays on top. */
 void ami_lua_inject_testing(lua_State *L, script_t *sc);
 /* Run a script file in sc as at load time, in L (a running coroutine or the
@@ -143,8 +146,13 @@ int sandbox_load_file(lua_State *L, script_t *sc, const char *path, ami_err_t *e
 /* Make the table at the top a read-only proxy named name (replaces it). MAY_RAISE */
 MAY_RAISE void sandbox_make_readonly(lua_State *L, script_t *sc, const char *name);
 
-/* lua_handlers.c: dispatch one event to sc's handlers and waiters. */
+/* lua_handlers.c: dispatch one event to sc's handlers and waiters. The
+ * engine's own ServerState events go to ami.on_server handlers and to
+ * waiters that name them, never to "*". */
 void handlers_dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key);
+void handlers_dispatch_server_state(script_t *sc, const ami_msg_t *msg, const char *server_key);
+/* ami.on_server(fn): a handler for ServerState events. MAY_RAISE */
+MAY_RAISE int handlers_on_server(lua_State *L);
 void handlers_free_all(script_t *sc);
 /* ami.off for every handler (safe during dispatch). */
 void handlers_remove_all(script_t *sc);

@@ -141,6 +141,7 @@ struct script {
     /* handlers and waiters */
     handler_t *buckets[HANDLER_BUCKETS];
     handler_t *every;                /* "*" handlers */
+    handler_t *server_handlers;      /* ami.on_server: the engine's ServerState events */
     uint32_t nhandlers;
     uint32_t next_handler_id;
     wait_t *waiters;                 /* ami.wait_for, in arrival order */
@@ -217,6 +218,7 @@ struct ami_lua_runtime {
     ami_logger_t *log;
     ami_metrics_t *metrics;
     ami_subscription_t *sub;
+    bool watching_states;            /* registered with ami_client_on_state */
     gen_t *current;
     gen_t *draining;                 /* list of old generations */
     uint64_t next_gen_id;

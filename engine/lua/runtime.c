@@ -268,6 +268,7 @@ ami_lua_runtime_t *ami_lua_runtime_new(ami_client_t *client, const ami_lua_confi
         ami_lua_runtime_free(rt);
         return NULL;
     }
+    server_events_start(rt);
     return rt;
 }
 
@@ -316,6 +317,8 @@ void ami_lua_runtime_free(ami_lua_runtime_t *rt)
     }
     if (rt->sub)
         ami_client_unsubscribe(rt->client, rt->sub);
+    if (rt->client)
+        server_events_stop(rt);
     if (rt->metrics)
         ami_metrics_remove_collector(rt->metrics, collect_metrics, rt);
     watchdog_stop(rt);
