@@ -78,7 +78,7 @@ static void start_with(world_t *w, const char *script)
     }
     snprintf(text, sizeof text,
              "servers = { { key = 'pbx1', host = '127.0.0.1', port = %u, username = 'u', secret = 's' } }\n"
-             "scripts = { dir = %s }\nmetrics = { listen = false }\n",
+             "scripts = { dir = %s, handler_budget_ms = 2000 }\nmetrics = { listen = false }\n",
              free_port(), script ? "'scripts'" : "false");
     assert_int_equal(file_write_atomic(w->config, text), 0);
     char sock_env[700];
@@ -158,8 +158,8 @@ static void pings_pause_while_the_loop_stalls(void **state)
     world_t w;
     start_with(&w, "ami.spawn(function()\n"
                    "  local t = {}\n"
-                   "  for c = 0, 79 do\n"
-                   "    for i = c * 50000 + 1, (c + 1) * 50000 do t[i] = (i * 7919) % 1000003 end\n"
+                   "  for c = 0, 399 do\n"
+                   "    for i = c * 10000 + 1, (c + 1) * 10000 do t[i] = (i * 7919) % 1000003 end\n"
                    "    ami.sleep(0)\n"
                    "  end\n"
                    "  ami.log.info('sorting')\n"
