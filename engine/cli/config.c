@@ -49,7 +49,7 @@ static const char *const TOP_KEYS[] = {"servers", "defaults", "scripts", "metric
 static const char *const SCRIPT_KEYS[] = {
     "dir", "lua_path", "handler_budget_ms", "load_budget_ms", "reload_grace_ms", "max_coroutines",
     "max_handlers", "max_waiters", "memory_limit_mb", "watch", "reload_debounce_ms", "getenv",
-    "log_lines_per_sec", "log_bytes_per_sec", "max_metric_series"};
+    "log_lines_per_sec", "log_bytes_per_sec", "max_metric_series", "filter_max_steps"};
 static const char *const METRICS_KEYS[] = {"listen", "health_quorum"};
 static const char *const LOG_KEYS[] = {"level", "format", "summary_interval_ms"};
 static const char *const LEVEL_NAMES[] = {"debug", "info", "warn", "error"};
@@ -350,6 +350,7 @@ static void load_scripts(cfg_ctx_t *cx, int t)
     read_u32(cx, t, "scripts", "log_lines_per_sec", 1, 1000000, &lc->log_lines_per_sec);
     read_u32(cx, t, "scripts", "log_bytes_per_sec", 1024, 1u << 30, &lc->log_bytes_per_sec);
     read_u32(cx, t, "scripts", "max_metric_series", 1, 100000, &lc->max_metric_series);
+    read_u32(cx, t, "scripts", "filter_max_steps", 1000, 100000000, &lc->filter_max_steps);
     cfg_rawfield(L, t, "getenv");
     read_getenv(cx, lua_gettop(L));
     lua_pop(L, 1);
