@@ -428,6 +428,11 @@ void ami_httpc_free(ami_httpc_t *h)
     ami_free(h);
 }
 
+void ami_httpc_note_invalid(ami_httpc_t *h)
+{
+    ami_counter_inc(h->m.refused[REFUSED_INVALID]);
+}
+
 uint32_t ami_httpc_active(const ami_httpc_t *h)
 {
     return h->active;

@@ -88,6 +88,8 @@ typedef struct ami_httpc_header {
     size_t value_len;
 } ami_httpc_header_t;
 
+#define AMI_HTTPC_MAX_HEADERS 64 /* request headers; more is refused (too_large) */
+
 typedef struct ami_httpc_request {
     const char *method;          /* GET HEAD POST PUT PATCH DELETE OPTIONS (any case); NULL = GET */
     const char *url;             /* http:// or https:// */
@@ -130,6 +132,10 @@ ami_httpc_transfer_t *ami_httpc_start(ami_httpc_t *h, const ami_httpc_request_t 
                                       void *ud, ami_httpc_err_t *err);
 /* Abandon a transfer now (its connection closes); `done` is not called. */
 void ami_httpc_cancel(ami_httpc_t *h, ami_httpc_transfer_t *t);
+
+/* Count a request its caller refused before ami_httpc_start (its own
+ * checks of a script's values): ami_http_requests_refused_total{reason="invalid"}. */
+void ami_httpc_note_invalid(ami_httpc_t *h);
 
 /* Transfers in flight. */
 uint32_t ami_httpc_active(const ami_httpc_t *h);

@@ -155,7 +155,7 @@ static int build_headers(ami_httpc_t *h, ami_httpc_transfer_t *t, const ami_http
                          ami_httpc_err_t *err)
 {
     if (req->nheaders > HTTPC_MAX_REQUEST_HEADERS) {
-        httpc_refuse(h, REFUSED_REQUEST_HEADERS, err, AMI_HTTPC_TOO_LARGE, "%zu headers; at most %u",
+        httpc_refuse(h, REFUSED_REQUEST_HEADERS, err, AMI_HTTPC_TOO_LARGE, "%zu headers; at most %zu",
                      req->nheaders, HTTPC_MAX_REQUEST_HEADERS);
         return -1;
     }

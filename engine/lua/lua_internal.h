@@ -89,7 +89,7 @@ struct co {
     co_t *prev, *next;   /* idle pool, parked list or run queue */
 };
 
-typedef enum wait_kind { WAIT_SLEEP = 0, WAIT_ACTION, WAIT_EVENT } wait_kind_t;
+typedef enum wait_kind { WAIT_SLEEP = 0, WAIT_ACTION, WAIT_EVENT, WAIT_HTTP } wait_kind_t;
 typedef enum wait_state { WAIT_PREPARED = 0, WAIT_ARMED } wait_state_t;
 
 struct wait {
@@ -111,6 +111,10 @@ struct wait {
     uint64_t since;                  /* armed during this event: it does not see it */
     wait_t *wprev, *wnext;           /* in gen->waiters */
     bool linked;
+    /* Other kinds (WAIT_HTTP): what to undo when the wait is disposed of
+     * without its answer (cancelled coroutine, failed yield), and its state. */
+    void (*cancel)(wait_t *w);
+    void *ext;
 };
 
 /* ---- generations ------------------------------------------------------------------- */
@@ -257,6 +261,8 @@ void ami_lua_inject_timer(lua_State *L, gen_t *g);      /* ami.sleep, ami.spawn,
 void ami_lua_inject_log(lua_State *L, gen_t *g);        /* ami.log.* */
 void ami_lua_inject_metrics(lua_State *L, gen_t *g);    /* ami.metrics.* */
 void ami_lua_inject_servers(lua_State *L, gen_t *g);    /* ami.servers, ami.server */
+void ami_lua_inject_http(lua_State *L, gen_t *g);       /* ami.http.request, get, post */
+void ami_lua_inject_json(lua_State *L, gen_t *g);       /* ami.json.encode, decode, null */
 /* Specs only: package.loaded["ami.testing"]; the ami table stays on top. */
 void ami_lua_inject_testing(lua_State *L, gen_t *g);
 /* Run a script file in g as at load time, in L (a running coroutine or the
