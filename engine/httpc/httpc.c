@@ -18,6 +18,8 @@
 #include "util/clock.h"
 
 #define MAX_IDLE_CONNECTIONS 64L
+#define DELIVER_BATCH 64u
+#define START_BATCH 64u
 
 static const char *const kind_names[AMI_HTTPC_KIND_COUNT] = {
     "ok",      "invalid",  "limit",    "refused",  "too_large", "timeout", "dns",
@@ -165,6 +167,69 @@ static void transfer_free(ami_httpc_t *h, ami_httpc_transfer_t *t)
     ami_free(t);
 }
 
+/* ---- the start queue: at most START_BATCH transfers join curl per loop
+ * iteration (curl connects every new transfer in one call: a thousand at
+ * once would hold the loop for a while) -------------------------------------- */
+
+static void schedule_more(ami_httpc_t *h)
+{
+    if (ev_is_active(&h->more))
+        return;
+    ev_timer_set(&h->more, 0., 0.);
+    ev_timer_start(h->loop, &h->more);
+}
+
+static void queue_push(ami_httpc_t *h, ami_httpc_transfer_t *t)
+{
+    t->queued = true;
+    t->qnext = NULL;
+    t->qprev = h->queue_tail;
+    if (h->queue_tail)
+        h->queue_tail->qnext = t;
+    else
+        h->queue_head = t;
+    h->queue_tail = t;
+    schedule_more(h);
+}
+
+static void queue_remove(ami_httpc_t *h, ami_httpc_transfer_t *t)
+{
+    if (t->qprev)
+        t->qprev->qnext = t->qnext;
+    else
+        h->queue_head = t->qnext;
+    if (t->qnext)
+        t->qnext->qprev = t->qprev;
+    else
+        h->queue_tail = t->qprev;
+    t->qprev = t->qnext = NULL;
+    t->queued = false;
+}
+
+/* curl would not take it (out of memory): the caller hears it as an answer. */
+static void fail_to_start(ami_httpc_t *h, ami_httpc_transfer_t *t, CURLMcode mc)
+{
+    ami_httpc_response_t res = {0};
+    res.err.kind = mc == CURLM_OUT_OF_MEMORY ? AMI_HTTPC_NOMEM : AMI_HTTPC_IO;
+    snprintf(res.err.msg, sizeof res.err.msg, "cannot start the request: %s", curl_multi_strerror(mc));
+    ami_counter_inc(h->m.errors[res.err.kind]);
+    t->done(t->ud, &res);
+    transfer_free(h, t);
+}
+
+static void start_queued(ami_httpc_t *h)
+{
+    for (unsigned i = 0; i < START_BATCH && h->queue_head; i++) {
+        ami_httpc_transfer_t *t = h->queue_head;
+        queue_remove(h, t);
+        CURLMcode mc = curl_multi_add_handle(h->multi, t->easy);
+        if (mc != CURLM_OK)
+            fail_to_start(h, t, mc);
+    }
+    if (h->queue_head)
+        schedule_more(h);
+}
+
 ami_httpc_transfer_t *ami_httpc_start(ami_httpc_t *h, const ami_httpc_request_t *req, ami_httpc_done_fn done,
                                       void *ud, ami_httpc_err_t *err)
 {
@@ -194,13 +259,7 @@ ami_httpc_transfer_t *ami_httpc_start(ami_httpc_t *h, const ami_httpc_request_t 
     }
     transfer_link(h, t);
     t->start_ns = ami_now_ns();
-    CURLMcode mc = curl_multi_add_handle(h->multi, t->easy);
-    if (mc != CURLM_OK) {
-        fail(err, mc == CURLM_OUT_OF_MEMORY ? AMI_HTTPC_NOMEM : AMI_HTTPC_IO, "cannot start the request: %s",
-             curl_multi_strerror(mc));
-        transfer_free(h, t);
-        return NULL;
-    }
+    queue_push(h, t);
     return t;
 }
 
@@ -208,7 +267,10 @@ void ami_httpc_cancel(ami_httpc_t *h, ami_httpc_transfer_t *t)
 {
     if (!t)
         return;
-    curl_multi_remove_handle(h->multi, t->easy);
+    if (t->queued)
+        queue_remove(h, t);
+    else
+        curl_multi_remove_handle(h->multi, t->easy);
     ami_counter_inc(h->m.cancelled);
     transfer_free(h, t);
 }
@@ -227,18 +289,33 @@ static void transfer_finish(ami_httpc_t *h, ami_httpc_transfer_t *t, CURLcode co
     transfer_free(h, t);
 }
 
+/* At most DELIVER_BATCH answers per call: when a thousand arrive at once
+ * the rest wait for the next loop iteration (curl keeps them), so their
+ * callbacks never hold the loop for long. */
 static void deliver_finished(ami_httpc_t *h)
 {
     CURLMsg *msg;
-    int left;
-    while ((msg = curl_multi_info_read(h->multi, &left))) {
+    int left = 0;
+    unsigned done = 0;
+    while (done < DELIVER_BATCH && (msg = curl_multi_info_read(h->multi, &left))) {
         if (msg->msg != CURLMSG_DONE)
             continue;
         ami_httpc_transfer_t *t = NULL;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
         if (t)
             transfer_finish(h, t, msg->data.result);
+        done++;
     }
+    if (done == DELIVER_BATCH)
+        schedule_more(h);
+}
+
+static void on_more(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    start_queued(w->data);
+    deliver_finished(w->data);
 }
 
 /* ---- the loop glue ---------------------------------------------------------------------- */
@@ -396,6 +473,8 @@ ami_httpc_t *ami_httpc_new(struct ev_loop *loop, const ami_httpc_config_t *cfg, 
     h->log = log;
     ev_init(&h->timer, on_timer);
     h->timer.data = h;
+    ev_init(&h->more, on_more);
+    h->more.data = h;
     if (copy_config(h, cfg, err) < 0 || httpc_metrics_init(h, metrics) < 0 || setup_multi(h, err) < 0) {
         if (err && !err->msg[0])
             fail(err, AMI_HTTPC_NOMEM, "out of memory creating the HTTP client");
@@ -414,7 +493,10 @@ void ami_httpc_free(ami_httpc_t *h)
         return;
     while (h->transfers) {
         ami_httpc_transfer_t *t = h->transfers;
-        curl_multi_remove_handle(h->multi, t->easy);
+        if (t->queued)
+            queue_remove(h, t);
+        else
+            curl_multi_remove_handle(h->multi, t->easy);
         transfer_free(h, t);
     }
     if (h->multi)
@@ -422,6 +504,7 @@ void ami_httpc_free(ami_httpc_t *h)
     while (h->socks)
         sock_forget(h, h->socks);
     ev_timer_stop(h->loop, &h->timer);
+    ev_timer_stop(h->loop, &h->more);
     httpc_metrics_deinit(h);
     ami_free((char *)h->cfg.ca_file);
     ami_free((char *)h->cfg.proxy);

@@ -58,6 +58,8 @@ struct ami_httpc_transfer {
     httpc_refusal_t overflow;    /* set (with overflowed) when a callback refused data */
     bool overflowed;
     bool linked;                 /* counted in active and in the list */
+    bool queued;                 /* waiting to join curl (the start queue) */
+    ami_httpc_transfer_t *qprev, *qnext;
     int64_t start_ns;
     ami_httpc_done_fn done;
     void *ud;
@@ -79,11 +81,13 @@ typedef struct httpc_metrics {
 struct ami_httpc {
     struct ev_loop *loop;
     CURLM *multi;
-    ev_timer timer;
+    ev_timer timer;              /* curl's own timer */
+    ev_timer more;               /* starts and answers left for the next iteration */
     ami_httpc_config_t cfg;      /* ca_file and proxy owned */
     ami_logger_t *log;
     httpc_metrics_t m;
     ami_httpc_transfer_t *transfers;
+    ami_httpc_transfer_t *queue_head, *queue_tail; /* started, not yet handed to curl */
     uint32_t active;
     httpc_owner_t *owners[HTTPC_OWNER_BUCKETS];
     httpc_sock_t *socks;

@@ -576,6 +576,52 @@ static void a_cancelled_transfer_never_calls_back_and_closes_its_connection(void
     world_free(w);
 }
 
+static void a_transfer_cancelled_before_the_loop_runs_never_reaches_the_server(void **state)
+{
+    (void)state;
+    ami_httpc_config_t c = config();
+    world_t *w = world_new(&c);
+    char url[128];
+    url_of(w, "/ok", url, sizeof url);
+    uint64_t requests = ami_sim_http_stats(srv).requests;
+    outcome_t o[3] = {0};
+    ami_httpc_request_t r = get(url);
+    ami_httpc_transfer_t *t[3];
+    for (int i = 0; i < 3; i++)
+        assert_non_null(t[i] = ami_httpc_start(w->h, &r, on_done, &o[i], NULL));
+    ami_httpc_cancel(w->h, t[1]); /* the middle one of the start queue */
+    assert_true(harness_run_until(w->loop, is_done, &o[2], 5000));
+    assert_true(harness_run_until(w->loop, is_done, &o[0], 5000));
+    harness_run_for(w->loop, 50);
+    assert_false(o[1].done);
+    assert_int_equal(ami_sim_http_stats(srv).requests, requests + 2);
+    ami_httpc_cancel(w->h, ami_httpc_start(w->h, &r, on_done, &o[1], NULL));
+    world_free(w); /* and one freed while still queued */
+    assert_false(o[1].done);
+}
+
+static void a_burst_of_starts_joins_curl_in_batches_and_all_finish(void **state)
+{
+    (void)state;
+    ami_httpc_config_t c = config();
+    c.max_concurrent = c.max_per_owner = 300;
+    world_t *w = world_new(&c);
+    char url[128];
+    url_of(w, "/ok", url, sizeof url);
+    static outcome_t o[300];
+    memset(o, 0, sizeof o);
+    ami_httpc_request_t r = get(url);
+    for (int i = 0; i < 300; i++)
+        assert_non_null(ami_httpc_start(w->h, &r, on_done, &o[i], NULL));
+    assert_true(harness_run_until(w->loop, is_done, &o[299], 20000));
+    for (int i = 0; i < 300; i++) {
+        assert_true(harness_run_until(w->loop, is_done, &o[i], 20000));
+        assert_int_equal(o[i].status, 200);
+    }
+    assert_int_equal(ami_httpc_active(w->h), 0);
+    world_free(w);
+}
+
 typedef struct chain {
     world_t *w;
     outcome_t first, second;
@@ -797,6 +843,8 @@ int main(void)
         cmocka_unit_test(header_injection_and_engine_owned_headers_are_refused),
         cmocka_unit_test(concurrency_is_bounded_overall_and_per_owner),
         cmocka_unit_test(a_cancelled_transfer_never_calls_back_and_closes_its_connection),
+        cmocka_unit_test(a_transfer_cancelled_before_the_loop_runs_never_reaches_the_server),
+        cmocka_unit_test(a_burst_of_starts_joins_curl_in_batches_and_all_finish),
         cmocka_unit_test(a_done_callback_may_start_the_next_request),
         cmocka_unit_test(freeing_the_client_ends_transfers_without_callbacks),
         cmocka_unit_test(hosts_past_the_label_cap_count_as_other),
