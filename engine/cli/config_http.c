@@ -92,8 +92,9 @@ static void http_read_proxy(cfg_ctx_t *cx, int t)
 static void http_read_limits(cfg_ctx_t *cx, int t)
 {
     ami_httpc_config_t *h = &cx->cfg->http;
+    uint32_t per_script = 0;
     http_read_u32(cx, t, "max_concurrent", 1, 100000, &h->max_concurrent);
-    http_read_u32(cx, t, "max_per_script", 1, 100000, &h->max_per_owner);
+    http_read_u32(cx, t, "max_per_script", 1, 100000, &per_script);
     http_read_size(cx, t, "max_response_bytes", 1, 256 * HTTP_MIB, &h->max_response_bytes);
     http_read_size(cx, t, "max_request_bytes", 0, 256 * HTTP_MIB, &h->max_request_bytes);
     http_read_size(cx, t, "max_header_bytes", 1024, 16 * HTTP_MIB, &h->max_header_bytes);
@@ -102,9 +103,13 @@ static void http_read_limits(cfg_ctx_t *cx, int t)
     http_read_u32(cx, t, "connect_timeout_ms", 1, 3600000, &h->connect_timeout_ms);
     http_read_u32(cx, t, "max_redirects", 0, 50, &h->max_redirects);
     http_read_u32(cx, t, "max_host_labels", 1, 10000, &h->max_host_labels);
-    if (h->max_per_owner > h->max_concurrent)
+    if (per_script > h->max_concurrent)
         cfg_error(cx, "http.max_per_script: %u is more than http.max_concurrent (%u); a script cannot have "
-                      "more requests in flight than the whole engine", h->max_per_owner, h->max_concurrent);
+                      "more requests in flight than the whole engine", per_script, h->max_concurrent);
+    else if (per_script)
+        h->max_per_owner = per_script;
+    else if (h->max_per_owner > h->max_concurrent)
+        h->max_per_owner = h->max_concurrent; /* the default, within a smaller overall bound */
 }
 
 void cfg_load_http(cfg_ctx_t *cx, int t)

@@ -9,7 +9,7 @@
  * owner, an opaque string such as the script that asked), URL length,
  * request headers and body, response headers and body, total and connect
  * time, redirects (only ever to http or https). Every refusal is counted
- * (ami_http_requests_refused_total{reason}); TLS peers are verified unless
+ * (ami_http_client_refused_total{reason}); TLS peers are verified unless
  * the config says otherwise; proxies come from the config only, never from
  * the environment.
  *
@@ -134,7 +134,7 @@ ami_httpc_transfer_t *ami_httpc_start(ami_httpc_t *h, const ami_httpc_request_t 
 void ami_httpc_cancel(ami_httpc_t *h, ami_httpc_transfer_t *t);
 
 /* Count a request its caller refused before ami_httpc_start (its own
- * checks of a script's values): ami_http_requests_refused_total{reason="invalid"}. */
+ * checks of a script's values): ami_http_client_refused_total{reason="invalid"}. */
 void ami_httpc_note_invalid(ami_httpc_t *h);
 
 /* Transfers in flight. */

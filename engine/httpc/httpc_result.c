@@ -25,17 +25,17 @@ int httpc_metrics_init(ami_httpc_t *h, ami_metrics_t *registry)
     httpc_metrics_t *m = &h->m;
     m->registry = registry;
     for (int i = 0; i < REFUSAL_COUNT; i++)
-        m->refused[i] = ami_metrics_counter(registry, "ami_http_requests_refused_total",
+        m->refused[i] = ami_metrics_counter(registry, "ami_http_client_refused_total",
                                             "HTTP requests (or their answers) refused by a bound or a policy",
                                             (const char *const[]){"reason", REFUSAL_NAMES[i], NULL}, NULL);
     for (int k = AMI_HTTPC_INVALID; k < AMI_HTTPC_KIND_COUNT; k++)
-        m->errors[k] = ami_metrics_counter(registry, "ami_http_request_errors_total",
+        m->errors[k] = ami_metrics_counter(registry, "ami_http_client_errors_total",
                                            "HTTP requests that ended without an answer, by error kind",
                                            (const char *const[]){"kind", ami_httpc_kind_name(k), NULL}, NULL);
-    m->cancelled = ami_metrics_counter(registry, "ami_http_requests_cancelled_total",
+    m->cancelled = ami_metrics_counter(registry, "ami_http_client_cancelled_total",
                                        "HTTP requests abandoned by their caller (a cancelled coroutine)", NULL, NULL);
-    m->in_flight = ami_metrics_gauge(registry, "ami_http_requests_in_flight", "HTTP requests in flight", NULL, NULL);
-    m->duration = ami_metrics_histogram(registry, "ami_http_request_duration_seconds",
+    m->in_flight = ami_metrics_gauge(registry, "ami_http_client_in_flight", "HTTP requests in flight", NULL, NULL);
+    m->duration = ami_metrics_histogram(registry, "ami_http_client_request_duration_seconds",
                                         "Time from start to answer or error of HTTP requests", NULL, 0, NULL, NULL);
     m->hosts = ami_calloc(h->cfg.max_host_labels ? h->cfg.max_host_labels : 1, sizeof *m->hosts);
     return m->hosts ? 0 : -1;
@@ -68,7 +68,7 @@ void httpc_host_label(ami_httpc_t *h, const char *host, char *out, size_t size)
 
 static void count_request(ami_httpc_transfer_t *t, const char *cls)
 {
-    ami_counter_t *c = ami_metrics_counter(t->h->m.registry, "ami_http_requests_total",
+    ami_counter_t *c = ami_metrics_counter(t->h->m.registry, "ami_http_client_requests_total",
                                            "HTTP requests finished, by host and status class (error: no answer)",
                                            (const char *const[]){"host", t->host, "class", cls, NULL}, NULL);
     ami_counter_inc(c);

@@ -134,7 +134,7 @@ static double metric(world_t *w, const char *name, const char *const *labels)
 
 static double refused(world_t *w, const char *reason)
 {
-    return metric(w, "ami_http_requests_refused_total", (const char *const[]){"reason", reason, NULL});
+    return metric(w, "ami_http_client_refused_total", (const char *const[]){"reason", reason, NULL});
 }
 
 /* A request refused before anything is sent: kind and counted reason. */
@@ -177,7 +177,7 @@ static void get_returns_status_headers_and_body(void **state)
     assert_non_null(strstr(o.headers, "content-type=text/plain\n"));
     assert_non_null(strstr(o.url, "/ok"));
     assert_int_equal(o.calls, 1);
-    assert_true(metric(w, "ami_http_requests_total", (const char *const[]){"host", "127.0.0.1", "class", "2xx", NULL}) == 1);
+    assert_true(metric(w, "ami_http_client_requests_total", (const char *const[]){"host", "127.0.0.1", "class", "2xx", NULL}) == 1);
     assert_int_equal(ami_httpc_active(w->h), 0);
     world_free(w);
 }
@@ -254,8 +254,8 @@ static void error_statuses_are_answers_counted_by_class(void **state)
     assert_int_equal(o.status, 503);
     perform_path(w, "/nothing-here", &o);
     assert_int_equal(o.status, 404);
-    assert_true(metric(w, "ami_http_requests_total", (const char *const[]){"host", "127.0.0.1", "class", "5xx", NULL}) == 1);
-    assert_true(metric(w, "ami_http_requests_total", (const char *const[]){"host", "127.0.0.1", "class", "4xx", NULL}) == 1);
+    assert_true(metric(w, "ami_http_client_requests_total", (const char *const[]){"host", "127.0.0.1", "class", "5xx", NULL}) == 1);
+    assert_true(metric(w, "ami_http_client_requests_total", (const char *const[]){"host", "127.0.0.1", "class", "4xx", NULL}) == 1);
     world_free(w);
 }
 
@@ -273,8 +273,8 @@ static void slow_answer_past_the_timeout_is_a_timeout(void **state)
     outcome_t o;
     perform(w, &req, &o);
     expect_error(&o, AMI_HTTPC_TIMEOUT, "in time");
-    assert_true(metric(w, "ami_http_request_errors_total", (const char *const[]){"kind", "timeout", NULL}) == 1);
-    assert_true(metric(w, "ami_http_requests_total", (const char *const[]){"host", "127.0.0.1", "class", "error", NULL}) == 1);
+    assert_true(metric(w, "ami_http_client_errors_total", (const char *const[]){"kind", "timeout", NULL}) == 1);
+    assert_true(metric(w, "ami_http_client_requests_total", (const char *const[]){"host", "127.0.0.1", "class", "error", NULL}) == 1);
     url_of(w, "/delay/100", url, sizeof url);
     req = get(url);
     req.timeout_ms = 5000;
@@ -542,13 +542,13 @@ static void concurrency_is_bounded_overall_and_per_owner(void **state)
     assert_non_null(strstr(err.msg, "max_concurrent"));
     assert_true(refused(w, "max_per_script") == 1);
     assert_true(refused(w, "max_concurrent") == 1);
-    assert_true(metric(w, "ami_http_requests_in_flight", NULL) == 2);
+    assert_true(metric(w, "ami_http_client_in_flight", NULL) == 2);
     assert_true(harness_run_until(w->loop, all_done, o, 10000));
     assert_false(o[2].done);
     r.owner = "a.lua"; /* finished transfers give their places back */
     assert_non_null(ami_httpc_start(w->h, &r, on_done, &o[2], &err));
     assert_true(harness_run_until(w->loop, is_done, &o[2], 10000));
-    assert_true(metric(w, "ami_http_requests_in_flight", NULL) == 0);
+    assert_true(metric(w, "ami_http_client_in_flight", NULL) == 0);
     world_free(w);
 }
 
@@ -572,7 +572,7 @@ static void a_cancelled_transfer_never_calls_back_and_closes_its_connection(void
     harness_run_for(w->loop, 50);
     assert_false(o.done);
     assert_int_equal(ami_httpc_active(w->h), 0);
-    assert_true(metric(w, "ami_http_requests_cancelled_total", NULL) == 1);
+    assert_true(metric(w, "ami_http_client_cancelled_total", NULL) == 1);
     world_free(w);
 }
 
@@ -680,8 +680,8 @@ static void hosts_past_the_label_cap_count_as_other(void **state)
     ami_httpc_request_t r = get(url);
     perform(w, &r, &o);
     assert_int_equal(o.status, 200);
-    assert_true(metric(w, "ami_http_requests_total", (const char *const[]){"host", "127.0.0.1", "class", "2xx", NULL}) == 1);
-    assert_true(metric(w, "ami_http_requests_total", (const char *const[]){"host", "other", "class", "2xx", NULL}) == 1);
+    assert_true(metric(w, "ami_http_client_requests_total", (const char *const[]){"host", "127.0.0.1", "class", "2xx", NULL}) == 1);
+    assert_true(metric(w, "ami_http_client_requests_total", (const char *const[]){"host", "other", "class", "2xx", NULL}) == 1);
     world_free(w);
 }
 
@@ -759,7 +759,7 @@ static void tls_peers_are_verified_against_the_configured_ca(void **state)
     w = world_new(&c);
     https_get(w, good.port, &o);
     expect_error(&o, AMI_HTTPC_TLS, NULL);
-    assert_true(metric(w, "ami_http_request_errors_total", (const char *const[]){"kind", "tls", NULL}) == 1);
+    assert_true(metric(w, "ami_http_client_errors_total", (const char *const[]){"kind", "tls", NULL}) == 1);
     world_free(w);
 
     c.verify = false;

@@ -100,7 +100,7 @@ static void expect_line(lua_world_t *w, const char *const *needles)
 
 static double refused(lua_world_t *w, const char *reason)
 {
-    return lua_world_metric(w, "ami_http_requests_refused_total", (const char *const[]){"reason", reason, NULL});
+    return lua_world_metric(w, "ami_http_client_refused_total", (const char *const[]){"reason", reason, NULL});
 }
 
 /* ---- answers ---------------------------------------------------------------------- */
@@ -343,7 +343,7 @@ static void a_coroutine_cancelled_after_the_reload_grace_drops_its_transfer(void
     assert_int_equal(ami_lua_runtime_reload(w->rt, "test", &err), 0);
     assert_true(harness_run_until(w->loop, server_idle, NULL, 5000)); /* the connection went with it */
     assert_int_equal(ami_httpc_active(w->httpc), 0);
-    assert_true(lua_world_metric(w, "ami_http_requests_cancelled_total", NULL) == 1);
+    assert_true(lua_world_metric(w, "ami_http_client_cancelled_total", NULL) == 1);
     lua_world_run_for(w, 100);
     assert_int_equal(lua_world_count_log(w, "resumed after cancel"), 0);
     lua_world_free(w);

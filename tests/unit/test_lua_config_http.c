@@ -85,6 +85,17 @@ static void an_empty_section_turns_it_on_with_the_defaults(void **state)
     ami_config_free(&cfg);
 }
 
+static void a_small_max_concurrent_lowers_the_default_per_script_bound(void **state)
+{
+    (void)state;
+    ami_engine_config_t cfg;
+    ami_config_errors_t errs;
+    assert_int_equal(load_text(SERVER "http = { max_concurrent = 9 }\n", &cfg, &errs), 0);
+    assert_int_equal(cfg.http.max_concurrent, 9);
+    assert_int_equal(cfg.http.max_per_owner, 9);
+    ami_config_free(&cfg);
+}
+
 static void every_value_is_read(void **state)
 {
     (void)state;
@@ -188,6 +199,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(without_a_section_http_is_off),
         cmocka_unit_test(an_empty_section_turns_it_on_with_the_defaults),
+        cmocka_unit_test(a_small_max_concurrent_lowers_the_default_per_script_bound),
         cmocka_unit_test(every_value_is_read),
         cmocka_unit_test(each_mistake_is_reported_with_its_place),
     };
