@@ -189,6 +189,7 @@ static void queue_push(ami_httpc_t *h, ami_httpc_transfer_t *t)
     else
         h->queue_head = t;
     h->queue_tail = t;
+    h->nqueued++;
     schedule_more(h);
 }
 
@@ -204,6 +205,7 @@ static void queue_remove(ami_httpc_t *h, ami_httpc_transfer_t *t)
         h->queue_tail = t->qprev;
     t->qprev = t->qnext = NULL;
     t->queued = false;
+    h->nqueued--;
 }
 
 /* curl would not take it (out of memory): the caller hears it as an answer. */
@@ -519,6 +521,11 @@ void ami_httpc_note_invalid(ami_httpc_t *h)
 uint32_t ami_httpc_active(const ami_httpc_t *h)
 {
     return h->active;
+}
+
+uint32_t ami_httpc_queued(const ami_httpc_t *h)
+{
+    return h->nqueued;
 }
 
 const ami_httpc_config_t *ami_httpc_config(const ami_httpc_t *h)

@@ -137,8 +137,10 @@ void ami_httpc_cancel(ami_httpc_t *h, ami_httpc_transfer_t *t);
  * checks of a script's values): ami_http_client_refused_total{reason="invalid"}. */
 void ami_httpc_note_invalid(ami_httpc_t *h);
 
-/* Transfers in flight. */
+/* Transfers in flight, and of those how many wait to be handed to curl
+ * (at most 64 join per loop iteration, so a burst never holds the loop). */
 uint32_t ami_httpc_active(const ami_httpc_t *h);
+uint32_t ami_httpc_queued(const ami_httpc_t *h);
 const ami_httpc_config_t *ami_httpc_config(const ami_httpc_t *h);
 
 #endif

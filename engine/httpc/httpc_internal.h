@@ -88,6 +88,7 @@ struct ami_httpc {
     httpc_metrics_t m;
     ami_httpc_transfer_t *transfers;
     ami_httpc_transfer_t *queue_head, *queue_tail; /* started, not yet handed to curl */
+    uint32_t nqueued;
     uint32_t active;
     httpc_owner_t *owners[HTTPC_OWNER_BUCKETS];
     httpc_sock_t *socks;

@@ -613,7 +613,13 @@ static void a_burst_of_starts_joins_curl_in_batches_and_all_finish(void **state)
     ami_httpc_request_t r = get(url);
     for (int i = 0; i < 300; i++)
         assert_non_null(ami_httpc_start(w->h, &r, on_done, &o[i], NULL));
+    assert_int_equal(ami_httpc_queued(w->h), 300);
+    ev_run(w->loop, EVRUN_ONCE); /* one iteration hands 64 to curl */
+    assert_int_equal(ami_httpc_queued(w->h), 300 - 64);
+    ev_run(w->loop, EVRUN_ONCE);
+    assert_int_equal(ami_httpc_queued(w->h), 300 - 128);
     assert_true(harness_run_until(w->loop, is_done, &o[299], 20000));
+    assert_int_equal(ami_httpc_queued(w->h), 0);
     for (int i = 0; i < 300; i++) {
         assert_true(harness_run_until(w->loop, is_done, &o[i], 20000));
         assert_int_equal(o[i].status, 200);
