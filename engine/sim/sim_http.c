@@ -198,7 +198,10 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
-        sim_http_conn_t *c = ami_calloc(1, sizeof *c);
+        pthread_mutex_lock(&s->lock);
+        bool full = s->stats.open >= SIM_HTTP_MAX_CONNS;
+        pthread_mutex_unlock(&s->lock);
+        sim_http_conn_t *c = full ? NULL : ami_calloc(1, sizeof *c);
         if (!c) {
             close(fd);
             continue;

@@ -16,6 +16,7 @@
 #define SIM_HTTP_HEAD_MAX (64u << 10)
 #define SIM_HTTP_BODY_MAX (16u << 20)
 #define SIM_HTTP_FILLER (64u << 10)
+#define SIM_HTTP_MAX_CONNS 8192u /* past it a connection is closed at once */
 
 typedef enum sim_http_phase {
     PH_READ = 0,   /* reading the request */
