@@ -11,6 +11,7 @@
  *   metrics  = { listen = "127.0.0.1:9100", health_quorum = "all" }
  *   log      = { level = "info", format = "logfmt" }
  *   routing  = "first_healthy"
+ *   http     = { timeout_ms = 5000, ca_file = "/etc/ssl/crm-ca.pem" }  -- ami.http (off without it)
  *
  * The file is evaluated in an empty sandbox (no io, no os but os.getenv), with
  * an instruction budget: a config cannot hang or touch the system. Then
@@ -36,6 +37,7 @@
 
 #include "cluster/client.h"
 #include "health/conn.h"
+#include "httpc/httpc.h"
 #include "lua/runtime.h"
 #include "obs/log.h"
 
@@ -74,6 +76,8 @@ typedef struct ami_engine_config {
      * --check-config and logged at start. */
     size_t nwarnings;
     char warnings[AMI_CONFIG_MAX_WARNINGS][256];
+    bool http_enabled;             /* an http section turns ami.http on (config_http.c) */
+    ami_httpc_config_t http;       /* ca_file and proxy owned by this config */
 } ami_engine_config_t;
 
 /* Defaults only (no servers). */

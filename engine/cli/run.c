@@ -9,8 +9,8 @@
  *
  * SIGHUP: re-reads the config file. The log level and format, the handler
  * budget and the summary interval apply at once; the scripts are reloaded.
- * Changes to servers, the metrics listener or the scripts folder need a
- * restart (they are logged as such).
+ * Changes to servers, the metrics listener, the scripts folder or the http
+ * section need a restart (they are logged as such).
  */
 #include <ev.h>
 #include <signal.h>
@@ -35,6 +35,7 @@ typedef struct engine {
     ami_http_t *http;
     ami_loopmon_t *loopmon;
     ami_sdnotify_t *notify;
+    ami_httpc_t *httpc;            /* ami.http's client; NULL without an http section */
     ev_signal sigterm, sigint, sighup;
     ev_timer duration;
     ev_timer drain_check;
@@ -172,9 +173,10 @@ static void warn_if_changed(engine_t *e, const ami_engine_config_t *fresh)
                   strcmp(fresh->servers[i].host, e->cfg->servers[i].host) != 0 ||
                   fresh->servers[i].port != e->cfg->servers[i].port;
     bool metrics = fresh->metrics_port != e->cfg->metrics_port || fresh->metrics_enabled != e->cfg->metrics_enabled;
-    if (servers || metrics)
+    bool http = fresh->http_enabled != e->cfg->http_enabled;
+    if (servers || metrics || http)
         AMI_LOG(e->log, AMI_LOG_WARN, "config changes that need a restart were not applied",
-                AMI_F_BOOL("servers", servers), AMI_F_BOOL("metrics_listener", metrics));
+                AMI_F_BOOL("servers", servers), AMI_F_BOOL("metrics_listener", metrics), AMI_F_BOOL("http", http));
 }
 
 static void apply_live_settings(engine_t *e, ami_engine_config_t *fresh)
@@ -252,6 +254,7 @@ static int start_scripts(engine_t *e)
     snprintf(e->lua_path, sizeof e->lua_path, "%s%s%s", ami_cli_engine_lua_path(),
              lc.lua_path && *lc.lua_path ? ";" : "", lc.lua_path ? lc.lua_path : "");
     lc.lua_path = e->lua_path;
+    lc.http = e->httpc;
     ami_err_t err;
     e->rt = ami_lua_runtime_new(e->client, &lc, &err);
     if (!e->rt) {
@@ -259,6 +262,21 @@ static int start_scripts(engine_t *e)
         return -1;
     }
     return ami_lua_runtime_load(e->rt, &err);
+}
+
+/* Refusing to start beats running with an HTTP client that could stall
+ * the loop (a libcurl without the threaded resolver). */
+static int start_http_client(engine_t *e)
+{
+    if (!e->cfg->http_enabled)
+        return 0;
+    ami_httpc_err_t err = {0};
+    e->httpc = ami_httpc_new(e->loop, &e->cfg->http, e->metrics, e->log, &err);
+    if (!e->httpc) {
+        AMI_LOG(e->log, AMI_LOG_ERROR, "cannot start the HTTP client (ami.http)", AMI_F_STR("error", err.msg));
+        return -1;
+    }
+    return 0;
 }
 
 static int start_http(engine_t *e)
@@ -323,7 +341,8 @@ static int setup(engine_t *e, const ami_run_options_t *opt)
     ami_metrics_add_collector(e->metrics, collect_log_stats, e);
     e->loopmon = ami_loopmon_new(e->loop, NULL, e->metrics, e->log, &err);
     e->notify = ami_sdnotify_new(e->loop, e->metrics, e->log);
-    if (!e->loopmon || add_servers(e) < 0 || start_scripts(e) < 0 || start_http(e) < 0)
+    if (!e->loopmon || add_servers(e) < 0 || start_http_client(e) < 0 || start_scripts(e) < 0 ||
+        start_http(e) < 0)
         return -1;
     watch_signals(e);
     init_timers(e, opt);
@@ -344,6 +363,7 @@ static void teardown(engine_t *e)
     ami_sdnotify_free(e->notify);
     ami_loopmon_free(e->loopmon);
     ami_lua_runtime_free(e->rt);
+    ami_httpc_free(e->httpc); /* after the runtime: its waits cancel their transfers */
     ami_client_free(e->client);
     ami_metrics_free(e->metrics);
     ami_logger_free(e->log);

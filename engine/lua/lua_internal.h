@@ -128,6 +128,8 @@ void ami_lua_inject_timer(lua_State *L, script_t *sc);     /* ami.sleep, ami.spa
 void ami_lua_inject_log(lua_State *L, script_t *sc);       /* ami.log.* */
 void ami_lua_inject_metrics(lua_State *L, script_t *sc);   /* ami.metrics.* */
 void ami_lua_inject_servers(lua_State *L, script_t *sc);   /* ami.servers, ami.server, ami.on_server */
+void ami_lua_inject_http(lua_State *L, script_t *sc);      /* ami.http.request, get, post */
+void ami_lua_inject_json(lua_State *L, script_t *sc);      /* ami.json.encode, decode, null */
 /* lua_servers.c: ServerState events from the client's state changes. */
 void server_events_start(ami_lua_runtime_t *rt);
 void server_events_stop(ami_lua_runtime_t *rt);

@@ -181,8 +181,8 @@ static void wait_dispose(wait_t *w)
         waiter_unlink(sc, w);
         filter_free(&w->filter);
     }
-    if (w->kind == WAIT_EXTERNAL && w->cancel)
-        w->cancel(w->cancel_ud);
+    if (w->cancel)
+        w->cancel(w);
     luaL_unref(sc->L, LUA_REGISTRYINDEX, w->items_ref);
     luaL_unref(sc->L, LUA_REGISTRYINDEX, w->response_ref);
     ami_free(w);

@@ -89,7 +89,7 @@ struct co {
     co_t *prev, *next;   /* idle pool, parked list or run queue */
 };
 
-typedef enum wait_kind { WAIT_SLEEP = 0, WAIT_ACTION, WAIT_EVENT, WAIT_EXTERNAL } wait_kind_t;
+typedef enum wait_kind { WAIT_SLEEP = 0, WAIT_ACTION, WAIT_EVENT, WAIT_HTTP } wait_kind_t;
 typedef enum wait_state { WAIT_PREPARED = 0, WAIT_ARMED } wait_state_t;
 
 struct wait {
@@ -111,9 +111,11 @@ struct wait {
     uint64_t since;                  /* armed during this event: it does not see it */
     wait_t *wprev, *wnext;           /* in the script's waiters */
     bool linked;
-    /* WAIT_EXTERNAL: another module (http, kv, ...) wakes it; cancel undoes its registration */
-    void (*cancel)(void *ud);
-    void *cancel_ud;
+    /* Other kinds (WAIT_HTTP, ...): what to undo when the wait is disposed of
+     * without its answer (cancelled coroutine, failed yield), and its state.
+     * The waker clears cancel before it wakes the coroutine. */
+    void (*cancel)(wait_t *w);
+    void *ext;
 };
 
 /* ---- scripts ------------------------------------------------------------------------ */

@@ -59,6 +59,9 @@ typedef struct ami_lua_config {
     uint32_t reload_debounce_ms; /* file-change reloads wait this long for quiet; default 300 */
     bool watch_scripts;          /* reload when a file in scripts_dir changes; default true */
     bool jit;                    /* unsafe: JIT on, the watchdog cannot stop compiled loops */
+    /* ami.http's client (engine/httpc), borrowed: it must outlive the
+     * runtime. NULL: ami.http.request answers nil, "disabled: ...". */
+    struct ami_httpc *http;
     /* Specs only: provide require "ami.testing" (load_script, reset, metric,
      * wait_until) and let the tool add its own functions to that table,
      * which is on top of L's stack when testing_extend is called. */

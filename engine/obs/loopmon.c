@@ -14,11 +14,6 @@
 #include "util/alloc.h"
 #include "util/clock.h"
 
-/* Iteration times: 50 us (an idle wake-up) to 10 s (a stall). */
-static const double ITERATION_BOUNDS[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                          0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1,
-                                          2.5,     5,      10};
-
 struct ami_loopmon {
     struct ev_loop *loop;
     ami_loopmon_config_t cfg;
@@ -28,7 +23,6 @@ struct ami_loopmon {
     int64_t busy_since_ns;          /* when this iteration's work began; 0 while asleep */
     int64_t last_stall_end_ns;
     ami_loopmon_stats_t st;
-    ami_histogram_t *m_iteration;
     ami_counter_t *m_stalls;
     ami_gauge_t *m_longest;
     /* the watching thread */
@@ -88,7 +82,6 @@ static void on_sleeping(struct ev_loop *loop, ev_prepare *w, int revents)
     double secs = (double)(now - lm->busy_since_ns) / 1e9;
     lm->busy_since_ns = 0;
     lm->st.iterations++;
-    ami_histogram_observe(lm->m_iteration, secs);
     if (secs * 1000 >= lm->cfg.stall_ms)
         stall_over(lm, now, secs);
 }
@@ -163,10 +156,6 @@ static void stop_thread(ami_loopmon_t *lm)
 
 static void register_metrics(ami_loopmon_t *lm, ami_metrics_t *m)
 {
-    lm->m_iteration = ami_metrics_histogram(m, "ami_loop_iteration_seconds",
-                                            "Time each event loop iteration kept the loop busy",
-                                            ITERATION_BOUNDS, sizeof ITERATION_BOUNDS / sizeof ITERATION_BOUNDS[0],
-                                            NULL, NULL);
     lm->m_stalls = ami_metrics_counter(m, "ami_loop_stalls_total",
                                        "Loop iterations longer than the stall threshold", NULL, NULL);
     lm->m_longest = ami_metrics_gauge(m, "ami_loop_longest_stall_seconds",

@@ -5,10 +5,10 @@
  * pausing the process).
  *
  * On the loop: an ev_check (the loop woke up) and an ev_prepare (it is
- * about to sleep again) time every iteration's busy part into a histogram,
- * ami_loop_iteration_seconds. A stall is counted once the loop comes back
- * (ami_loop_stalls_total, ami_loop_longest_stall_seconds) and logged with
- * its length.
+ * about to sleep again) time every iteration's busy part (the client's
+ * ami_loop_iteration_seconds histogram has their spread). A stall is
+ * counted once the loop comes back (ami_loop_stalls_total,
+ * ami_loop_longest_stall_seconds) and logged with its length.
  *
  * Off the loop: a small thread looks at the time of the loop's last
  * progress every quarter of the threshold, and logs a warning while a

@@ -87,8 +87,7 @@ static void a_long_iteration_is_a_stall_counted_logged_and_reported(void **state
     double v;
     assert_int_equal(ami_metrics_value(m, "ami_loop_stalls_total", NULL, &v), 0);
     assert_true(v == 1.0);
-    assert_int_equal(ami_metrics_value(m, "ami_loop_iteration_seconds", NULL, &v), 0);
-    assert_true(v >= 2.0);
+    assert_true(st.iterations >= 2);
     ami_logger_free(log); /* flushes the thread's lines too */
     assert_non_null(strstr(lines.data, "event loop stalled and still busy"));
     assert_non_null(strstr(lines.data, "msg=\"event loop stalled\" seconds=0.6"));
