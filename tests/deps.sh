@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   libev-dev libluajit-5.1-dev luajit libcmocka-dev
+  libssl-dev openssl
   lua-busted
   clang libclang-rt-14-dev
   curl procps

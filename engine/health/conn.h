@@ -46,6 +46,7 @@
 #include "protocol/message.h"
 #include "protocol/parser.h"
 #include "protocol/writer.h"
+#include "transport/tls.h"
 #include "util/err.h"
 
 struct ev_loop;
@@ -91,6 +92,7 @@ typedef struct ami_server_options {
     const char *events;            /* Events mask sent after login ("on", "off", "call,system"); NULL = leave */
     const char *filters[AMI_MAX_FILTERS]; /* Filter actions applied after login */
     size_t nfilters;
+    ami_tls_options_t tls;         /* AMI over TLS when tls.enabled (see transport/tls.h) */
 } ami_server_options_t;
 
 void ami_server_options_default(ami_server_options_t *opt);
