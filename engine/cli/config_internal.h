@@ -63,6 +63,13 @@ char *cfg_resolve_path(const cfg_ctx_t *cx, const char *path);
 /* servers and defaults (either index may hold nil). */
 void cfg_load_servers(cfg_ctx_t *cx, int servers_idx, int defaults_idx);
 
+/* config_tls.c: a server's tls table (or false/true) into o->tls; the
+ * checks once the server is complete (its files are loaded now); the
+ * --check-config line. */
+void cfg_read_tls(cfg_ctx_t *cx, ami_server_options_t *o, int idx, const char *where);
+void cfg_check_tls(cfg_ctx_t *cx, const char *label, const ami_server_options_t *o);
+void cfg_describe_tls(const ami_server_options_t *o, ami_buf_t *out);
+
 /* A server's secret block holds "value\0source": the source ("env NAME",
  * "file PATH", "inline") is what describe shows instead of the value. */
 void cfg_free_server(ami_server_options_t *o);

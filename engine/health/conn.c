@@ -72,7 +72,10 @@ int ami_server_options_validate(const ami_server_options_t *o, ami_err_t *err)
                            "server %s: backoff needs 0 < backoff_initial_ms <= backoff_max_ms", key);
     if (o->nfilters > AMI_MAX_FILTERS)
         return ami_err_set(err, AMI_E_CONFIG, "server %s: at most %d filters", key, AMI_MAX_FILTERS);
-    return ami_tls_options_validate(&o->tls, key, err);
+    ami_err_t terr;
+    if (ami_tls_options_validate(&o->tls, &terr) < 0)
+        return ami_err_set(err, AMI_E_CONFIG, "server %s: %s", key, terr.msg);
+    return 0;
 }
 
 static void free_option_strings(ami_server_options_t *o)

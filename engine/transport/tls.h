@@ -74,9 +74,9 @@ void ami_tls_options_free(ami_tls_options_t *o);
 bool ami_tls_options_equal(const ami_tls_options_t *a, const ami_tls_options_t *b);
 
 /* Consistency without touching a file (a key without a certificate, a
- * missing CA with verification on, a bad name): -1 with AMI_E_CONFIG,
- * the message prefixed with "server <key>: ". */
-int ami_tls_options_validate(const ami_tls_options_t *o, const char *server_key, ami_err_t *err);
+ * missing CA with verification on, a bad name): -1 with AMI_E_CONFIG and a
+ * message that starts with the option ("tls.ca_file ..."). */
+int ami_tls_options_validate(const ami_tls_options_t *o, ami_err_t *err);
 
 typedef struct ami_tls_ctx ami_tls_ctx_t;
 

@@ -88,29 +88,24 @@ static bool plausible_name(const char *n)
     return true;
 }
 
-int ami_tls_options_validate(const ami_tls_options_t *o, const char *server_key, ami_err_t *err)
+int ami_tls_options_validate(const ami_tls_options_t *o, ami_err_t *err)
 {
-    const char *key = server_key && *server_key ? server_key : "?";
     if (!o->enabled)
         return 0;
     if (!o->no_verify && (!o->ca_file || !*o->ca_file))
         return ami_err_set(err, AMI_E_CONFIG,
-                           "server %s: tls.ca_file is missing; give the CA certificate (PEM) that signed "
-                           "Asterisk's certificate, or (insecure) set tls.verify = false",
-                           key);
+                           "tls.ca_file is missing; give the CA certificate (PEM) that signed Asterisk's "
+                           "certificate, or (insecure) set tls.verify = false");
     if (o->key_file && !o->cert_file)
         return ami_err_set(err, AMI_E_CONFIG,
-                           "server %s: tls.key_file is set without tls.cert_file; a client key needs its "
-                           "certificate",
-                           key);
+                           "tls.key_file is set without tls.cert_file; a client key needs its certificate");
     if (o->server_name && !plausible_name(o->server_name))
         return ami_err_set(err, AMI_E_CONFIG,
-                           "server %s: tls.server_name \"%.64s\" is not a host name; give the DNS name "
-                           "(or IP) that Asterisk's certificate holds",
-                           key, o->server_name);
+                           "tls.server_name \"%.64s\" is not a host name; give the DNS name (or IP) that "
+                           "Asterisk's certificate holds",
+                           o->server_name);
     if (o->handshake_timeout_ms > 600000)
-        return ami_err_set(err, AMI_E_CONFIG, "server %s: tls.handshake_timeout_ms must be at most 600000",
-                           key);
+        return ami_err_set(err, AMI_E_CONFIG, "tls.handshake_timeout_ms must be at most 600000");
     return 0;
 }
 
@@ -183,6 +178,33 @@ static int load_ca(SSL_CTX *c, const char *ca_file, ami_err_t *err)
     return 0;
 }
 
+/* 1 loaded; 0 the key does not belong to the certificate; -1 (err set) otherwise. */
+static int load_key(SSL_CTX *c, const char *key_opt, const char *key, ami_err_t *err)
+{
+    bool asked = false;
+    SSL_CTX_set_default_passwd_cb(c, refuse_passphrase);
+    SSL_CTX_set_default_passwd_cb_userdata(c, &asked);
+    ERR_clear_error();
+    int ok = SSL_CTX_use_PrivateKey_file(c, key, SSL_FILETYPE_PEM);
+    SSL_CTX_set_default_passwd_cb(c, NULL);
+    SSL_CTX_set_default_passwd_cb_userdata(c, NULL);
+    if (ok == 1) {
+        ERR_clear_error();
+        return SSL_CTX_check_private_key(c) == 1 ? 1 : 0;
+    }
+    int why = ERR_GET_REASON(ERR_peek_last_error());
+    if (why == X509_R_KEY_VALUES_MISMATCH || why == X509_R_KEY_TYPE_MISMATCH)
+        return 0;
+    if (asked)
+        return ami_err_set(err, AMI_E_CONFIG,
+                           "%s \"%.120s\": the private key is protected by a passphrase, which the engine "
+                           "cannot ask for; store it unencrypted (openssl pkey -in KEY -out KEY.plain) with "
+                           "mode 0600",
+                           key_opt, key);
+    return ami_err_set(err, AMI_E_CONFIG, "%s \"%.120s\" holds no usable PEM private key (%s)", key_opt, key,
+                       openssl_reason());
+}
+
 static int load_identity(SSL_CTX *c, const char *cert_file, const char *key_file, ami_err_t *err)
 {
     const char *key = key_file ? key_file : cert_file;
@@ -191,32 +213,15 @@ static int load_identity(SSL_CTX *c, const char *cert_file, const char *key_file
         return -1;
     ERR_clear_error();
     if (SSL_CTX_use_certificate_chain_file(c, cert_file) != 1)
-        return ami_err_set(err, AMI_E_CONFIG,
-                           "tls.cert_file \"%.120s\" holds no usable PEM certificate (%s)", cert_file,
-                           openssl_reason());
-    bool asked = false;
-    SSL_CTX_set_default_passwd_cb(c, refuse_passphrase);
-    SSL_CTX_set_default_passwd_cb_userdata(c, &asked);
-    ERR_clear_error();
-    int ok = SSL_CTX_use_PrivateKey_file(c, key, SSL_FILETYPE_PEM);
-    SSL_CTX_set_default_passwd_cb(c, NULL);
-    SSL_CTX_set_default_passwd_cb_userdata(c, NULL);
-    if (ok != 1 && asked)
-        return ami_err_set(err, AMI_E_CONFIG,
-                           "%s \"%.120s\": the private key is protected by a passphrase, which the engine "
-                           "cannot ask for; store it unencrypted (openssl pkey -in KEY -out KEY.plain) with "
-                           "mode 0600",
-                           key_opt, key);
-    if (ok != 1)
-        return ami_err_set(err, AMI_E_CONFIG, "%s \"%.120s\" holds no usable PEM private key (%s)", key_opt,
-                           key, openssl_reason());
-    ERR_clear_error();
-    if (SSL_CTX_check_private_key(c) != 1)
-        return ami_err_set(err, AMI_E_CONFIG,
-                           "%s \"%.120s\" does not match the certificate in tls.cert_file \"%.120s\"; give "
-                           "the key that was used to request that certificate",
-                           key_opt, key, cert_file);
-    return 0;
+        return ami_err_set(err, AMI_E_CONFIG, "tls.cert_file \"%.120s\" holds no usable PEM certificate (%s)",
+                           cert_file, openssl_reason());
+    int rc = load_key(c, key_opt, key, err);
+    if (rc == 0)
+        ami_err_set(err, AMI_E_CONFIG,
+                    "%s \"%.120s\" does not match the certificate in tls.cert_file \"%.120s\"; give the key "
+                    "that was used to request that certificate",
+                    key_opt, key, cert_file);
+    return rc == 1 ? 0 : -1;
 }
 
 static SSL_CTX *new_ssl_ctx(bool server, ami_err_t *err)
