@@ -302,7 +302,9 @@ void ami_sim_node_inject(ami_sim_node_t *n, const char *raw, size_t len)
 
 ami_sim_node_stats_t ami_sim_node_stats(const ami_sim_node_t *n)
 {
-    return n->stats;
+    ami_sim_node_stats_t st = n->stats;
+    st.tls_handshakes = n->tls ? ami_tls_ctx_handshakes(n->tls) : 0;
+    return st;
 }
 
 int ami_sim_run(ami_sim_t *sim, uint32_t duration_ms)

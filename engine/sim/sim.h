@@ -102,6 +102,7 @@ typedef struct ami_sim_node_stats {
     uint64_t tls_handshakes;        /* TLS handshakes completed, renegotiations included */
     uint64_t tls_handshake_failures;
     uint64_t tls_renegotiations;    /* renegotiations and key updates requested */
+    uint64_t tls_close_notify_received; /* sessions the client ended with close_notify */
 } ami_sim_node_stats_t;
 
 /* loop NULL: the simulator creates and owns its own loop (ami_sim_run). */

@@ -51,10 +51,10 @@ void sim_tls_handshake_step(sim_session_t *s)
     switch (ami_tls_handshake(s->tls)) {
     case AMI_TLS_DONE:
         s->tls_handshaking = false;
-        s->node->stats.tls_handshakes++;
         ev_io_stop(loop, &s->ww);
         AMI_LOG(SIM_LOG(s->node), AMI_LOG_DEBUG, "sim tls established", AMI_F_STR("node", s->node->name),
-                AMI_F_UINT("session", s->id), AMI_F_STR("version", ami_tls_version(s->tls)));
+                AMI_F_UINT("session", s->id), AMI_F_STR("version", ami_tls_version(s->tls)),
+                AMI_F_STR("sni", ami_tls_sni(s->tls)));
         sim_session_begin(s);
         return;
     case AMI_TLS_WANT_READ:
@@ -88,6 +88,8 @@ long sim_tls_recv(sim_session_t *s, char *buf, size_t len)
         errno = EAGAIN;
         return -1;
     case AMI_TLS_CLOSED:
+        if (ami_tls_reason(s->tls) == AMI_TLS_R_NONE)
+            s->node->stats.tls_close_notify_received++;
         return 0;
     default:
         errno = ECONNRESET;

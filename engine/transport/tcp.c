@@ -313,7 +313,8 @@ static void on_connect_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 static void tls_ended(ami_tcp_t *t, ami_tls_result_t r)
 {
     if (r == AMI_TLS_CLOSED)
-        fail(t, AMI_E_DISCONNECTED, "%s closed the connection (%s)", t->peer, ami_tls_error(t->tls));
+        fail(t, AMI_E_DISCONNECTED, "%s closed the connection (%s TLS close_notify)", t->peer,
+             ami_tls_reason(t->tls) == AMI_TLS_R_NONE ? "with" : "without");
     else
         fail(t, AMI_E_DISCONNECTED, "TLS session with %s failed: %s", t->peer, ami_tls_error(t->tls));
 }

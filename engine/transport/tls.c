@@ -328,6 +328,7 @@ static ami_tls_result_t peer_gone(ami_tls_t *s, bool notified)
     snprintf(s->error, sizeof s->error, "%s closed the TLS session%s", peer_word(s),
              notified ? " (close_notify)" : " without close_notify");
     s->failed = !notified;
+    s->reason = notified ? AMI_TLS_R_NONE : AMI_TLS_R_PEER_CLOSED;
     ERR_clear_error();
     return AMI_TLS_CLOSED;
 }
@@ -350,6 +351,9 @@ static ami_tls_result_t settle(ami_tls_t *s, int rc)
         return peer_gone(s, false);
     if (e == SSL_ERROR_SSL && reason)
         return fail_alert(s, reason, first);
+    bool reset = s->io_errno == ECONNRESET || s->io_errno == EPIPE || s->io_errno == ECONNABORTED;
+    if (reset && !s->handshake_done)
+        return peer_gone(s, false); /* it closed with our ClientHello unread: a reset */
     if (s->io_errno)
         return fail(s, AMI_TLS_R_NETWORK, "socket error: %s", strerror(s->io_errno));
     return fail(s, AMI_TLS_R_OTHER, "TLS error: %s",
@@ -497,6 +501,12 @@ ami_tls_reason_t ami_tls_reason(const ami_tls_t *s)
 const char *ami_tls_version(const ami_tls_t *s)
 {
     return SSL_get_version(s->ssl);
+}
+
+const char *ami_tls_sni(const ami_tls_t *s)
+{
+    const char *n = SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name);
+    return n ? n : "";
 }
 
 const char *ami_tls_cipher(const ami_tls_t *s)

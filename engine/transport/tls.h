@@ -106,6 +106,8 @@ void ami_tls_ctx_free(ami_tls_ctx_t *ctx);
 int ami_tls_ctx_refresh(ami_tls_ctx_t *ctx, ami_err_t *err);
 
 bool ami_tls_ctx_verifies(const ami_tls_ctx_t *ctx);
+/* Handshakes completed with the context's current files, renegotiations included. */
+uint64_t ami_tls_ctx_handshakes(const ami_tls_ctx_t *ctx);
 uint32_t ami_tls_ctx_handshake_timeout_ms(const ami_tls_ctx_t *ctx);
 const char *ami_tls_ctx_server_key(const ami_tls_ctx_t *ctx);
 /* What the peer's certificate must hold ("pbx1.example.com", "IP 10.0.0.5"), "" for servers. */
@@ -162,9 +164,12 @@ void ami_tls_close_notify(ami_tls_t *s);
 /* The handshake ran out of time (the caller's timer): counts it and sets the error. */
 void ami_tls_handshake_timed_out(ami_tls_t *s, uint32_t after_ms);
 
-/* After FAILED or CLOSED: what happened, for an operator. */
+/* After FAILED or CLOSED: what happened, for an operator. After CLOSED the
+ * reason is NONE for a close_notify, PEER_CLOSED for a bare EOF. */
 const char *ami_tls_error(const ami_tls_t *s);
 ami_tls_reason_t ami_tls_reason(const ami_tls_t *s);
+/* Servers: the name the client sent as SNI, "" if none. */
+const char *ami_tls_sni(const ami_tls_t *s);
 /* After the handshake: "TLSv1.3", "TLS_AES_256_GCM_SHA384". */
 const char *ami_tls_version(const ami_tls_t *s);
 const char *ami_tls_cipher(const ami_tls_t *s);

@@ -445,6 +445,12 @@ uint32_t ami_tls_ctx_handshake_timeout_ms(const ami_tls_ctx_t *ctx)
     return ctx->opt.handshake_timeout_ms ? ctx->opt.handshake_timeout_ms : AMI_TLS_DEFAULT_HANDSHAKE_TIMEOUT_MS;
 }
 
+uint64_t ami_tls_ctx_handshakes(const ami_tls_ctx_t *ctx)
+{
+    long n = ctx->server ? SSL_CTX_sess_accept_good(ctx->ssl_ctx) : SSL_CTX_sess_connect_good(ctx->ssl_ctx);
+    return n > 0 ? (uint64_t)n : 0;
+}
+
 const char *ami_tls_ctx_server_key(const ami_tls_ctx_t *ctx)
 {
     return ctx->server_key;
