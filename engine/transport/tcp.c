@@ -241,13 +241,16 @@ static void opened(ami_tcp_t *t)
 static void handshake_step(ami_tcp_t *t)
 {
     switch (ami_tls_handshake(t->tls)) {
-    case AMI_TLS_DONE:
-        AMI_LOG(t->log, AMI_LOG_INFO, "tls established", AMI_F_STR("server_key", ami_tls_ctx_server_key(t->opt.tls)),
+    case AMI_TLS_DONE: {
+        const ami_tls_ctx_t *ctx = t->opt.tls;
+        AMI_LOG(t->log, AMI_LOG_INFO, "tls established", AMI_F_STR("server_key", ami_tls_ctx_server_key(ctx)),
                 AMI_F_STR("peer", t->peer), AMI_F_STR("version", ami_tls_version(t->tls)),
                 AMI_F_STR("cipher", ami_tls_cipher(t->tls)),
-                AMI_F_STR("verified_name", ami_tls_ctx_verifies(t->opt.tls) ? ami_tls_ctx_expected_name(t->opt.tls) : "(verify off)"));
+                AMI_F_STR("verified_name",
+                          ami_tls_ctx_verifies(ctx) ? ami_tls_ctx_expected_name(ctx) : "(verify off)"));
         opened(t);
         return;
+    }
     case AMI_TLS_WANT_READ:
         ev_io_stop(t->loop, &t->wio);
         return;
