@@ -345,7 +345,7 @@ static ami_tls_result_t settle(ami_tls_t *s, int rc)
         return peer_gone(s, true);
     unsigned long first;
     int reason = ssl_reason(&first);
-    if (s->verify_err)
+    if (s->verify_err && !s->handshake_done)
         return fail_verify(s);
     if (reason == SSL_R_UNEXPECTED_EOF_WHILE_READING || (s->io_eof && reason == 0))
         return peer_gone(s, false);

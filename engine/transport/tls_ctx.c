@@ -294,7 +294,10 @@ static SSL_CTX *build_client(ami_tls_ctx_t *ctx, const char *host, ami_err_t *er
         SSL_CTX_free(c);
         return NULL;
     }
-    SSL_CTX_set_verify(c, o->no_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, tls_verify_cb);
+    if (o->no_verify)
+        SSL_CTX_set_verify(c, SSL_VERIFY_NONE, NULL);
+    else
+        SSL_CTX_set_verify(c, SSL_VERIFY_PEER, tls_verify_cb);
     /* TLS 1.3: offer the mandatory suite first; AES-128-GCM decrypts the event
      * stream faster than AES-256-GCM (Asterisk, like OpenSSL servers by
      * default, takes the client's order). */
