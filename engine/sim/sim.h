@@ -81,6 +81,7 @@ typedef struct ami_sim_faults {
     double flood_events_per_sec;   /* extra events to logged-in sessions; <0 = as fast as possible */
     bool tls_renegotiate;          /* one-shot: every logged-in TLS session renegotiates (TLS 1.2)
                                       or requests a key update (TLS 1.3) */
+    bool tls_abrupt_close;         /* TLS sessions close without close_notify (a cut connection) */
 } ami_sim_faults_t;
 
 typedef struct ami_sim_node_stats {

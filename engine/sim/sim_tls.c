@@ -128,7 +128,8 @@ void sim_tls_session_end(sim_session_t *s)
 {
     if (!s->tls)
         return;
-    ami_tls_close_notify(s->tls);
+    if (!s->node->faults.tls_abrupt_close)
+        ami_tls_close_notify(s->tls);
     ami_tls_free(s->tls);
     s->tls = NULL;
 }
