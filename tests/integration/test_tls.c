@@ -708,6 +708,7 @@ static void event_flood_over_tls_does_not_starve_another_server(void **state)
     options(&oa, "flood", ami_sim_node_port(a), true);
     options(&ob, "quiet", ami_sim_node_port(b), true);
     oa.heartbeat_interval_ms = ob.heartbeat_interval_ms = 0;
+    oa.action_timeout_ms = 10000;
     add_server(w, &oa);
     add_server(w, &ob);
     ami_client_start(w->client);
@@ -716,15 +717,20 @@ static void event_flood_over_tls_does_not_starve_another_server(void **state)
     ami_sim_faults_t flood = {.flood_events_per_sec = -1};
     ami_sim_node_set_faults(a, &flood);
     harness_run_for(w->loop, 100);
-    pinger_t p = {0};
+    /* the quiet server answers at once; the flooding one answers between
+     * event blocks, which exercises the simulator's TLS write retries too */
+    pinger_t p = {0}, pf = {0};
     for (int i = 0; i < 200; i++) {
         ami_action_req_t req = {.name = "Ping"};
         assert_int_equal(ami_client_send(w->client, "quiet", &req, count_ping, &p, NULL, NULL), 0);
+        assert_int_equal(ami_client_send(w->client, "flood", &req, count_ping, &pf, NULL, NULL), 0);
         if (i % 20 == 19)
             harness_run_for(w->loop, 5);
     }
     assert_true(harness_run_until(w->loop, pings_over, &p, 10000));
     assert_int_equal(p.failed, 0);
+    assert_true(harness_run_until(w->loop, pings_over, &pf, 10000));
+    assert_int_equal(pf.failed, 0);
     const ami_conn_stats_t *st = ami_conn_stats(ami_client_conn(w->client, 0));
     print_message("events over TLS meanwhile: %llu\n", (unsigned long long)st->events);
     assert_true(st->events > 1000);
