@@ -739,6 +739,45 @@ static void event_flood_over_tls_does_not_starve_another_server(void **state)
     world_free(w);
 }
 
+static void count_event(void *ud, const char *server_key, const ami_msg_t *msg)
+{
+    (void)server_key;
+    (void)msg;
+    (*(int *)ud)++;
+}
+
+static bool got_one(void *ud)
+{
+    return *(int *)ud >= 1;
+}
+
+/* A TLS record is up to 16 KiB; with reads smaller than that, the rest of a
+ * record waits decrypted inside the session, where no socket readiness will
+ * ever announce it: the transport must take it in the same wake-up. */
+static void small_reads_take_every_decrypted_byte(void **state)
+{
+    (void)state;
+    world_t *w = world_new();
+    ami_sim_node_t *n = add_tls_node(w, "server.crt");
+    ami_server_options_t o;
+    options(&o, "pbx1", ami_sim_node_port(n), true);
+    o.read_chunk = 512;
+    o.heartbeat_interval_ms = 0;
+    add_server(w, &o);
+    int events = 0;
+    assert_non_null(ami_client_subscribe(w->client, "UserEvent", count_event, &events, NULL));
+    ami_client_start(w->client);
+    expect_state(w, 0, AMI_CONN_CONNECTED, 3000);
+    static char ev[9000];
+    int len = snprintf(ev, sizeof ev, "Event: UserEvent\r\nUserEvent: Big\r\nData: ");
+    memset(ev + len, 'y', 8000);
+    memcpy(ev + len + 8000, "\r\n\r\n", 4);
+    ami_sim_node_inject(n, ev, (size_t)len + 8004); /* one record, then silence */
+    assert_true(harness_run_until(w->loop, got_one, &events, 2000));
+    ping_ok(w, "pbx1");
+    world_free(w);
+}
+
 /* ---- renegotiation, key updates, close_notify ------------------------------------------------------ */
 
 static bool handshakes_reach(void *ud)
@@ -905,6 +944,7 @@ int main(void)
         cmocka_unit_test(verify_off_connects_anywhere_and_warns_at_every_connect),
         cmocka_unit_test(hostile_input_heartbeats_and_reconnects_behave_as_over_plain_tcp),
         cmocka_unit_test(event_flood_over_tls_does_not_starve_another_server),
+        cmocka_unit_test(small_reads_take_every_decrypted_byte),
         cmocka_unit_test(tls12_renegotiation_keeps_the_session_working),
         cmocka_unit_test(tls13_key_update_keeps_the_session_working),
         cmocka_unit_test(the_engine_closes_with_close_notify),
