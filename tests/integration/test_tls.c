@@ -19,6 +19,7 @@
 #include <cmocka.h>
 #include <dirent.h>
 #include <ev.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 
 #include "cluster/client.h"
 #include "harness.h"
+#include "proc.h"
 #include "sim/sim.h"
 #include "transport/tls.h"
 #include "util/alloc.h"
@@ -73,6 +75,7 @@ static int make_pki(void **state)
 static int remove_pki(void **state)
 {
     (void)state;
+    proc_kill_all(); /* a failed end-to-end test leaves its programs running */
     remove_dir(pki);
     return 0;
 }
@@ -925,6 +928,55 @@ static void reconnect_loop_leaks_no_tls_object(void **state)
     assert_int_equal(ami_tls_live_objects(), before);
 }
 
+/* ---- the programs ------------------------------------------------------------------------ */
+
+#define ENGINE_BIN AMI_BINARY_DIR "/ami-engine"
+#define SIM_BIN AMI_BINARY_DIR "/ami-sim"
+#define L(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* ami-sim --tls-cert and ami-engine with a tls table, as an operator runs them. */
+static void the_programs_speak_tls_end_to_end(void **state)
+{
+    (void)state;
+    if (access(ENGINE_BIN, X_OK) != 0 || access(SIM_BIN, X_OK) != 0) {
+        print_message("SKIP: build ami-engine and ami-sim first\n");
+        skip();
+    }
+    uint16_t port = free_port();
+    char portbuf[16], config[256];
+    snprintf(portbuf, sizeof portbuf, "%u", (unsigned)port);
+    snprintf(config, sizeof config, "%s", pki_path("engine.lua"));
+    proc_t sim = {0}, engine = {0};
+    assert_int_equal(proc_spawn(&sim,
+                                L(SIM_BIN, "--nodes", "1", "--base-port", portbuf, "--cps", "2", "--duration", "60",
+                                  "--tls-cert", pki_path("server.crt"), "--tls-key", pki_path("server.key")),
+                                NULL, pki_path("sim.out"), pki_path("sim.err")),
+                     0);
+    assert_true(file_wait_contains(pki_path("sim.out"), "READY", 4000));
+    assert_true(file_wait_contains(pki_path("sim.out"), "(user engine, TLS)", 100));
+    char text[512];
+    snprintf(text, sizeof text,
+             "servers = { { key = \"pbx1\", host = \"127.0.0.1\", port = %u, username = \"engine\",\n"
+             "  secret = \"s3cret\", tls = { ca_file = \"ca.crt\", server_name = \"pbx1.test\" } } }\n"
+             "metrics = { listen = false }\nscripts = { dir = false }\n",
+             (unsigned)port);
+    assert_int_equal(file_write_atomic(config, text), 0);
+    assert_int_equal(proc_run(L(ENGINE_BIN, "--check-config", "-c", config), NULL, pki_path("check.out"),
+                              pki_path("check.err"), 4000),
+                     0);
+    assert_true(file_wait_contains(pki_path("check.out"), "tls: verify pbx1.test against", 100));
+    assert_int_equal(proc_spawn(&engine, L(ENGINE_BIN, "-c", config), NULL, pki_path("engine.out"),
+                                pki_path("engine.err")),
+                     0);
+    assert_true(file_wait_contains(pki_path("engine.err"), "msg=\"tls established\" server_key=pbx1", 4000));
+    assert_true(file_wait_contains(pki_path("engine.err"), "verified_name=pbx1.test", 100));
+    assert_true(file_wait_contains(pki_path("engine.err"), "msg=\"logged in\" server_key=pbx1", 4000));
+    assert_int_equal(proc_signal(&engine, SIGTERM), 0);
+    assert_true(proc_wait(&engine, 8000));
+    assert_int_equal(engine.exit_code, 0);
+    proc_kill(&sim);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -950,6 +1002,7 @@ int main(void)
         cmocka_unit_test(the_engine_closes_with_close_notify),
         cmocka_unit_test(rotated_ca_file_applies_at_the_next_reconnect),
         cmocka_unit_test(reconnect_loop_leaks_no_tls_object),
+        cmocka_unit_test(the_programs_speak_tls_end_to_end),
     };
     return cmocka_run_group_tests(tests, make_pki, remove_pki);
 }
