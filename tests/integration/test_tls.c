@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <ev.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,27 @@
 
 #include "harness.h"
 #include "tls_world.h"
+
+/* "pbx1.test" resolves to 127.0.0.1 and nothing else resolves: this
+ * definition replaces libc's (the resolver thread calls it). One block, so
+ * libc's freeaddrinfo can free it. */
+int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res)
+{
+    (void)service;
+    (void)hints;
+    if (!node || strcmp(node, "pbx1.test") != 0)
+        return EAI_NONAME;
+    struct addrinfo *ai = calloc(1, sizeof *ai + sizeof(struct sockaddr_in));
+    struct sockaddr_in *sin = (struct sockaddr_in *)(ai + 1);
+    sin->sin_family = AF_INET;
+    sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ai->ai_family = AF_INET;
+    ai->ai_socktype = SOCK_STREAM;
+    ai->ai_addr = (struct sockaddr *)sin;
+    ai->ai_addrlen = sizeof *sin;
+    *res = ai;
+    return 0;
+}
 
 /* ---- verification ---------------------------------------------------------------------------- */
 
@@ -67,6 +89,48 @@ static void server_name_is_verified_and_sent_as_sni(void **state)
     tw_expect_state(w, 0, AMI_CONN_CONNECTED, 3000);
     assert_non_null(strstr(w->lines, "sni=pbx1.test"));
     assert_non_null(strstr(w->lines, "verified_name=pbx1.test"));
+    tw_free(w);
+}
+
+static void hostname_endpoint_is_verified_by_name_and_sent_as_sni(void **state)
+{
+    (void)state;
+    tls_world_t *w = tw_new();
+    ami_sim_node_t *n = tw_add_tls_node(w, "server.crt");
+    ami_server_options_t o;
+    tw_options(&o, "pbx1", ami_sim_node_port(n), true);
+    o.host = "pbx1.test";
+    o.enforce_ip_endpoints = false;
+    tw_add_server(w, &o);
+    ami_client_start(w->client);
+    tw_expect_state(w, 0, AMI_CONN_CONNECTED, 3000);
+    assert_non_null(strstr(w->lines, "sni=pbx1.test"));
+    assert_non_null(strstr(w->lines, "verified_name=pbx1.test"));
+    tw_free(w);
+}
+
+static void ipv6_endpoint_is_verified_by_its_ip(void **state)
+{
+    (void)state;
+    int probe = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = in6addr_loopback};
+    bool have_v6 = probe >= 0 && bind(probe, (struct sockaddr *)&a, sizeof a) == 0;
+    if (probe >= 0)
+        close(probe);
+    if (!have_v6)
+        skip(); /* no ::1 on this machine */
+    tls_world_t *w = tw_new();
+    ami_sim_node_config_t nc = {.name = "v6", .bind_ip = "::1", .tls_cert_file = tw_pki("server.crt"),
+                                .tls_key_file = tw_pki("server.key")};
+    ami_sim_node_t *n = ami_sim_add_node(w->sim, &nc, NULL);
+    assert_non_null(n);
+    ami_server_options_t o;
+    tw_options(&o, "pbx1", ami_sim_node_port(n), true);
+    o.host = "[::1]";
+    tw_add_server(w, &o);
+    ami_client_start(w->client);
+    tw_expect_state(w, 0, AMI_CONN_CONNECTED, 3000);
+    assert_non_null(strstr(w->lines, "verified_name=\"IP ::1\""));
     tw_free(w);
 }
 
@@ -321,6 +385,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(good_certificate_logs_in_with_plain_and_md5_login),
         cmocka_unit_test(server_name_is_verified_and_sent_as_sni),
+        cmocka_unit_test(hostname_endpoint_is_verified_by_name_and_sent_as_sni),
+        cmocka_unit_test(ipv6_endpoint_is_verified_by_its_ip),
         cmocka_unit_test(unknown_ca_is_refused_with_its_reason),
         cmocka_unit_test(wrong_ip_is_refused_as_a_name_mismatch),
         cmocka_unit_test(wrong_server_name_is_refused_as_a_name_mismatch),
