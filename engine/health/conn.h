@@ -28,6 +28,11 @@
  * Originate is always sent with "Async: true" and completes on its
  * OriginateResponse: a synchronous Originate stalls the whole AMI session.
  *
+ * TLS (opt.tls.enabled): the connection creates its server's TLS context
+ * (ami_conn_new fails with the file's problem if it cannot) and the
+ * transport runs the handshake before the banner; a failed handshake is a
+ * force-close like a failed connect, with the reason in last_error.
+ *
  * Everything runs on the loop thread; nothing waits. Callbacks (events,
  * state changes, action notes) may send and cancel actions; they must not
  * free the connection.
