@@ -652,6 +652,7 @@ static void describe_server(const ami_server_options_t *o, const char *src, ami_
     if (o->events || o->nfilters)
         ami_buf_printf(out, "    events %s, %zu filter%s\n", o->events ? o->events : "(unchanged)",
                        o->nfilters, o->nfilters == 1 ? "" : "s");
+    cfg_describe_tls(o, out);
 }
 
 void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out)

@@ -70,6 +70,12 @@ void cfg_load_servers(cfg_ctx_t *cx, int servers_idx, int defaults_idx);
 void cfg_load_http(cfg_ctx_t *cx, int idx);
 void cfg_free_http(ami_engine_config_t *cfg);
 void cfg_describe_http(const ami_engine_config_t *cfg, ami_buf_t *out);
+/* config_tls.c: a server's tls table (or false/true) into o->tls; the
+ * checks once the server is complete (its files are loaded now); the
+ * --check-config line. */
+void cfg_read_tls(cfg_ctx_t *cx, ami_server_options_t *o, int idx, const char *where);
+void cfg_check_tls(cfg_ctx_t *cx, const char *label, const ami_server_options_t *o);
+void cfg_describe_tls(const ami_server_options_t *o, ami_buf_t *out);
 
 /* A server's secret block holds "value\0source": the source ("env NAME",
  * "file PATH", "inline") is what describe shows instead of the value. */

@@ -73,7 +73,7 @@ static const char *const SERVER_KEYS[] = {
     "heartbeat_interval_ms", "heartbeat_timeout_ms", "heartbeat_max_failures",
     "backoff_initial_ms", "backoff_max_ms", "max_pending", "write_hwm_bytes", "read_chunk_bytes",
     "max_line_bytes", "max_headers", "max_message_bytes", "max_list_items", "max_command_lines",
-    "max_completion_events", "events", "filters"};
+    "max_completion_events", "events", "filters", "tls"};
 #define N_SERVER_KEYS (sizeof SERVER_KEYS / sizeof SERVER_KEYS[0])
 
 static const char *const AUTH_NAMES[] = {"plain", "md5"};
@@ -90,6 +90,7 @@ typedef struct srv {
     char *source;      /* where the secret came from: 160 bytes, owned by the caller */
     const char *label;
     bool secret_named; /* some table named a secret source, valid or not */
+    bool port_named;   /* some table set the port (else TLS takes 5039) */
 } srv_t;
 
 static void set_int(ami_server_options_t *o, const int_opt_t *spec, uint64_t v)
@@ -396,6 +397,8 @@ static void apply_one(cfg_ctx_t *cx, srv_t *s, int v, const char *key, const cha
         }
     } else if (strcmp(key, "filters") == 0) {
         read_filters(cx, s, v, where);
+    } else if (strcmp(key, "tls") == 0) {
+        cfg_read_tls(cx, s->o, v, where);
     }
     /* secret, secret_env, secret_file: apply_secret */
 }
@@ -417,6 +420,7 @@ static void apply_table(cfg_ctx_t *cx, srv_t *s, int idx, bool is_defaults)
             cfg_error(cx, "%s: each server needs its own %s; move it into the server's table", where, key);
         } else {
             apply_one(cx, s, v, key, where);
+            s->port_named = s->port_named || strcmp(key, "port") == 0;
         }
         lua_pop(L, 1);
     }
@@ -447,6 +451,9 @@ static void check_server(cfg_ctx_t *cx, srv_t *s, size_t errors_before)
         cfg_error(cx, "%s: max_line_bytes (%zu) is larger than max_message_bytes (%zu); a line is part of "
                       "a message, lower the first or raise the second", s->label, o->parser.max_line,
                   o->parser.max_message);
+    if (o->tls.enabled && !s->port_named)
+        o->port = AMI_TLS_DEFAULT_PORT;
+    cfg_check_tls(cx, s->label, o);
     if (cx->total != errors_before || !o->secret)
         return;
     ami_err_t err;
@@ -466,6 +473,7 @@ void cfg_free_server(ami_server_options_t *o)
     ami_free((char *)o->events);
     for (size_t i = 0; i < o->nfilters && i < AMI_MAX_FILTERS; i++)
         ami_free((char *)o->filters[i]);
+    ami_tls_options_free(&o->tls);
     ami_server_options_default(o);
 }
 

@@ -171,7 +171,8 @@ static void warn_if_changed(engine_t *e, const ami_engine_config_t *fresh)
     for (size_t i = 0; !servers && i < fresh->nservers; i++)
         servers = strcmp(fresh->servers[i].server_key, e->cfg->servers[i].server_key) != 0 ||
                   strcmp(fresh->servers[i].host, e->cfg->servers[i].host) != 0 ||
-                  fresh->servers[i].port != e->cfg->servers[i].port;
+                  fresh->servers[i].port != e->cfg->servers[i].port ||
+                  !ami_tls_options_equal(&fresh->servers[i].tls, &e->cfg->servers[i].tls);
     bool metrics = fresh->metrics_port != e->cfg->metrics_port || fresh->metrics_enabled != e->cfg->metrics_enabled;
     bool http = fresh->http_enabled != e->cfg->http_enabled;
     if (servers || metrics || http)

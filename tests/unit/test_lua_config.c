@@ -6,10 +6,10 @@
  * The CLI sources are compiled into the ami-engine program only, so they
  * are included here; the file is named test_lua_* so that the test build
  * links ami_lua (LuaJIT and the runtime defaults the loader uses). */
-#include "../../engine/cli/config.c"
-#include "../../engine/cli/config_server.c"
-#include "../../engine/cli/config_values.c"
-#include "../../engine/cli/config_http.c"
+
+#include "cli/config.h"
+#include "cli/config_internal.h"
+#include "util/alloc.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

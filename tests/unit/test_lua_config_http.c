@@ -5,10 +5,10 @@
  *
  * The CLI sources are compiled into the ami-engine program only, so they
  * are included here, as in test_lua_config.c. */
-#include "../../engine/cli/config.c"
-#include "../../engine/cli/config_http.c"
-#include "../../engine/cli/config_server.c"
-#include "../../engine/cli/config_values.c"
+
+#include "cli/config.h"
+#include "cli/config_internal.h"
+#include "util/alloc.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
