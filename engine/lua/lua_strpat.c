@@ -1,0 +1,354 @@
+/*
+ * LuaJIT 2.1's string.find/match/gmatch/gsub (lib_string.c) over
+ * util/lpattern. Every observable detail follows LuaJIT: the order in
+ * which arguments are checked, init's 32-bit conversion and clamping,
+ * string.find's plain search when the pattern has no special character,
+ * gmatch taking '^' literally, gsub's "%" at the end of a replacement
+ * adding a NUL byte, the error texts (raised with the caller's position,
+ * as lj_err_caller does). tests/unit/test_lua_strpat.lua checks all of it
+ * against LuaJIT itself.
+ */
+#include "lua/lua_strpat.h"
+
+#include <math.h>
+
+#include <lauxlib.h>
+
+#include "util/lpattern.h"
+
+#ifndef MAY_RAISE
+#define MAY_RAISE /* this function can luaL_error */
+#endif
+
+#define BUDGET_MT "ami.strpat.budget"
+
+/* What the lpattern check callback needs to reach the script's check. */
+typedef struct budget_call {
+    lua_State *L;
+    const ami_strpat_budget_t *b;
+} budget_call_t;
+
+static int budget_bridge(void *ud)
+{
+    budget_call_t *bc = ud;
+    return bc->b->check(bc->L, bc->b->ud);
+}
+
+MAY_RAISE static const ami_strpat_budget_t *budget_of(lua_State *L)
+{
+    const ami_strpat_budget_t *b = luaL_testudata(L, lua_upvalueindex(1), BUDGET_MT);
+    if (!b)
+        luaL_error(L, "string pattern function without its budget (tampered upvalue)");
+    return b;
+}
+
+/* Prepare m for subject and pattern under the budget of the running function. */
+MAY_RAISE static void start_match(lua_State *L, lpat_t *m, budget_call_t *bc, const char *s, size_t ls,
+                                  const char *p, size_t lp)
+{
+    bc->L = L;
+    bc->b = budget_of(L);
+    lpat_init(m, s, ls, p, lp);
+    if (bc->b->check)
+        lpat_set_budget(m, UINT64_MAX, budget_bridge, bc);
+}
+
+MAY_RAISE static int raise_match_error(lua_State *L, const lpat_t *m)
+{
+    return luaL_error(L, "%s", lpat_error_message(m->error));
+}
+
+MAY_RAISE static void charge_or_raise(lua_State *L, lpat_t *m, size_t n)
+{
+    if (lpat_charge(m, n))
+        raise_match_error(L, m);
+}
+
+/* ---- captures -------------------------------------------------------------------------------- */
+
+MAY_RAISE static void push_capture(lua_State *L, const lpat_t *m, int i, size_t s, size_t e)
+{
+    lpat_span_t span;
+    lpat_error_t err = lpat_capture(m, i, s, e, &span);
+    if (err != LPAT_E_NONE)
+        luaL_error(L, "%s", lpat_error_message(err));
+    if (span.position)
+        lua_pushinteger(L, (lua_Integer)span.start + 1);
+    else
+        lua_pushlstring(L, m->src + span.start, span.len);
+}
+
+/* The captures, or the whole match [s, e) when there are none and whole is set. */
+MAY_RAISE static int push_captures(lua_State *L, const lpat_t *m, bool whole, size_t s, size_t e)
+{
+    int n = (m->level == 0 && whole) ? 1 : m->level;
+    luaL_checkstack(L, n, "too many captures");
+    for (int i = 0; i < n; i++)
+        push_capture(L, m, i, s, e);
+    return n;
+}
+
+/* ---- find and match --------------------------------------------------------------------------- */
+
+/* LuaJIT converts init with lj_num2int, a plain (int32_t) cast: on x86-64
+ * NaN and values out of range become INT32_MIN (cvttsd2si), which C leaves
+ * undefined, hence the explicit range test. */
+static int32_t num_to_int32(lua_Number n)
+{
+    if (!(n > -2147483649.0 && n < 2147483648.0))
+        return INT32_MIN;
+    return (int32_t)n;
+}
+
+MAY_RAISE static int32_t opt_int32(lua_State *L, int idx, int32_t def)
+{
+    return lua_isnoneornil(L, idx) ? def : num_to_int32(luaL_checknumber(L, idx));
+}
+
+/* init (1-based, negative from the end) as a 0-based offset in [0, len]. */
+static size_t start_offset(int32_t init, size_t len)
+{
+    int64_t start = init < 0 ? (int64_t)init + (int64_t)len : (int64_t)init - 1;
+    if (start < 0)
+        return 0;
+    return (size_t)start > len ? len : (size_t)start;
+}
+
+MAY_RAISE static int find_plain(lua_State *L, const char *s, size_t ls, size_t init, const char *p,
+                                size_t lp)
+{
+    size_t at;
+    if (!lpat_plain_find(s, ls, init, p, lp, &at)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushinteger(L, (lua_Integer)at + 1);
+    lua_pushinteger(L, (lua_Integer)(at + lp));
+    return 2;
+}
+
+MAY_RAISE static int find_aux(lua_State *L, bool find)
+{
+    size_t ls, lp;
+    const char *s = luaL_checklstring(L, 1, &ls);
+    const char *p = luaL_checklstring(L, 2, &lp);
+    size_t init = start_offset(opt_int32(L, 3, 1), ls);
+    if (find && (lua_toboolean(L, 4) || !lpat_has_specials(p, lp)))
+        return find_plain(L, s, ls, init, p, lp);
+    lpat_t m;
+    budget_call_t bc;
+    start_match(L, &m, &bc, s, ls, p, lp);
+    size_t start, end;
+    lpat_result_t r = lpat_find(&m, init, &start, &end);
+    if (r == LPAT_NOMATCH) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if (r != LPAT_MATCH)
+        return raise_match_error(L, &m);
+    if (!find)
+        return push_captures(L, &m, true, start, end);
+    lua_pushinteger(L, (lua_Integer)start + 1);
+    lua_pushinteger(L, (lua_Integer)end);
+    return push_captures(L, &m, false, start, end) + 2;
+}
+
+MAY_RAISE static int l_find(lua_State *L)
+{
+    return find_aux(L, true);
+}
+
+MAY_RAISE static int l_match(lua_State *L)
+{
+    return find_aux(L, false);
+}
+
+/* ---- gmatch ------------------------------------------------------------------------------------ */
+
+MAY_RAISE static const char *upvalue_string(lua_State *L, int i, size_t *len)
+{
+    if (lua_type(L, lua_upvalueindex(i)) != LUA_TSTRING)
+        luaL_error(L, "gmatch iterator state was tampered with");
+    return lua_tolstring(L, lua_upvalueindex(i), len);
+}
+
+/* Upvalues: budget, subject, pattern, offset of the next search. */
+MAY_RAISE static int gmatch_next(lua_State *L)
+{
+    size_t ls, lp;
+    const char *s = upvalue_string(L, 2, &ls);
+    const char *p = upvalue_string(L, 3, &lp);
+    lua_Number at = lua_tonumber(L, lua_upvalueindex(4));
+    if (!(at >= 0 && at <= (lua_Number)ls + 1) || at != floor(at))
+        luaL_error(L, "gmatch iterator state was tampered with");
+    lpat_t m;
+    budget_call_t bc;
+    start_match(L, &m, &bc, s, ls, p, lp);
+    for (size_t pos = (size_t)at; pos <= ls; pos++) {
+        size_t end;
+        lpat_result_t r = lpat_match_at(&m, pos, &end);
+        if (r == LPAT_NOMATCH)
+            continue;
+        if (r != LPAT_MATCH)
+            return raise_match_error(L, &m);
+        lua_pushinteger(L, (lua_Integer)(end == pos ? end + 1 : end)); /* an empty match moves on */
+        lua_replace(L, lua_upvalueindex(4));
+        return push_captures(L, &m, true, pos, end);
+    }
+    return 0;
+}
+
+MAY_RAISE static int l_gmatch(lua_State *L)
+{
+    luaL_checkstring(L, 1);
+    luaL_checkstring(L, 2);
+    lua_settop(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_pushinteger(L, 0);
+    lua_pushcclosure(L, gmatch_next, 4);
+    return 1;
+}
+
+/* ---- gsub ---------------------------------------------------------------------------------------- */
+
+/* The replacement string (argument 3): %0-%9 captures, %x is x, a final %
+ * adds the NUL LuaJIT reads past the end. */
+MAY_RAISE static void add_template(lua_State *L, luaL_Buffer *b, lpat_t *m, size_t s, size_t e)
+{
+    size_t l;
+    const char *t = lua_tolstring(L, 3, &l);
+    charge_or_raise(L, m, l);
+    for (size_t i = 0; i < l; i++) {
+        if (t[i] != '%') {
+            luaL_addchar(b, t[i]);
+            continue;
+        }
+        char c = ++i < l ? t[i] : '\0';
+        if (c < '0' || c > '9') {
+            luaL_addchar(b, c);
+        } else if (c == '0') {
+            charge_or_raise(L, m, e - s);
+            luaL_addlstring(b, m->src + s, e - s);
+        } else {
+            push_capture(L, m, c - '1', s, e);
+            charge_or_raise(L, m, lua_objlen(L, -1));
+            luaL_addvalue(b);
+        }
+    }
+}
+
+/* One match [s, e) replaced by argument 3 (string, number, table or function). */
+MAY_RAISE static void add_value(lua_State *L, luaL_Buffer *b, lpat_t *m, size_t s, size_t e)
+{
+    switch (lua_type(L, 3)) {
+    case LUA_TFUNCTION: {
+        lua_pushvalue(L, 3);
+        int n = push_captures(L, m, true, s, e);
+        lua_call(L, n, 1);
+        break;
+    }
+    case LUA_TTABLE:
+        push_capture(L, m, 0, s, e);
+        lua_gettable(L, 3);
+        break;
+    default:
+        add_template(L, b, m, s, e);
+        return;
+    }
+    if (!lua_toboolean(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushlstring(L, m->src + s, e - s); /* nil or false: keep the match */
+    } else if (!lua_isstring(L, -1)) {
+        luaL_error(L, "invalid replacement value (a %s)", luaL_typename(L, -1));
+    }
+    charge_or_raise(L, m, lua_objlen(L, -1));
+    luaL_addvalue(b);
+}
+
+MAY_RAISE static int l_gsub(lua_State *L)
+{
+    size_t ls, lp;
+    const char *src = luaL_checklstring(L, 1, &ls);
+    const char *p = luaL_checklstring(L, 2, &lp);
+    int type = lua_type(L, 3);
+    int max_n = (int)luaL_optinteger(L, 4, (lua_Integer)(int)(ls + 1));
+    if (type != LUA_TNUMBER && type != LUA_TSTRING && type != LUA_TFUNCTION && type != LUA_TTABLE)
+        luaL_argerror(L, 3, "string/function/table expected");
+    lpat_t m;
+    budget_call_t bc;
+    start_match(L, &m, &bc, src, ls, p, lp);
+    bool anchor = lpat_take_anchor(&m);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    size_t pos = 0;
+    int n = 0;
+    while (n < max_n) {
+        size_t end;
+        lpat_result_t r = lpat_match_at(&m, pos, &end);
+        if (r < 0)
+            raise_match_error(L, &m);
+        if (r == LPAT_MATCH) {
+            n++;
+            add_value(L, &b, &m, pos, end);
+        }
+        if (r == LPAT_MATCH && end > pos)
+            pos = end;
+        else if (pos < ls)
+            luaL_addchar(&b, src[pos++]);
+        else
+            break;
+        if (anchor)
+            break;
+    }
+    luaL_addlstring(&b, src + pos, ls - pos);
+    luaL_pushresult(&b);
+    lua_pushinteger(L, n);
+    return 2;
+}
+
+/* ---- installation and the C entry ---------------------------------------------------------------- */
+
+MAY_RAISE void ami_strpat_install(lua_State *L, int string_table_idx, const ami_strpat_budget_t *b)
+{
+    static const luaL_Reg fns[] = {
+        {"find", l_find}, {"match", l_match}, {"gmatch", l_gmatch}, {"gsub", l_gsub}, {NULL, NULL},
+    };
+    int t = string_table_idx < 0 && string_table_idx > LUA_REGISTRYINDEX
+                ? lua_gettop(L) + string_table_idx + 1
+                : string_table_idx;
+    ami_strpat_budget_t *ub = lua_newuserdata(L, sizeof *ub);
+    *ub = b ? *b : (ami_strpat_budget_t){NULL, NULL};
+    if (luaL_newmetatable(L, BUDGET_MT)) {
+        lua_pushliteral(L, "locked");
+        lua_setfield(L, -2, "__metatable");
+    }
+    lua_setmetatable(L, -2);
+    for (const luaL_Reg *f = fns; f->name; f++) {
+        lua_pushstring(L, f->name);
+        lua_pushvalue(L, -2);
+        lua_pushcclosure(L, f->func, 1);
+        lua_rawset(L, t);
+    }
+    lua_pop(L, 1);
+}
+
+int ami_strpat_match_budget(const char *s, size_t n, const char *pat, size_t plen,
+                            uint64_t max_steps, const char **errmsg)
+{
+    size_t start, end;
+    if (!lpat_has_specials(pat, plen))
+        return lpat_plain_find(s, n, 0, pat, plen, &start) ? AMI_STRPAT_MATCH : AMI_STRPAT_NOMATCH;
+    lpat_t m;
+    lpat_init(&m, s, n, pat, plen);
+    lpat_set_budget(&m, max_steps, NULL, NULL);
+    lpat_result_t r = lpat_find(&m, 0, &start, &end);
+    lpat_error_t err = r == LPAT_MATCH ? lpat_captures_check(&m) : m.error;
+    if (err != LPAT_E_NONE && errmsg)
+        *errmsg = lpat_error_message(err);
+    if (err == LPAT_E_BUDGET)
+        return AMI_STRPAT_OVERBUDGET;
+    if (err != LPAT_E_NONE)
+        return AMI_STRPAT_BADPATTERN;
+    return r == LPAT_MATCH ? AMI_STRPAT_MATCH : AMI_STRPAT_NOMATCH;
+}
