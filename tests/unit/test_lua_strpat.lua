@@ -201,7 +201,25 @@ local hand_subjects = {
   "SIP/1001-00000001", "PJSIP/alice@example.com-0000a1b2", "x@y@z",
 }
 
+-- Every byte against every class, negated and in sets: the classes are ASCII (no locale).
+local function class_cases()
+  local bytes = {}
+  for i = 0, 255 do bytes[i + 1] = char(i) end
+  bytes = concat(bytes)
+  for _, cl in ipairs({"a", "c", "d", "g", "l", "p", "s", "u", "w", "x", "z", "q", "."}) do
+    for _, p in ipairs({"%" .. cl, "%" .. cl:upper(), "[%" .. cl .. "]", "[^%" .. cl .. "]",
+                        "%f[%" .. cl .. "]", "[%" .. cl .. "]+"}) do
+      run_case(case("gsub", "lua", bytes, p, "<%0>"))
+      run_case(case("gmatch", "pcall", bytes, p))
+    end
+  end
+  for _, p in ipairs({"[a-z]", "[\200-\255]", "[^\1-\127]", "[\0-\31]", "[%]-a]", "[z-a]"}) do
+    run_case(case("gsub", "lua", bytes, p, "."))
+  end
+end
+
 local function hand_cases()
+  class_cases()
   for _, p in ipairs(hand_patterns) do
     for _, s in ipairs(hand_subjects) do
       run_all_ways("find", s, p)
@@ -301,7 +319,7 @@ local atoms = {"a", "b", "x", "1", " ", ".", "-", "@", "%a", "%d", "%s", "%w", "
                "[^]]", "[a-]", "[%-x]", "[%z]", "[.]", "[%d%p]", "[0-9a-f]", "$", "^"}
 local quantifiers = {"", "", "", "*", "+", "-", "?"}
 local subject_chars = {"a", "b", "c", "x", "1", "0", " ", "-", ".", "(", ")", "[", "]", "%", "@",
-                       "\0", "\n", "A", "_", "'", "^", "$", "\200"}
+                       "\0", "\n", "A", "_", "'", "^", "$", "\200", "\127", "\t", "~", "\255"}
 
 local function random_seq(depth, ncap)
   local parts = {}
