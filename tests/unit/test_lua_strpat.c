@@ -128,12 +128,15 @@ static void run_differential(lua_Integer seed, lua_Integer ncases)
     lua_Integer cases = stat_field(L, "cases"), compared = stat_field(L, "compared");
     lua_Integer skipped = stat_field(L, "skipped"), mismatches = stat_field(L, "mismatches");
     lua_Integer values = stat_field(L, "fixture_values");
+    lua_Integer errors = stat_field(L, "errors"), hits = stat_field(L, "hits");
     lua_getfield(L, -1, "report");
-    print_message("seed %lld: %lld cases, %lld compared, %lld skipped (over budget), %lld fixture values, "
-                  "%lld mismatches\n%s\n", (long long)seed, (long long)cases, (long long)compared,
-                  (long long)skipped, (long long)values, (long long)mismatches,
+    print_message("seed %lld: %lld cases, %lld compared (%lld errors, %lld found something), "
+                  "%lld skipped (over budget), %lld fixture values, %lld mismatches\n%s\n",
+                  (long long)seed, (long long)cases, (long long)compared, (long long)errors,
+                  (long long)hits, (long long)skipped, (long long)values, (long long)mismatches,
                   mismatches ? lua_tostring(L, -1) : "");
     assert_true(values > 50);
+    assert_true(errors * 10 > compared && hits * 3 > compared); /* neither side of it is thin */
     assert_int_equal(mismatches, 0);
     assert_true(cases > ncases);
     assert_true(skipped * 100 < cases); /* the comparison must cover nearly everything */

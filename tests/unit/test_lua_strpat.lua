@@ -8,7 +8,7 @@
 -- Arguments: mine (a table with our four functions, installed with a step
 -- budget that raises "strpat-test: budget" and is reset by reset_budget()),
 -- the fixture folder, a random seed, the number of random cases.
--- Returns {cases, compared, skipped, mismatches, report}.
+-- Returns {cases, compared, skipped, mismatches, errors, hits, fixture_values, report}.
 local mine, fixture_dir, seed, ncases, reset_budget = ...
 local orig = {find = string.find, match = string.match, gmatch = string.gmatch, gsub = string.gsub}
 local fmt, rep, char, concat = string.format, string.rep, string.char, table.concat
@@ -16,7 +16,7 @@ local unpack, select, pcall, type, tostring = unpack, select, pcall, type, tostr
 local floor, random = math.floor, math.random
 
 local BUDGET = "strpat-test: budget"
-local stats = {cases = 0, compared = 0, skipped = 0, mismatches = 0}
+local stats = {cases = 0, compared = 0, skipped = 0, mismatches = 0, errors = 0, hits = 0}
 local report = {}
 
 local function pack(...) return {n = select("#", ...), ...} end
@@ -26,16 +26,35 @@ local function pack(...) return {n = select("#", ...), ...} end
 -- Through a Lua frame: an error carries this line's position.
 local function via_lua(f, args) return pack(f(unpack(args, 1, args.n))) end
 
+-- As a tail call: the caller's frame is gone when the error is raised.
+local function via_tail(f, args) return f(unpack(args, 1, args.n)) end
+
 local function invoke(style, f, args)
   local r
   if style == "lua" then
     r = pack(pcall(via_lua, f, args))
     if r[1] then return r[2] end
+  elseif style == "tail" then
+    r = pack(pcall(via_tail, f, args))
+    if r[1] then return pack(unpack(r, 2, r.n)) end
   else
     r = pack(pcall(f, unpack(args, 1, args.n)))
     if r[1] then return pack(unpack(r, 2, r.n)) end
   end
   return {err = r[2], n = 0}
+end
+
+-- The iterator called by a generic for (the VM calls it, not a CALL).
+local function gmatch_for(gm)
+  return function(s, p)
+    local out, n = {}, 0
+    for a, b, c in gm(s, p) do
+      out[n + 1], out[n + 2], out[n + 3] = a, b, c
+      n = n + 3
+      if n > 150 then break end
+    end
+    return unpack(out, 1, n)
+  end
 end
 
 local function gmatch_all(gm)
@@ -144,7 +163,10 @@ end
 local function run_case(case)
   stats.cases = stats.cases + 1
   local f_mine, f_orig = mine[case.fn], orig[case.fn]
-  if case.fn == "gmatch" then f_mine, f_orig = gmatch_all(f_mine), gmatch_all(f_orig) end
+  if case.fn == "gmatch" then
+    local runner = case.style == "tail" and gmatch_for or gmatch_all
+    f_mine, f_orig = runner(f_mine), runner(f_orig)
+  end
   local args_m, log_m = materialize(case)
   reset_budget()
   local got = invoke(case.style, f_mine, args_m)
@@ -155,6 +177,8 @@ local function run_case(case)
   local args_o, log_o = materialize(case)
   local want = invoke(case.style, f_orig, args_o)
   stats.compared = stats.compared + 1
+  if want.err ~= nil then stats.errors = stats.errors + 1
+  elseif want[1] ~= nil then stats.hits = stats.hits + 1 end
   if not same_pack(want, got) or not same_logs(log_o, log_m) then mismatch(case, want, got) end
 end
 
@@ -166,6 +190,7 @@ end
 local function run_all_ways(fn, ...)
   run_case(case(fn, "lua", ...))
   run_case(case(fn, "pcall", ...))
+  run_case(case(fn, "tail", ...))
 end
 
 -- ---- hand-picked cases -----------------------------------------------------------------------
@@ -372,7 +397,7 @@ local random_templates = {"x", "%0", "%1", "%2", "%3", "%%", "%", "<%0>", "%1-%2
 
 local function random_case(fixture_values)
   local s, p = random_subject(fixture_values), random_pattern()
-  local style = random(2) == 1 and "lua" or "pcall"
+  local style = pick({"lua", "lua", "pcall", "tail"})
   local r = random(100)
   if r <= 35 then
     if random(5) == 1 then return case("find", style, s, p, pick(random_inits), random(2) == 1) end
