@@ -10,7 +10,7 @@
  */
 #include "lua/lua_strpat.h"
 
-#include <math.h>
+#include <stdbool.h>
 
 #include <lauxlib.h>
 
@@ -20,7 +20,33 @@
 #define MAY_RAISE /* this function can luaL_error */
 #endif
 
-#define BUDGET_MT "ami.strpat.budget"
+/* The budget as the four functions keep it (upvalue 1): a userdata that
+ * points to itself. Lua code cannot make a userdata of this size holding
+ * its own address, so a swapped upvalue cannot pass for it; the test is two
+ * API calls, where luaL_testudata looks the metatable up by name. */
+typedef struct budget_box {
+    const struct budget_box *self;
+    ami_strpat_budget_t b;
+} budget_box_t;
+
+/* gmatch's iterator state (upvalue 1 of the iterator; 2 and 3 anchor the
+ * subject and the pattern it points into). */
+typedef struct gmatch_state {
+    const struct gmatch_state *self;
+    ami_strpat_budget_t b;
+    const char *s, *p;
+    size_t ls, lp;
+    size_t pos; /* where the next search starts */
+} gmatch_state_t;
+
+/* Upvalue 1 if it is the userdata of that size pointing to itself. */
+MAY_RAISE static void *own_upvalue(lua_State *L, size_t size)
+{
+    void *u = lua_touserdata(L, lua_upvalueindex(1));
+    if (!u || lua_objlen(L, lua_upvalueindex(1)) != size || *(void **)u != u)
+        luaL_error(L, "string pattern function without its state (tampered upvalue)");
+    return u;
+}
 
 /* What the lpattern check callback needs to reach the script's check. */
 typedef struct budget_call {
@@ -34,23 +60,20 @@ static int budget_bridge(void *ud)
     return bc->b->check(bc->L, bc->b->ud);
 }
 
-MAY_RAISE static const ami_strpat_budget_t *budget_of(lua_State *L)
-{
-    const ami_strpat_budget_t *b = luaL_testudata(L, lua_upvalueindex(1), BUDGET_MT);
-    if (!b)
-        luaL_error(L, "string pattern function without its budget (tampered upvalue)");
-    return b;
-}
-
-/* Prepare m for subject and pattern under the budget of the running function. */
-MAY_RAISE static void start_match(lua_State *L, lpat_t *m, budget_call_t *bc, const char *s, size_t ls,
-                                  const char *p, size_t lp)
+/* Prepare m for subject and pattern under budget b. */
+static void start_match(lua_State *L, const ami_strpat_budget_t *b, lpat_t *m, budget_call_t *bc,
+                        const char *s, size_t ls, const char *p, size_t lp)
 {
     bc->L = L;
-    bc->b = budget_of(L);
+    bc->b = b;
     lpat_init(m, s, ls, p, lp);
-    if (bc->b->check)
+    if (b->check)
         lpat_set_budget(m, UINT64_MAX, budget_bridge, bc);
+}
+
+MAY_RAISE static const ami_strpat_budget_t *budget_of(lua_State *L)
+{
+    return &((const budget_box_t *)own_upvalue(L, sizeof(budget_box_t)))->b;
 }
 
 MAY_RAISE static int raise_match_error(lua_State *L, const lpat_t *m)
@@ -82,7 +105,8 @@ MAY_RAISE static void push_capture(lua_State *L, const lpat_t *m, int i, size_t 
 MAY_RAISE static int push_captures(lua_State *L, const lpat_t *m, bool whole, size_t s, size_t e)
 {
     int n = (m->level == 0 && whole) ? 1 : m->level;
-    luaL_checkstack(L, n, "too many captures");
+    if (n > LUA_MINSTACK - 2) /* a C function may push LUA_MINSTACK values; find pushed 2 */
+        luaL_checkstack(L, n, "too many captures");
     for (int i = 0; i < n; i++)
         push_capture(L, m, i, s, e);
     return n;
@@ -130,14 +154,15 @@ MAY_RAISE static int find_plain(lua_State *L, const char *s, size_t ls, size_t i
 MAY_RAISE static int find_aux(lua_State *L, bool find)
 {
     size_t ls, lp;
+    int top = lua_gettop(L); /* absent arguments cost no call */
     const char *s = luaL_checklstring(L, 1, &ls);
     const char *p = luaL_checklstring(L, 2, &lp);
-    size_t init = start_offset(opt_int32(L, 3, 1), ls);
-    if (find && (lua_toboolean(L, 4) || !lpat_has_specials(p, lp)))
+    size_t init = top >= 3 ? start_offset(opt_int32(L, 3, 1), ls) : 0;
+    if (find && ((top >= 4 && lua_toboolean(L, 4)) || !lpat_has_specials(p, lp)))
         return find_plain(L, s, ls, init, p, lp);
     lpat_t m;
     budget_call_t bc;
-    start_match(L, &m, &bc, s, ls, p, lp);
+    start_match(L, budget_of(L), &m, &bc, s, ls, p, lp);
     size_t start, end;
     lpat_result_t r = lpat_find(&m, init, &start, &end);
     if (r == LPAT_NOMATCH) {
@@ -165,48 +190,36 @@ MAY_RAISE static int l_match(lua_State *L)
 
 /* ---- gmatch ------------------------------------------------------------------------------------ */
 
-MAY_RAISE static const char *upvalue_string(lua_State *L, int i, size_t *len)
-{
-    if (lua_type(L, lua_upvalueindex(i)) != LUA_TSTRING)
-        luaL_error(L, "gmatch iterator state was tampered with");
-    return lua_tolstring(L, lua_upvalueindex(i), len);
-}
-
-/* Upvalues: budget, subject, pattern, offset of the next search. */
 MAY_RAISE static int gmatch_next(lua_State *L)
 {
-    size_t ls, lp;
-    const char *s = upvalue_string(L, 2, &ls);
-    const char *p = upvalue_string(L, 3, &lp);
-    lua_Number at = lua_tonumber(L, lua_upvalueindex(4));
-    if (!(at >= 0 && at <= (lua_Number)ls + 1) || at != floor(at))
-        luaL_error(L, "gmatch iterator state was tampered with");
+    gmatch_state_t *st = own_upvalue(L, sizeof *st);
+    if (lua_tolstring(L, lua_upvalueindex(2), NULL) != st->s ||
+        lua_tolstring(L, lua_upvalueindex(3), NULL) != st->p)
+        luaL_error(L, "gmatch iterator without its strings (tampered upvalue)"); /* they could be freed */
     lpat_t m;
     budget_call_t bc;
-    start_match(L, &m, &bc, s, ls, p, lp);
-    for (size_t pos = (size_t)at; pos <= ls; pos++) {
-        size_t end;
-        lpat_result_t r = lpat_match_at(&m, pos, &end);
-        if (r == LPAT_NOMATCH)
-            continue;
-        if (r != LPAT_MATCH)
-            return raise_match_error(L, &m);
-        lua_pushinteger(L, (lua_Integer)(end == pos ? end + 1 : end)); /* an empty match moves on */
-        lua_replace(L, lua_upvalueindex(4));
-        return push_captures(L, &m, true, pos, end);
-    }
-    return 0;
+    start_match(L, &st->b, &m, &bc, st->s, st->ls, st->p, st->lp);
+    size_t start, end;
+    lpat_result_t r = lpat_scan(&m, st->pos, &start, &end);
+    if (r == LPAT_NOMATCH)
+        return 0;
+    if (r != LPAT_MATCH)
+        return raise_match_error(L, &m);
+    st->pos = end == start ? end + 1 : end; /* an empty match moves on */
+    return push_captures(L, &m, true, start, end);
 }
 
 MAY_RAISE static int l_gmatch(lua_State *L)
 {
-    luaL_checkstring(L, 1);
-    luaL_checkstring(L, 2);
+    size_t ls, lp;
+    const char *s = luaL_checklstring(L, 1, &ls);
+    const char *p = luaL_checklstring(L, 2, &lp);
+    const ami_strpat_budget_t *b = budget_of(L);
     lua_settop(L, 2);
-    lua_pushvalue(L, lua_upvalueindex(1));
+    gmatch_state_t *st = lua_newuserdata(L, sizeof *st);
+    *st = (gmatch_state_t){.self = st, .b = *b, .s = s, .p = p, .ls = ls, .lp = lp, .pos = 0};
     lua_insert(L, 1);
-    lua_pushinteger(L, 0);
-    lua_pushcclosure(L, gmatch_next, 4);
+    lua_pushcclosure(L, gmatch_next, 3);
     return 1;
 }
 
@@ -277,27 +290,30 @@ MAY_RAISE static int l_gsub(lua_State *L)
         luaL_argerror(L, 3, "string/function/table expected");
     lpat_t m;
     budget_call_t bc;
-    start_match(L, &m, &bc, src, ls, p, lp);
+    start_match(L, budget_of(L), &m, &bc, src, ls, p, lp);
     bool anchor = lpat_take_anchor(&m);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     size_t pos = 0;
     int n = 0;
     while (n < max_n) {
-        size_t end;
-        lpat_result_t r = lpat_match_at(&m, pos, &end);
+        /* LuaJIT tries each position in turn and copies the byte where no
+         * match starts; lpat_scan finds the next start, the run is copied at once. */
+        size_t start = pos, end;
+        lpat_result_t r = anchor ? lpat_match_at(&m, pos, &end) : lpat_scan(&m, pos, &start, &end);
         if (r < 0)
             raise_match_error(L, &m);
-        if (r == LPAT_MATCH) {
-            n++;
-            add_value(L, &b, &m, pos, end);
-        }
-        if (r == LPAT_MATCH && end > pos)
-            pos = end;
-        else if (pos < ls)
-            luaL_addchar(&b, src[pos++]);
-        else
+        if (r == LPAT_NOMATCH)
             break;
+        luaL_addlstring(&b, src + pos, start - pos);
+        n++;
+        add_value(L, &b, &m, start, end);
+        pos = end;
+        if (end == start) { /* an empty match: copy one byte and move on */
+            if (pos == ls)
+                break;
+            luaL_addchar(&b, src[pos++]);
+        }
         if (anchor)
             break;
     }
@@ -317,13 +333,9 @@ MAY_RAISE void ami_strpat_install(lua_State *L, int string_table_idx, const ami_
     int t = string_table_idx < 0 && string_table_idx > LUA_REGISTRYINDEX
                 ? lua_gettop(L) + string_table_idx + 1
                 : string_table_idx;
-    ami_strpat_budget_t *ub = lua_newuserdata(L, sizeof *ub);
-    *ub = b ? *b : (ami_strpat_budget_t){NULL, NULL};
-    if (luaL_newmetatable(L, BUDGET_MT)) {
-        lua_pushliteral(L, "locked");
-        lua_setfield(L, -2, "__metatable");
-    }
-    lua_setmetatable(L, -2);
+    budget_box_t *box = lua_newuserdata(L, sizeof *box);
+    box->self = box;
+    box->b = b ? *b : (ami_strpat_budget_t){NULL, NULL};
     for (const luaL_Reg *f = fns; f->name; f++) {
         lua_pushstring(L, f->name);
         lua_pushvalue(L, -2);

@@ -10,44 +10,63 @@
 #include <string.h>
 
 #define ESC '%'
+/* Rare items stay out of match(), so its frame stays small (it is entered
+ * for every nested level of every attempt). */
+#define COLD __attribute__((noinline))
 
 /* ---- characters (ASCII only, as LuaJIT's lj_char: no locale) ------------------------- */
 
-static inline bool is_digit(int c) { return c >= '0' && c <= '9'; }
-static inline bool is_lower(int c) { return c >= 'a' && c <= 'z'; }
-static inline bool is_upper(int c) { return c >= 'A' && c <= 'Z'; }
-static inline bool is_alpha(int c) { return is_lower(c) || is_upper(c); }
-static inline bool is_alnum(int c) { return is_alpha(c) || is_digit(c); }
-static inline bool is_graph(int c) { return c > ' ' && c < 127; }
+/* Base properties of a byte; every class is a union of some of them. */
+enum {
+    CH_LOWER = 1, CH_UPPER = 2, CH_DIGIT = 4, CH_SPACE = 8,
+    CH_CNTRL = 16, CH_PUNCT = 32, CH_HEXLETTER = 64, CH_NUL = 128,
+};
 
-static bool in_class(int c, int lower_cl)
-{
-    switch (lower_cl) {
-    case 'a': return is_alpha(c);
-    case 'c': return c < ' ' || c == 127;
-    case 'd': return is_digit(c);
-    case 'g': return is_graph(c);
-    case 'l': return is_lower(c);
-    case 'p': return is_graph(c) && !is_alnum(c);
-    case 's': return c == ' ' || (c >= '\t' && c <= '\r');
-    case 'u': return is_upper(c);
-    case 'w': return is_alnum(c);
-    case 'x': return is_digit(c) || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
-    case 'z': return c == 0;
-    default: return false;
-    }
-}
+#define IN(c, lo, hi) ((c) >= (lo) && (c) <= (hi))
+#define CH(c)                                                                         \
+    (uint8_t)((IN(c, 'a', 'z') ? CH_LOWER : 0) | (IN(c, 'A', 'Z') ? CH_UPPER : 0) |   \
+              (IN(c, '0', '9') ? CH_DIGIT : 0) |                                       \
+              ((c) == ' ' || IN(c, '\t', '\r') ? CH_SPACE : 0) |                      \
+              ((c) < ' ' || (c) == 127 ? CH_CNTRL : 0) |                               \
+              (IN(c, '!', '/') || IN(c, ':', '@') || IN(c, '[', '`') || IN(c, '{', '~') \
+                   ? CH_PUNCT : 0) |                                                   \
+              (IN(c, 'a', 'f') || IN(c, 'A', 'F') ? CH_HEXLETTER : 0) |               \
+              ((c) == 0 ? CH_NUL : 0))
+#define CH4(c) CH(c), CH((c) + 1), CH((c) + 2), CH((c) + 3)
+#define CH16(c) CH4(c), CH4((c) + 4), CH4((c) + 8), CH4((c) + 12)
+#define CH64(c) CH16(c), CH16((c) + 16), CH16((c) + 32), CH16((c) + 48)
+
+static const uint8_t char_props[256] = {CH64(0), CH64(64), CH64(128), CH64(192)};
+
+/* For the letter after '%': the properties its class covers, NEGATED for
+ * upper case, 0 when it is no class (the character stands for itself). */
+#define NEGATED 0x100
+#define CLASS(lower, props) [lower] = (props), [(lower) - 32] = (props) | NEGATED
+
+static const uint16_t class_props[256] = {
+    CLASS('a', CH_LOWER | CH_UPPER),
+    CLASS('c', CH_CNTRL),
+    CLASS('d', CH_DIGIT),
+    CLASS('g', CH_LOWER | CH_UPPER | CH_DIGIT | CH_PUNCT),
+    CLASS('l', CH_LOWER),
+    CLASS('p', CH_PUNCT),
+    CLASS('s', CH_SPACE),
+    CLASS('u', CH_UPPER),
+    CLASS('w', CH_LOWER | CH_UPPER | CH_DIGIT),
+    CLASS('x', CH_DIGIT | CH_HEXLETTER),
+    CLASS('z', CH_NUL),
+};
+
+static inline bool is_digit(int c) { return c >= '0' && c <= '9'; }
 
 /* %cl against c: a class letter (upper case negates) or cl itself. */
-static bool class_match(int c, int cl)
+static inline bool class_match(int c, int cl)
 {
-    switch (cl | 0x20) {
-    case 'a': case 'c': case 'd': case 'g': case 'l': case 'p':
-    case 's': case 'u': case 'w': case 'x': case 'z':
-        return is_lower(cl) ? in_class(c, cl) : !in_class(c, cl | 0x20);
-    default:
+    unsigned props = class_props[cl];
+    if (!props)
         return cl == c;
-    }
+    bool in = (char_props[c] & props) != 0;
+    return (props & NEGATED) ? !in : in;
 }
 
 /* ---- errors and the budget ----------------------------------------------------------------- */
@@ -84,16 +103,12 @@ bool lpat_charge(lpat_t *m, uint64_t n)
 
 /* ---- single items ----------------------------------------------------------------------- */
 
-/* Past the item at p: "x", "%x" or "[set]". NULL (and m->error) if malformed. */
-static const char *class_end(lpat_t *m, const char *p)
+/* Past the set "[...]" at p. NULL (and m->error) if it has no ']'. */
+static const char *set_end(lpat_t *m, const char *p)
 {
     const char *end = m->pat_end;
-    char c = *p++;
-    if (c == ESC)
-        return p < end ? p + 1 : fail(m, LPAT_E_ENDS_WITH_ESCAPE);
-    if (c != '[')
-        return p;
-    if (p < end && *p == '^')
+    char c;
+    if (++p < end && *p == '^')
         p++;
     do { /* the first character is taken literally, even ']' */
         if (p >= end)
@@ -103,6 +118,14 @@ static const char *class_end(lpat_t *m, const char *p)
             p++;
     } while (p >= end || *p != ']');
     return p + 1;
+}
+
+/* Past the item at p: "x", "%x" or "[set]". NULL (and m->error) if malformed. */
+static inline const char *class_end(lpat_t *m, const char *p)
+{
+    if (*p == ESC)
+        return p + 1 < m->pat_end ? p + 2 : fail(m, LPAT_E_ENDS_WITH_ESCAPE);
+    return *p == '[' ? set_end(m, p) : p + 1;
 }
 
 /* c against the set from '[' at p to ']' at ec. */
@@ -143,16 +166,32 @@ static inline bool single_match(int c, const char *p, const char *ep)
 
 static const char *match(lpat_t *m, const char *s, const char *p);
 
+/* How many bytes from s on (up to the end) the item [p, ep) matches,
+ * charged a check interval's worth at a time. */
+static bool count_repeats(lpat_t *m, const char *s, const char *p, const char *ep, size_t *n)
+{
+    uint64_t cost = (uint64_t)(ep - p);
+    size_t chunk = cost <= 16 ? 256 : cost < LPAT_CHECK_EVERY ? LPAT_CHECK_EVERY / cost : 1;
+    size_t i = 0, left = (size_t)(m->src_end - s);
+    for (;;) {
+        size_t stop = i + (left - i < chunk ? left - i : chunk), from = i;
+        while (i < stop && single_match((unsigned char)s[i], p, ep))
+            i++;
+        if (charge(m, (i - from) * cost))
+            return false;
+        if (i < stop || i == left)
+            break;
+    }
+    *n = i;
+    return true;
+}
+
 /* Greedy: as many as the item takes, then give back one at a time. */
 static const char *max_expand(lpat_t *m, const char *s, const char *p, const char *ep)
 {
-    uint64_t cost = (uint64_t)(ep - p);
-    size_t i = 0;
-    while (s + i < m->src_end && single_match((unsigned char)s[i], p, ep)) {
-        i++;
-        if (charge(m, cost))
-            return NULL;
-    }
+    size_t i;
+    if (!count_repeats(m, s, p, ep, &i))
+        return NULL;
     for (;;) {
         const char *res = match(m, s + i, ep + 1);
         if (res || m->error)
@@ -163,7 +202,7 @@ static const char *max_expand(lpat_t *m, const char *s, const char *p, const cha
 }
 
 /* Lazy: the rest first, one more of the item each time it fails. */
-static const char *min_expand(lpat_t *m, const char *s, const char *p, const char *ep)
+static COLD const char *min_expand(lpat_t *m, const char *s, const char *p, const char *ep)
 {
     uint64_t cost = (uint64_t)(ep - p);
     for (;;) {
@@ -178,14 +217,20 @@ static const char *min_expand(lpat_t *m, const char *s, const char *p, const cha
     }
 }
 
-static const char *start_capture(lpat_t *m, const char *s, const char *p, ptrdiff_t what)
+/* "(" or "()" at p. */
+static const char *start_capture(lpat_t *m, const char *s, const char *p)
 {
+    ptrdiff_t what = LPAT_CAP_UNFINISHED;
+    if (p + 1 < m->pat_end && p[1] == ')') {
+        what = LPAT_CAP_POSITION;
+        p++;
+    }
     if (m->level >= LPAT_MAXCAPTURES)
         return fail(m, LPAT_E_TOO_MANY_CAPTURES);
     m->capture[m->level].init = s;
     m->capture[m->level].len = what;
     m->level++;
-    const char *res = match(m, s, p);
+    const char *res = match(m, s, p + 1);
     if (!res)
         m->level--;
     return res;
@@ -206,7 +251,7 @@ static const char *end_capture(lpat_t *m, const char *s, const char *p)
 }
 
 /* %1-%9: the text of a closed capture again. */
-static const char *match_backref(lpat_t *m, const char *s, int digit)
+static COLD const char *match_backref(lpat_t *m, const char *s, int digit)
 {
     int l = digit - '1';
     if (l < 0 || l >= m->level || m->capture[l].len == LPAT_CAP_UNFINISHED)
@@ -220,7 +265,7 @@ static const char *match_backref(lpat_t *m, const char *s, int digit)
 }
 
 /* %bxy at s; p points at x. */
-static const char *match_balance(lpat_t *m, const char *s, const char *p)
+static COLD const char *match_balance(lpat_t *m, const char *s, const char *p)
 {
     if (m->pat_end - p < 2)
         return fail(m, LPAT_E_UNBALANCED);
@@ -240,137 +285,155 @@ static const char *match_balance(lpat_t *m, const char *s, const char *p)
     return NULL;
 }
 
-/* %f[set] at *pp: true if s is at the frontier (then *pp is past the set). */
-static bool frontier(lpat_t *m, const char *s, const char **pp)
+/* %f[set] with p at '%': past the set if s is at the frontier, else NULL. */
+static COLD const char *frontier(lpat_t *m, const char *s, const char *p)
 {
-    const char *p = *pp + 2;
-    if (p >= m->pat_end || *p != '[') {
-        fail(m, LPAT_E_FRONTIER_BRACKET);
-        return false;
-    }
-    const char *ep = class_end(m, p);
+    p += 2;
+    if (p >= m->pat_end || *p != '[')
+        return fail(m, LPAT_E_FRONTIER_BRACKET);
+    const char *ep = set_end(m, p);
     if (!ep || charge(m, 2 * (uint64_t)(ep - p)))
-        return false;
+        return NULL;
     int prev = s == m->src ? 0 : (unsigned char)s[-1];
     int cur = s < m->src_end ? (unsigned char)*s : 0; /* LuaJIT reads the terminating NUL */
     if (bracket_match(prev, p, ep - 1) || !bracket_match(cur, p, ep - 1))
-        return false;
-    *pp = ep;
-    return true;
+        return NULL;
+    return ep;
 }
 
-/* A single item, maybe quantified. True: go on at *sp, *pp. False: *sp is
- * this level's result (NULL: no match). */
-static bool single_step(lpat_t *m, const char **sp, const char **pp)
+/* A single item at p ending at ep, and what follows it. Its quantifier
+ * decides: '?' may go on at *pp (returns s or s + 1, *pp moved), the other
+ * repetitions finish this level (*pp set to NULL); a plain item returns
+ * s + 1 or NULL. */
+static const char *quantified(lpat_t *m, const char *s, const char **pp, const char *ep)
 {
-    const char *s = *sp, *p = *pp;
-    const char *ep = class_end(m, p);
-    if (!ep || (*p == '[' && charge(m, (uint64_t)(ep - p)))) {
-        *sp = NULL;
-        return false;
-    }
+    const char *p = *pp;
     bool hit = s < m->src_end && single_match((unsigned char)*s, p, ep);
     switch (ep < m->pat_end ? *ep : '\0') {
     case '?':
         if (hit) {
             const char *res = match(m, s + 1, ep + 1);
             if (res || m->error) {
-                *sp = res;
-                return false;
+                *pp = NULL;
+                return res;
             }
         }
         *pp = ep + 1;
-        return true;
+        return s;
     case '*':
-        *sp = max_expand(m, s, p, ep);
-        return false;
+        *pp = NULL;
+        return max_expand(m, s, p, ep);
     case '+':
-        *sp = hit ? max_expand(m, s + 1, p, ep) : NULL;
-        return false;
+        *pp = NULL;
+        return hit ? max_expand(m, s + 1, p, ep) : NULL;
     case '-':
-        *sp = min_expand(m, s, p, ep);
-        return false;
+        *pp = NULL;
+        return min_expand(m, s, p, ep);
     default:
-        *sp = hit ? s + 1 : NULL;
         *pp = ep;
-        return hit;
+        return hit ? s + 1 : NULL;
     }
 }
 
-/* %b, %f and %1-%9; anything else after '%' is a single item. */
-static bool escape_step(lpat_t *m, const char **sp, const char **pp)
+/* A character that stands for itself, not followed by a quantifier. */
+static inline bool is_plain_char(const char *p, const char *end)
 {
-    const char *p = *pp;
-    int next = p + 1 < m->pat_end ? (unsigned char)p[1] : 0;
-    if (next == 'b') {
-        *sp = match_balance(m, *sp, p + 2);
-        *pp = p + 4;
-    } else if (next == 'f') {
-        if (!frontier(m, *sp, pp))
-            *sp = NULL;
-    } else if (is_digit(next)) {
-        *sp = match_backref(m, *sp, next);
-        *pp = p + 2;
-    } else {
-        return single_step(m, sp, pp);
-    }
-    return *sp != NULL;
-}
-
-/* One pattern element: true to go on at *sp, *pp without nesting. */
-static bool match_element(lpat_t *m, const char **sp, const char **pp)
-{
-    const char *p = *pp;
-    if (p >= m->pat_end)
-        return false; /* the whole pattern matched, up to *sp */
     switch (*p) {
-    case '(':
-        if (p + 1 < m->pat_end && p[1] == ')')
-            *sp = start_capture(m, *sp, p + 2, LPAT_CAP_POSITION);
-        else
-            *sp = start_capture(m, *sp, p + 1, LPAT_CAP_UNFINISHED);
+    case '(': case ')': case '%': case '.': case '[': case '$':
         return false;
-    case ')':
-        *sp = end_capture(m, *sp, p + 1);
-        return false;
-    case '$':
-        if (p + 1 != m->pat_end)
-            break; /* a '$' that does not end the pattern is a plain character */
-        if (*sp != m->src_end)
-            *sp = NULL;
-        return false;
-    case ESC:
-        return escape_step(m, sp, pp);
     }
-    return single_step(m, sp, pp);
+    if (p + 1 == end)
+        return true;
+    switch (p[1]) {
+    case '*': case '+': case '-': case '?':
+        return false;
+    }
+    return true;
 }
 
+/* Matches the rest of the pattern from p against the subject from s: the
+ * end of the match, or NULL. Items that cannot backtrack loop here; the
+ * others nest (one level of LPAT_MAXDEPTH each, as in LuaJIT). */
 static const char *match(lpat_t *m, const char *s, const char *p)
 {
     if (++m->depth > LPAT_MAXDEPTH)
         return fail(m, LPAT_E_TOO_COMPLEX);
-    while (!charge(m, 1) && match_element(m, &s, &p)) {
+    const char *end = m->pat_end;
+    while (s && p < end) {
+        if (charge(m, 1)) {
+            s = NULL;
+            break;
+        }
+        if (is_plain_char(p, end)) { /* the common case, without the general machinery */
+            s = s < m->src_end && *s == *p ? s + 1 : NULL;
+            p++;
+            continue;
+        }
+        switch (*p) {
+        case '(':
+            s = start_capture(m, s, p);
+            goto done;
+        case ')':
+            s = end_capture(m, s, p + 1);
+            goto done;
+        case '$':
+            if (p + 1 != end)
+                break; /* a '$' that does not end the pattern is a character */
+            s = s == m->src_end ? s : NULL;
+            goto done;
+        case ESC:
+            if (p + 1 < end && p[1] == 'b') {
+                s = match_balance(m, s, p + 2);
+                p += 4;
+                continue;
+            }
+            if (p + 1 < end && p[1] == 'f') {
+                p = frontier(m, s, p);
+                s = p ? s : NULL;
+                continue;
+            }
+            if (p + 1 < end && is_digit((unsigned char)p[1])) {
+                s = match_backref(m, s, (unsigned char)p[1]);
+                p += 2;
+                continue;
+            }
+            break;
+        }
+        const char *ep = class_end(m, p);
+        if (!ep || (*p == '[' && charge(m, (uint64_t)(ep - p)))) {
+            s = NULL;
+            break;
+        }
+        s = quantified(m, s, &p, ep);
+        if (!p)
+            break;
     }
+done:
     m->depth--;
-    return m->error == LPAT_E_NONE ? s : NULL;
+    return s; /* NULL after any error: every path that fails returns NULL */
 }
 
 /* ---- the API ------------------------------------------------------------------------------- */
 
 void lpat_init(lpat_t *m, const char *subject, size_t len, const char *pattern, size_t plen)
 {
-    memset(m, 0, offsetof(lpat_t, capture));
     if (!subject)
         subject = "", len = 0;
     if (!pattern)
         pattern = "", plen = 0;
+    const char *nul = memchr(pattern, '\0', plen);
     m->src = subject;
     m->src_end = subject + len;
-    const char *nul = memchr(pattern, '\0', plen);
     m->pat = pattern;
     m->pat_end = nul ? nul : pattern + plen;
+    m->check = NULL;
+    m->check_ud = NULL;
+    m->steps = 0;
     m->max_steps = UINT64_MAX;
     m->next_check = LPAT_CHECK_EVERY;
+    m->error = LPAT_E_NONE;
+    m->level = 0;
+    m->depth = 0;
 }
 
 void lpat_set_budget(lpat_t *m, uint64_t max_steps, lpat_check_fn check, void *ud)
@@ -416,26 +479,35 @@ lpat_result_t lpat_match_at(lpat_t *m, size_t pos, size_t *end)
     return try_at(m, m->src + pos, m->pat, end);
 }
 
-lpat_result_t lpat_find(lpat_t *m, size_t init, size_t *start, size_t *end)
+/* Try p at init, init + 1, ... (only init if anchored). */
+static lpat_result_t search(lpat_t *m, size_t init, const char *p, bool anchored, size_t *start,
+                            size_t *end)
 {
     if (m->error != LPAT_E_NONE)
         return lpat_result_of(m->error);
-    if (init > (size_t)(m->src_end - m->src))
-        return LPAT_NOMATCH;
-    const char *p = m->pat;
-    bool anchor = p < m->pat_end && *p == '^';
-    if (anchor)
-        p++;
     size_t len = (size_t)(m->src_end - m->src);
+    if (init > len)
+        return LPAT_NOMATCH;
     for (size_t pos = init;; pos++) {
         lpat_result_t r = try_at(m, m->src + pos, p, end);
         if (r == LPAT_MATCH)
             *start = pos;
         if (r != LPAT_NOMATCH)
             return r;
-        if (anchor || pos >= len)
+        if (anchored || pos >= len)
             return LPAT_NOMATCH;
     }
+}
+
+lpat_result_t lpat_find(lpat_t *m, size_t init, size_t *start, size_t *end)
+{
+    bool anchored = m->pat < m->pat_end && *m->pat == '^';
+    return search(m, init, m->pat + anchored, anchored, start, end);
+}
+
+lpat_result_t lpat_scan(lpat_t *m, size_t init, size_t *start, size_t *end)
+{
+    return search(m, init, m->pat, false, start, end);
 }
 
 lpat_error_t lpat_capture(const lpat_t *m, int i, size_t start, size_t end, lpat_span_t *out)
@@ -477,17 +549,34 @@ bool lpat_has_specials(const char *pattern, size_t plen)
     return false;
 }
 
+/* First candidates by memchr and memcmp, as LuaJIT does (fast on real
+ * data); once that has compared more than a few times the haystack, the
+ * rest goes to glibc's memmem, which is linear in the worst case (two-way). */
 bool lpat_plain_find(const char *subject, size_t len, size_t init, const char *needle, size_t nlen,
                      size_t *start)
 {
-    if (init > len)
+    if (init > len || nlen > len - init)
         return false;
     if (nlen == 0) {
         *start = init;
         return true;
     }
-    /* glibc's memmem is linear in the worst case (two-way): no budget needed. */
-    const char *hit = memmem(subject + init, len - init, needle, nlen);
+    const char *h = subject + init, *last = subject + len - nlen;
+    size_t work = 0, work_limit = 4 * (len - init) + 256;
+    while (h <= last && work < work_limit) {
+        const char *q = memchr(h, needle[0], (size_t)(last - h) + 1);
+        if (!q)
+            return false;
+        if (memcmp(q + 1, needle + 1, nlen - 1) == 0) {
+            *start = (size_t)(q - subject);
+            return true;
+        }
+        work += nlen;
+        h = q + 1;
+    }
+    if (h > last)
+        return false;
+    const char *hit = memmem(h, (size_t)(subject + len - h), needle, nlen);
     if (!hit)
         return false;
     *start = (size_t)(hit - subject);

@@ -8,7 +8,8 @@
  * pattern only when the search reaches the bad item) and counts its work.
  * A step is about one byte of subject or pattern examined or copied; every
  * LPAT_CHECK_EVERY steps it stops if the state's step limit is passed or if
- * the caller's check callback returns nonzero. The callback may also
+ * the caller's check callback returns nonzero. So a search stops within
+ * max_steps + 2 x LPAT_CHECK_EVERY + 2 x (subject + pattern length) steps. The callback may also
  * longjmp (luaL_error): the matcher holds nothing that needs cleaning up.
  *
  * Memory: nothing is allocated. An lpat_t lives where the caller puts it
@@ -20,9 +21,9 @@
  * Threads: no global state; any thread may use its own lpat_t.
  *
  * Use: lpat_init, then lpat_find (string.find's search: from an offset,
- * anchored by a leading '^') or lpat_match_at (one position, the pattern
- * taken literally: gmatch does not anchor; gsub calls lpat_take_anchor
- * first). After LPAT_MATCH, lpat_capture reads the captures. After an error
+ * anchored by a leading '^'), lpat_scan (the same with the pattern taken
+ * literally: gmatch does not anchor) or lpat_match_at (one position; gsub
+ * calls lpat_take_anchor first). After LPAT_MATCH, lpat_capture reads the captures. After an error
  * the state is spent: later calls return the same error.
  */
 #ifndef AMI_UTIL_LPATTERN_H
@@ -104,6 +105,9 @@ lpat_result_t lpat_match_at(lpat_t *m, size_t pos, size_t *end);
 /* string.find's search: first match starting at init (<= len) or later,
  * only at init if the pattern starts with '^'. */
 lpat_result_t lpat_find(lpat_t *m, size_t init, size_t *start, size_t *end);
+/* The same search with the pattern taken literally, a leading '^' included
+ * (gmatch; gsub after lpat_take_anchor). */
+lpat_result_t lpat_scan(lpat_t *m, size_t init, size_t *start, size_t *end);
 
 /* After a match [start, end): capture i (0-based). With no captures,
  * capture 0 is the whole match. LPAT_E_CAPTURE_INDEX or

@@ -8,8 +8,8 @@
  *           differential mode; bits 3-7 init (0: none, else init - 16).
  *   byte 1: pattern length, byte 2: template length (both cut to what is
  *           there); the subject is the rest.
- * Always: lpattern alone under a small step budget. It must stop (every
- * call ends within max_steps + one check interval + one subject length),
+ * Always: lpattern alone under a small step budget. It must stop (within
+ * the bound lpattern.h promises),
  * and a match must make sense (start <= end <= length, captures inside
  * the subject or positions in range, errors with a message).
  * Differential mode: the same call through LuaJIT's own string function
@@ -95,7 +95,7 @@ static void check_match(const lpat_t *m, const input_t *in, size_t start, size_t
 
 static void check_bounded(const lpat_t *m, const input_t *in)
 {
-    CHECK(m->steps <= MAX_STEPS + LPAT_CHECK_EVERY + in->slen + in->plen, "%llu steps",
+    CHECK(m->steps <= MAX_STEPS + 2 * LPAT_CHECK_EVERY + 2 * (in->slen + in->plen), "%llu steps",
           (unsigned long long)m->steps);
     if (m->error != LPAT_E_NONE)
         CHECK(lpat_error_message(m->error)[0] != '\0', "error %d without a message", m->error);
