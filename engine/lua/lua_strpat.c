@@ -151,15 +151,10 @@ MAY_RAISE static int find_plain(lua_State *L, const char *s, size_t ls, size_t i
     return 2;
 }
 
-MAY_RAISE static int find_aux(lua_State *L, bool find)
+/* The pattern search of find and match. */
+MAY_RAISE static int find_pattern(lua_State *L, bool find, const char *s, size_t ls, size_t init,
+                                  const char *p, size_t lp)
 {
-    size_t ls, lp;
-    int top = lua_gettop(L); /* absent arguments cost no call */
-    const char *s = luaL_checklstring(L, 1, &ls);
-    const char *p = luaL_checklstring(L, 2, &lp);
-    size_t init = top >= 3 ? start_offset(opt_int32(L, 3, 1), ls) : 0;
-    if (find && ((top >= 4 && lua_toboolean(L, 4)) || !lpat_has_specials(p, lp)))
-        return find_plain(L, s, ls, init, p, lp);
     lpat_t m;
     budget_call_t bc;
     start_match(L, budget_of(L), &m, &bc, s, ls, p, lp);
@@ -176,6 +171,18 @@ MAY_RAISE static int find_aux(lua_State *L, bool find)
     lua_pushinteger(L, (lua_Integer)start + 1);
     lua_pushinteger(L, (lua_Integer)end);
     return push_captures(L, &m, false, start, end) + 2;
+}
+
+MAY_RAISE static int find_aux(lua_State *L, bool find)
+{
+    size_t ls, lp;
+    int top = lua_gettop(L); /* absent arguments cost no call */
+    const char *s = luaL_checklstring(L, 1, &ls);
+    const char *p = luaL_checklstring(L, 2, &lp);
+    size_t init = top >= 3 ? start_offset(opt_int32(L, 3, 1), ls) : 0;
+    if (find && ((top >= 4 && lua_toboolean(L, 4)) || !lpat_has_specials(p, lp)))
+        return find_plain(L, s, ls, init, p, lp);
+    return find_pattern(L, find, s, ls, init, p, lp);
 }
 
 MAY_RAISE static int l_find(lua_State *L)

@@ -9,7 +9,8 @@
  *   byte 1: pattern length, byte 2: template length (both cut to what is
  *           there); the subject is the rest.
  * Always: lpattern alone under a small step budget. It must stop (within
- * the bound lpattern.h promises),
+ * the bound lpattern.h promises), its plain search must agree with a naive
+ * one,
  * and a match must make sense (start <= end <= length, captures inside
  * the subject or positions in range, errors with a message).
  * Differential mode: the same call through LuaJIT's own string function
@@ -130,6 +131,21 @@ static void fuzz_lpattern(const input_t *in)
     check_bounded(&m, in);
 }
 
+/* The plain search against the obvious one (inputs are at most 4 KB). */
+static void fuzz_plain(const input_t *in)
+{
+    size_t init = in->init > 0 && (size_t)in->init <= in->slen ? (size_t)in->init : 0;
+    size_t want = SIZE_MAX, got = SIZE_MAX;
+    for (size_t i = init; i + in->plen <= in->slen; i++) {
+        if (memcmp(in->subject + i, in->pat, in->plen) == 0) {
+            want = i;
+            break;
+        }
+    }
+    bool found = lpat_plain_find(in->subject, in->slen, init, in->pat, in->plen, &got);
+    CHECK(found == (want != SIZE_MAX) && (!found || got == want), "plain find: %zu, want %zu", got, want);
+}
+
 /* ---- differential, through Lua ------------------------------------------------------------ */
 
 static int lua_checks;
@@ -221,6 +237,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!parse_input(data, size, &in))
         return 0;
     fuzz_lpattern(&in);
+    fuzz_plain(&in);
     if (in.differential)
         fuzz_differential(&in);
     return 0;

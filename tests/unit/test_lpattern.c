@@ -272,6 +272,32 @@ static void plain_search(void **state)
     assert_false(lpat_plain_find("abc", 3, 4, "", 0, &at));
 }
 
+static void plain_search_hands_over_to_a_linear_search(void **state)
+{
+    /* Thousands of near misses: the memchr/memcmp loop gives up and memmem
+     * (linear) finds the occurrence, the same one. */
+    char *hay = repeat("a", 60000);
+    char *needle = repeat("a", 3001);
+    needle[3000] = 'b';
+    size_t at;
+    assert_false(lpat_plain_find(hay, 60000, 0, needle, 3001, &at));
+    hay[59000] = 'b';
+    assert_true(lpat_plain_find(hay, 60000, 0, needle, 3001, &at));
+    assert_int_equal(at, 56000);
+    assert_true(lpat_plain_find(hay, 60000, 56000, needle, 3001, &at));
+    assert_int_equal(at, 56000);
+    assert_false(lpat_plain_find(hay, 60000, 56001, needle, 3001, &at));
+    hay[59000] = 'a';
+    for (size_t start = 0; start < 300; start++) { /* across the hand-over point */
+        hay[start + 3000] = 'b';
+        assert_true(lpat_plain_find(hay, 60000, 0, needle, 3001, &at));
+        assert_int_equal(at, start);
+        hay[start + 3000] = 'a';
+    }
+    free(hay);
+    free(needle);
+}
+
 /* ---- the budget ------------------------------------------------------------------------------ */
 
 typedef struct check_log {
@@ -414,6 +440,7 @@ int main(void)
         cmocka_unit_test(depth_limit_is_luajits),
         cmocka_unit_test(capture_limit_is_32),
         cmocka_unit_test(plain_search),
+        cmocka_unit_test(plain_search_hands_over_to_a_linear_search),
         cmocka_unit_test(budget_stops_the_60k_greedy_pair),
         cmocka_unit_test(budget_counts_every_kind_of_work),
         cmocka_unit_test(check_is_called_every_interval_and_can_stop),
