@@ -213,6 +213,19 @@ static void gsub_copying_counts_and_raise_unwinds_the_buffer(void **state)
     }
 }
 
+/* 18 captures per call on top of a luaL_Buffer holding many pieces. */
+static void gsub_function_with_many_captures_and_big_results(void **state)
+{
+    lua_State *L = state_with(NULL);
+    assert_runs(L, "local s = string.rep(string.rep('a', 18), 500)\n"
+                   "local pat, big = string.rep('(a)', 18), string.rep('x', 9000)\n"
+                   "local f = function(...) assert(select('#', ...) == 18) return big end\n"
+                   "local r, n = P.gsub(s, pat, f)\n"
+                   "return tostring(n == 500 and r == string.gsub(s, pat, f))",
+                "true");
+    lua_close(L);
+}
+
 static void raise_unwinds_gmatch(void **state)
 {
     counting_budget_t cb = {.raise_after = 10};
@@ -316,6 +329,7 @@ int main(void)
         cmocka_unit_test(raise_from_check_stops_the_60k_search),
         cmocka_unit_test(refusal_from_check_raises_budget_error),
         cmocka_unit_test(gsub_copying_counts_and_raise_unwinds_the_buffer),
+        cmocka_unit_test(gsub_function_with_many_captures_and_big_results),
         cmocka_unit_test(raise_unwinds_gmatch),
         cmocka_unit_test(no_budget_means_no_check),
         cmocka_unit_test(install_sets_only_the_four_functions),
