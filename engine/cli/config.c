@@ -29,6 +29,7 @@
 
 #include "cli/config.h"
 #include "cli/config_internal.h"
+#include "lua/lua_strpat.h"
 #include "transport/tcp.h"
 #include "util/alloc.h"
 #include "util/buf.h"
@@ -62,6 +63,7 @@ static const char *const ROUTE_NAMES[] = {"first_healthy", "round_robin", "least
 typedef struct eval_mem {
     size_t used;
     bool capped;
+    uint32_t pattern_checks; /* pattern matching's budget checks so far */
 } eval_mem_t;
 
 static void *eval_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -141,13 +143,31 @@ static const char xpcall_src[] =
     "local xpcall, guard = ...\n"
     "return function(f, handler, ...) return xpcall(f, guard(handler), ...) end\n";
 
+/* Pattern matching is one C call the instruction budget cannot stop: the
+ * matcher checks in every few thousand steps, and the config as a whole
+ * gets a fixed number of them (a few hundred million steps at most). */
+#define PATTERN_CHECKS_MAX 20000u
+
+static int pattern_budget(lua_State *L, void *ud)
+{
+    (void)L;
+    eval_mem_t *mem = ud;
+    return ++mem->pattern_checks > PATTERN_CHECKS_MAX;
+}
+
 static int open_sandbox(lua_State *L)
 {
+    eval_mem_t *mem = lua_touserdata(L, 1);
+    lua_settop(L, 0);
     static const lua_CFunction libs[] = {luaopen_base, luaopen_string, luaopen_table, luaopen_math};
     for (size_t i = 0; i < COUNT(libs); i++) {
         lua_pushcfunction(L, libs[i]);
         lua_call(L, 0, 0);
     }
+    lua_getglobal(L, "string");
+    ami_strpat_budget_t b = {pattern_budget, mem};
+    ami_strpat_install(L, lua_gettop(L), &b);
+    lua_pop(L, 1);
     static const char *const allowed[] = {"assert", "error",  "ipairs",   "next",   "pairs",
                                           "pcall",  "select", "tonumber", "tostring", "type",
                                           "unpack", "string", "table",    "math"};
@@ -525,7 +545,7 @@ static void evaluate(cfg_ctx_t *cx, const char *path)
     }
     cx->L = L;
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-    int st = lua_cpcall(L, open_sandbox, NULL);
+    int st = lua_cpcall(L, open_sandbox, &mem);
     if (st != 0) {
         cfg_error(cx, "%s: cannot set up the config sandbox: %s", path, error_text(L));
     } else if ((st = luaL_loadfile(L, path)) != 0) {

@@ -17,6 +17,7 @@
 #include <lualib.h>
 
 #include "lua/lua_internal.h"
+#include "lua/lua_strpat.h"
 #include "util/alloc.h"
 #include "util/clock.h"
 
@@ -147,6 +148,27 @@ static int new_weak_table(lua_State *L)
 
 /* ---- creation ------------------------------------------------------------------------------ */
 
+/* Pattern matching is one C call no hook can enter: the matcher calls this
+ * every few thousand steps, and past the run's budget the watchdog's error
+ * stops it like any runaway code. */
+static int pattern_budget(lua_State *L, void *ud)
+{
+    (void)ud;
+    watchdog_check(L);
+    return 0;
+}
+
+/* string.find/match/gmatch/gsub matched under the watchdog, in the real
+ * string library (the sandbox copies it; "s:find()" reads it through the
+ * string metatable). */
+static void budget_patterns(lua_State *L)
+{
+    lua_getglobal(L, "string");
+    ami_strpat_budget_t b = {pattern_budget, NULL};
+    ami_strpat_install(L, lua_gettop(L), &b);
+    lua_pop(L, 1);
+}
+
 /* Every table-valued member of the module (ami.log, ami.metrics, ...) and
  * the module itself become read-only proxies: no script can replace
  * ami.action or ami.log.info, not even with rawset. */
@@ -171,6 +193,7 @@ static int build_module(lua_State *L)
 {
     script_t *sc = lua_touserdata(L, 1);
     lua_settop(L, 0);
+    budget_patterns(L);
     sc->owned_ref = new_weak_table(L);
     sc->frozen_ref = new_weak_table(L);
     lua_newtable(L);

@@ -140,6 +140,7 @@ struct script {
     uint32_t strict;                 /* > 0: allocations past mem_limit are refused */
     int64_t last_gc_ns;
     int64_t refusal_log_ns;          /* last "event not given" log line */
+    int64_t filter_log_ns;           /* last "filter over budget" log line */
     /* handlers and waiters */
     handler_t *buckets[HANDLER_BUCKETS];
     handler_t *every;                /* "*" handlers */

@@ -23,7 +23,7 @@
 #define DEFAULT_LOG_LINES 1000u
 #define DEFAULT_LOG_BYTES (1u << 20)
 #define DEFAULT_METRIC_SERIES 1000u
-#define DEFAULT_FILTER_STEPS 100000u
+#define DEFAULT_FILTER_STEPS 1000000u
 
 void ami_lua_config_default(ami_lua_config_t *cfg)
 {

@@ -273,6 +273,40 @@ static void a_saved_pooled_coroutine_cannot_be_resumed_later(void **state)
     finish(w);
 }
 
+/* ---- 5. hostile values from the network -------------------------------------- */
+
+static void a_pathological_filter_pattern_against_a_huge_value_is_abandoned(void **state)
+{
+    (void)state;
+    char script[2048];
+    snprintf(script, sizeof script, "%s%s", FINE,
+             "ami.on({Event = 'UserEvent', Data = ami.pattern('(.*)@(.*)')}, function(ev)\n"
+             "  ami.log.info('matched', {len = #ev.Data})\n"
+             "end)\n");
+    lua_world_t *w = world_with(script);
+    static char ev[61000];
+    int n = snprintf(ev, sizeof ev, "Event: UserEvent\r\nUserEvent: Big\r\nData: ");
+    memset(ev + n, 'x', 60000);
+    memcpy(ev + n + 60000, "\r\n\r\n", 5);
+    for (int i = 0; i < 5; i++)
+        lua_world_inject(w, 0, ev);
+    lua_world_inject(w, 0, "Event: UserEvent\r\nUserEvent: Small\r\nData: alice@example\r\n\r\n");
+    expect_log(w, "msg=matched len=13", 1);
+    assert_true(lua_world_metric(w, "ami_lua_filter_budget_exceeded_total", NULL) == 5.0);
+    assert_int_equal(lua_world_count_log(w, "filter pattern over its step budget"), 1); /* once a second */
+    expect_engine_serves(w, 1);
+    finish(w);
+}
+
+static void a_pathological_string_find_in_a_script_is_stopped(void **state)
+{
+    (void)state;
+    run_runaway("local s = string.rep('x', 60000)\n"
+                "local a = s:find('(.*)@(.*)')\n"
+                "local b = string.gsub(s, '(.-)(.-)(.-)@', '%1')",
+                "hostile.lua:");
+}
+
 /* ---- 6. shared tables are read-only ----------------------------------------------- */
 
 static void libraries_and_the_ami_module_are_read_only(void **state)
@@ -457,6 +491,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(a_newproxy_finalizer_is_not_available),
         cmocka_unit_test(runaway_top_level_on_reload_keeps_the_running_scripts),
         cmocka_unit_test(nan_infinite_negative_and_fractional_numbers_are_error_values),
+        cmocka_unit_test(a_pathological_filter_pattern_against_a_huge_value_is_abandoned),
+        cmocka_unit_test(a_pathological_string_find_in_a_script_is_stopped),
         cmocka_unit_test(a_saved_coroutine_cannot_be_resumed_with_a_fake_result),
         cmocka_unit_test(a_saved_pooled_coroutine_cannot_be_resumed_later),
         cmocka_unit_test(libraries_and_the_ami_module_are_read_only),

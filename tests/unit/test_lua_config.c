@@ -454,6 +454,14 @@ static void endless_loop_in_an_xpcall_handler_is_stopped(void **state)
     alarm(0);
 }
 
+static void a_pathological_pattern_is_stopped(void **state)
+{
+    (void)state;
+    alarm(60); /* LuaJIT's own matcher takes about 20 s here, in one uninterruptible call */
+    load_expect_error(FIXTURES "/bad_pattern.lua", "pattern matching stopped: over its step budget");
+    alarm(0);
+}
+
 static void missing_file(void **state)
 {
     (void)state;
@@ -676,6 +684,7 @@ int main(void)
         cmocka_unit_test(endless_loop_is_stopped),
         cmocka_unit_test(endless_loop_inside_pcall_is_stopped),
         cmocka_unit_test(endless_loop_in_an_xpcall_handler_is_stopped),
+        cmocka_unit_test(a_pathological_pattern_is_stopped),
         cmocka_unit_test(missing_file),
         cmocka_unit_test(many_errors_all_reported),
         cmocka_unit_test(too_many_errors_are_counted),
