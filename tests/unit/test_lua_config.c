@@ -331,6 +331,31 @@ static void secret_from_file_strips_line_end(void **state)
     ami_config_free(&cfg);
 }
 
+static void a_world_readable_secret_file_is_a_warning(void **state)
+{
+    (void)state;
+    write_file(tmp_path("open.secret"), "pw\n");
+    chmod(tmp_path("open.secret"), 0644);
+    write_file(tmp_path("closed.secret"), "pw\n");
+    chmod(tmp_path("closed.secret"), 0600);
+    char text[1200];
+    snprintf(text, sizeof text,
+             "servers = { { key = 'pbx1', host = '10.0.0.5', username = 'e', secret_file = '%s' },\n"
+             "  { key = 'pbx2', host = '10.0.0.6', username = 'e', secret_file = '%s' } }\n",
+             tmp_path("open.secret"), tmp_path("closed.secret"));
+    write_file(tmp_path("perm.lua"), text);
+    ami_engine_config_t cfg;
+    ami_config_errors_t errs;
+    assert_int_equal(load(tmp_path("perm.lua"), &cfg, &errs), 0);
+    assert_int_equal(cfg.nwarnings, 1);
+    assert_non_null(strstr(cfg.warnings[0], "open.secret\" is readable by every user of the machine (mode 644)"));
+    assert_non_null(strstr(cfg.warnings[0], "chmod 600"));
+    char *d = describe(&cfg);
+    assert_non_null(strstr(d, "warning: servers[1]"));
+    free(d);
+    ami_config_free(&cfg);
+}
+
 static void describe_never_shows_secrets(void **state)
 {
     (void)state;
@@ -675,6 +700,7 @@ int main(void)
         cmocka_unit_test(secret_inline),
         cmocka_unit_test(secret_from_env),
         cmocka_unit_test(secret_from_file_strips_line_end),
+        cmocka_unit_test(a_world_readable_secret_file_is_a_warning),
         cmocka_unit_test(describe_never_shows_secrets),
         cmocka_unit_test(secrets_never_in_errors),
         cmocka_unit_test(metrics_ipv6_and_off),
