@@ -157,6 +157,8 @@ void registry_release(ami_registry_t *r, uint32_t idx)
         registry_table_delete(r, t);
     registry_heap_remove(r, idx);
     registry_fifo_remove(r, idx);
+    r->reserved_in_use -= s->reserved;
+    s->reserved = false;
     s->id = 0;
     r->free_stack[r->nfree++] = idx;
 }

@@ -38,13 +38,16 @@ typedef struct slot {
     uint8_t strategy; /* as resolved */
     uint8_t phase;
     bool in_fifo;     /* linked in the first-response FIFO */
+    bool reserved;    /* holds one of the AMI_REGISTRY_RESERVED slots */
     char action[24];
     char completion_event[40];
 } slot_t;
 
 struct ami_registry {
     slot_t *slots;
-    uint32_t nslots;
+    uint32_t nslots;          /* max_pending + AMI_REGISTRY_RESERVED */
+    uint32_t max_pending;
+    uint32_t reserved_in_use;
     uint32_t *free_stack;
     uint32_t nfree;
     uint32_t *table; /* id -> slot index + 1; 0 empty; linear probing */
