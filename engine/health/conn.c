@@ -426,10 +426,12 @@ static bool init_parts(ami_conn_t *c, ami_err_t *err)
     rc.on_final = conn_on_final;
     rc.on_final_ud = c;
     c->reg = ami_registry_new(&rc, err);
-    ami_tcp_options_t to = {.enforce_ip = c->opt.enforce_ip_endpoints,
-                            .connect_timeout_ms = c->opt.connect_timeout_ms,
-                            .read_chunk = c->opt.read_chunk,
-                            .write_hwm = c->opt.write_hwm};
+    ami_tcp_options_t to;
+    ami_tcp_options_default(&to);
+    to.enforce_ip = c->opt.enforce_ip_endpoints;
+    to.connect_timeout_ms = c->opt.connect_timeout_ms;
+    to.read_chunk = c->opt.read_chunk;
+    to.write_hwm = c->opt.write_hwm;
     ami_tcp_callbacks_t tcb = {.on_open = on_open, .read_buffer = read_buffer,
                                .on_read = on_read, .on_close = on_transport_close};
     c->tcp = ami_tcp_new(c->env.loop, &to, &tcb, c, c->env.log);
