@@ -158,7 +158,7 @@ static void a_long_mixed_run_gives_every_answer_to_its_own_action(void **state)
             ids[added] = add_action(w, "Ping", AMI_STRATEGY_SINGLE, NULL, r == 0 ? now + 1 : 0);
             waiting[added++] = true;
         } else if (r < 8 && oldest < added) {
-            char tag[16];
+            char tag[32];
             snprintf(tag, sizeof tag, "n%zu", oldest);
             assert_int_equal(answer(w, tag), 1);
             assert_answered(w, ids[oldest], tag);
