@@ -1,10 +1,10 @@
 /*
  * The parser on bad and unusual input: a catalogue of what it refuses (with
- * the exact return value, error code and a message naming the problem), of
- * the malformed lines it drops from a message and reports while the stream
- * goes on, and of the leniencies it allows (with the exact messages it
- * produces). Every input of the catalogue is also fed one byte at a time, and
- * must give the same outcome as one feed.
+ * the exact return value, error code and a message naming the problem) and
+ * of the leniencies it allows (with the exact messages it produces). The
+ * malformed lines it drops from a message are in test_parser_bad_lines.c.
+ * Every input of the catalogue is also fed one byte at a time, and must give
+ * the same outcome as one feed.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,173 +19,9 @@
 #include "protocol/message.h"
 #include "protocol/parser.h"
 
-#define BANNER "Asterisk Call Manager/11.0.0\r\n"
-
-/* ------------------------------------------------------------------------ */
-/* Parse an input and copy out what came of it                               */
-
-#define MAX_MSGS 8
-#define MAX_HDRS 12
-
-typedef struct cmsg {
-    ami_msg_kind_t kind;
-    bool legacy;
-    int32_t actionid_idx;
-    size_t wire_len;
-    size_t nhdrs;
-    uint32_t bad_lines;
-    char key[MAX_HDRS][48];
-    char val[MAX_HDRS][96];
-    size_t vlen[MAX_HDRS];
-    bool terminated[MAX_HDRS]; /* key and value NUL-terminated in place */
-} cmsg_t;
-
-typedef struct result {
-    int rc;        /* last ami_parser_next: -1 error, 0 needs more */
-    ami_err_t err; /* when rc == -1 */
-    size_t n;      /* messages before that */
-    cmsg_t m[MAX_MSGS];
-    size_t buffered;
-    uint64_t errors;
-    uint64_t bad_lines;        /* stats.bad_lines */
-    ami_parser_bad_t last_bad; /* ami_parser_last_bad */
-} result_t;
-
-static void copy_msg(cmsg_t *c, const ami_msg_t *m)
-{
-    memset(c, 0, sizeof *c);
-    c->kind = m->kind;
-    c->legacy = m->legacy_command;
-    c->actionid_idx = m->actionid_idx;
-    c->wire_len = m->wire_len;
-    c->nhdrs = m->nhdrs;
-    c->bad_lines = m->bad_lines;
-    assert_true(m->nhdrs <= MAX_HDRS);
-    for (size_t i = 0; i < m->nhdrs; i++) {
-        size_t kl, vl;
-        const char *k = ami_msg_key(m, i, &kl);
-        const char *v = ami_msg_value(m, i, &vl);
-        assert_true(kl < sizeof c->key[i] && vl < sizeof c->val[i]);
-        /* keys and values are NUL-terminated in place (checked by assert_hdr) */
-        c->terminated[i] = k[kl] == '\0' && v[vl] == '\0';
-        memcpy(c->key[i], k, kl);
-        memcpy(c->val[i], v, vl);
-        c->vlen[i] = vl;
-    }
-}
-
-/* Feed `in` in chunks of `chunk` bytes (0: all at once), draining after each
- * feed, until the end or the first error. */
-static void run_parser(result_t *r, ami_parser_t *p, const char *in, size_t len, size_t chunk)
-{
-    memset(r, 0, sizeof *r);
-    size_t off = 0;
-    do {
-        size_t n = chunk == 0 || chunk > len - off ? len - off : chunk;
-        if (ami_parser_feed(p, in + off, n, &r->err) != 0) {
-            r->rc = -1;
-            break;
-        }
-        off += n;
-        ami_msg_t m;
-        while ((r->rc = ami_parser_next(p, &m, &r->err)) == 1) {
-            assert_true(r->n < MAX_MSGS);
-            copy_msg(&r->m[r->n++], &m);
-        }
-    } while (r->rc == 0 && off < len);
-    r->buffered = ami_parser_buffered(p);
-    r->errors = ami_parser_stats(p)->errors;
-    r->bad_lines = ami_parser_stats(p)->bad_lines;
-    r->last_bad = *ami_parser_last_bad(p);
-}
+#include "parse_run.h"
 
 static result_t R;
-
-static void parse(result_t *r, const ami_parser_limits_t *lim, bool banner, const char *in, size_t len,
-                  size_t chunk)
-{
-    ami_parser_t p;
-    assert_int_equal(ami_parser_init(&p, lim), 0);
-    ami_parser_expect_banner(&p, banner);
-    run_parser(r, &p, in, len, chunk);
-    ami_parser_deinit(&p);
-}
-
-static void assert_same_messages(const result_t *a, const result_t *b)
-{
-    assert_int_equal(a->n, b->n);
-    for (size_t i = 0; i < a->n; i++) {
-        const cmsg_t *x = &a->m[i], *y = &b->m[i];
-        assert_int_equal(x->kind, y->kind);
-        assert_int_equal(x->legacy, y->legacy);
-        assert_int_equal(x->actionid_idx, y->actionid_idx);
-        assert_int_equal(x->wire_len, y->wire_len);
-        assert_int_equal(x->nhdrs, y->nhdrs);
-        assert_int_equal(x->bad_lines, y->bad_lines);
-        for (size_t j = 0; j < x->nhdrs; j++) {
-            assert_string_equal(x->key[j], y->key[j]);
-            assert_string_equal(x->val[j], y->val[j]);
-            assert_int_equal(x->vlen[j], y->vlen[j]);
-        }
-    }
-}
-
-/* Parse in one feed and byte by byte; both must agree. Result of the first. */
-static void parse_both(result_t *r, const ami_parser_limits_t *lim, bool banner, const char *in, size_t len)
-{
-    static result_t bytewise;
-    parse(r, lim, banner, in, len, 0);
-    parse(&bytewise, lim, banner, in, len, 1);
-    assert_same_messages(r, &bytewise);
-    assert_int_equal(r->rc, bytewise.rc);
-    assert_int_equal(r->bad_lines, bytewise.bad_lines);
-    if (r->rc < 0)
-        assert_int_equal(r->err.code, bytewise.err.code);
-    else
-        assert_int_equal(r->buffered, bytewise.buffered);
-}
-
-#define PARSE(r, lim, in) parse_both((r), (lim), true, (in), sizeof(in) - 1)
-/* Feed a literal into an existing parser, results in R. */
-#define RUN(p, in) run_parser(&R, (p), (in), sizeof(in) - 1, 0)
-
-static void assert_error(const result_t *r, ami_status_t code, const char *needle)
-{
-    assert_int_equal(r->rc, -1);
-    assert_int_equal(r->err.code, code);
-    if (!strstr(r->err.msg, needle))
-        fail_msg("error message \"%s\" does not mention \"%s\"", r->err.msg, needle);
-    assert_int_equal(r->errors, 1);
-}
-
-/* Header i is key: val, by length, and NUL-terminated in the parser's buffer. */
-static void assert_hdr_content(const cmsg_t *m, size_t i, const char *key, const char *val)
-{
-    assert_true(i < m->nhdrs);
-    assert_string_equal(m->key[i], key);
-    assert_string_equal(m->val[i], val);
-    assert_int_equal(m->vlen[i], strlen(val));
-}
-
-static void assert_hdr(const cmsg_t *m, size_t i, const char *key, const char *val)
-{
-    assert_hdr_content(m, i, key, val);
-    if (!m->terminated[i])
-        fail_msg("header %zu (%s: \"%s\") is not NUL-terminated in place", i, key, val);
-}
-
-static void assert_banner(const cmsg_t *m, const char *text)
-{
-    assert_int_equal(m->kind, AMI_MSG_BANNER);
-    assert_int_equal(m->nhdrs, 1);
-    assert_hdr(m, 0, "Banner", text);
-}
-
-static ami_parser_limits_t small_limits(size_t max_line, size_t max_headers, size_t max_message)
-{
-    ami_parser_limits_t lim = {max_line, max_headers, max_message};
-    return lim;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Refused                                                                   */
@@ -219,128 +55,6 @@ static void test_malformed_first_line_of_a_message_is_a_protocol_error(void **st
     assert_error(&R, AMI_E_PROTOCOL, "CR not followed by LF");
     assert_non_null(strstr(R.err.msg, "Event: one"));
     assert_int_equal(R.bad_lines, 0);
-}
-
-/* A UserEvent relayed by Asterisk carries what its sender wrote: one odd
- * line must not cost the session. Each bad line is dropped from its
- * message, counted, described; the rest of the message and the stream go on. */
-static void test_malformed_lines_inside_a_message_are_dropped_and_counted(void **state)
-{
-    (void)state;
-    static const struct {
-        const char *line;
-        size_t len;
-        ami_bad_kind_t kind;
-        const char *excerpt;
-    } cases[] = {
-        {"this line has no colon", 22, AMI_BAD_NO_COLON, "this line has no colon"},
-        {": value", 7, AMI_BAD_EMPTY_KEY, ": value"},
-        {"Val: x\0y", 8, AMI_BAD_NUL, "Val: x.y"},
-        {"Act\0ionID: 1", 12, AMI_BAD_NUL, "Act.ionID: 1"},
-        {"Val: x\ry", 8, AMI_BAD_LONE_CR, "Val: x.y"},
-        {"Val: x\r\ry", 9, AMI_BAD_LONE_CR, "Val: x..y"},
-        {"\0", 1, AMI_BAD_NUL, "."},
-        {"\r", 1, AMI_BAD_LONE_CR, "."},
-        {"x\0y\rz", 5, AMI_BAD_NUL, "x.y.z"},
-    };
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        char in[256];
-        int n = snprintf(in, sizeof in, BANNER "Event: UserEvent\r\nA: 1\r\n");
-        memcpy(in + n, cases[c].line, cases[c].len);
-        n += (int)cases[c].len;
-        n += snprintf(in + n, sizeof in - (size_t)n, "\r\nB: 2\r\n\r\nEvent: Next\r\n\r\n");
-        parse_both(&R, NULL, true, in, (size_t)n);
-        if (R.rc != 0)
-            fail_msg("case %zu: %s", c, R.err.msg);
-        assert_int_equal(R.n, 3);
-        const cmsg_t *m = &R.m[1];
-        assert_int_equal(m->kind, AMI_MSG_EVENT);
-        assert_int_equal(m->nhdrs, 3);
-        assert_hdr(m, 0, "Event", "UserEvent");
-        assert_hdr(m, 1, "A", "1");
-        assert_hdr(m, 2, "B", "2");
-        assert_int_equal(m->bad_lines, 1);
-        assert_int_equal(m->wire_len, (size_t)n - (sizeof BANNER - 1) - strlen("Event: Next\r\n\r\n"));
-        assert_int_equal(R.m[2].bad_lines, 0);
-        assert_hdr(&R.m[2], 0, "Event", "Next");
-        assert_int_equal(R.errors, 0);
-        assert_int_equal(R.bad_lines, 1);
-        assert_int_equal(R.last_bad.kind, cases[c].kind);
-        assert_int_equal(R.last_bad.line, 3);
-        assert_string_equal(R.last_bad.excerpt, cases[c].excerpt);
-    }
-    assert_string_equal(ami_bad_kind_name(AMI_BAD_NO_COLON), "no ':' separator");
-    assert_string_equal(ami_bad_kind_name(AMI_BAD_EMPTY_KEY), "empty key");
-    assert_string_equal(ami_bad_kind_name(AMI_BAD_NUL), "NUL byte");
-    assert_string_equal(ami_bad_kind_name(AMI_BAD_LONE_CR), "CR not followed by LF");
-    assert_string_equal(ami_bad_kind_name(AMI_BAD_NONE), "none");
-}
-
-static void test_several_malformed_lines_are_each_counted(void **state)
-{
-    (void)state;
-    PARSE(&R, NULL, BANNER "Response: Success\r\nActionID: 7\r\nbad one\r\nX: \0\r\nMessage: ok\r\n"
-                           "bad\rtwo\n\r\nResponse: Success\r\nbad three\r\n\r\n");
-    assert_int_equal(R.rc, 0);
-    assert_int_equal(R.n, 3);
-    assert_int_equal(R.m[1].nhdrs, 3);
-    assert_hdr(&R.m[1], 1, "ActionID", "7");
-    assert_int_equal(R.m[1].actionid_idx, 1);
-    assert_hdr(&R.m[1], 2, "Message", "ok");
-    assert_int_equal(R.m[1].bad_lines, 3);
-    assert_int_equal(R.m[2].bad_lines, 1);
-    assert_int_equal(R.bad_lines, 4);
-    assert_int_equal(R.last_bad.line, 2);
-    assert_string_equal(R.last_bad.excerpt, "bad three");
-    /* a fresh parser has nothing to describe */
-    ami_parser_t p;
-    assert_int_equal(ami_parser_init(&p, NULL), 0);
-    assert_int_equal(ami_parser_last_bad(&p)->kind, AMI_BAD_NONE);
-    ami_parser_deinit(&p);
-}
-
-/* Legacy Command output: raw lines are output, but a NUL or a lone CR still
- * makes a line malformed. */
-static void test_malformed_line_in_legacy_output_is_dropped(void **state)
-{
-    (void)state;
-    PARSE(&R, NULL, BANNER "Response: Follows\r\nActionID: x\r\none\r\nt\0wo\r\nth\rree\r\n"
-                           "four\r\n--END COMMAND--\r\n\r\n");
-    assert_int_equal(R.rc, 0);
-    assert_int_equal(R.n, 2);
-    const cmsg_t *m = &R.m[1];
-    assert_true(m->legacy);
-    assert_int_equal(m->nhdrs, 4);
-    assert_hdr(m, 2, "Output", "one");
-    assert_hdr(m, 3, "Output", "four");
-    assert_int_equal(m->bad_lines, 2);
-}
-
-/* Dropping a line does not lift a bound: a malformed line is measured like
- * any other, and a message of nothing but malformed lines still ends at
- * max_message. */
-static void test_bounds_hold_for_malformed_lines(void **state)
-{
-    (void)state;
-    ami_parser_limits_t lim = small_limits(32, 0, 256);
-    PARSE(&R, &lim, BANNER "Response: Success\r\nno colon but far too long for max_line, yes\r\n\r\n");
-    assert_int_equal(R.n, 1);
-    assert_error(&R, AMI_E_LIMIT, "max_line");
-    PARSE(&R, &lim, BANNER "Response: Success\r\nValue: \0 and far too long for max_line\r\n\r\n");
-    assert_int_equal(R.n, 1);
-    assert_error(&R, AMI_E_LIMIT, "max_line");
-    /* a line that never ends, with a NUL in it: refused at the bound without a newline */
-    PARSE(&R, &lim, BANNER "Response: Success\r\nValue: \0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
-    assert_int_equal(R.n, 1);
-    assert_error(&R, AMI_E_LIMIT, "max_line");
-    static char in[4096];
-    size_t n = (size_t)snprintf(in, sizeof in, BANNER "Event: Flood\r\n");
-    for (int i = 0; i < 20; i++)
-        n += (size_t)snprintf(in + n, sizeof in - n, "no colon at all, line %02d\r\n", i);
-    n += (size_t)snprintf(in + n, sizeof in - n, "\r\n");
-    parse_both(&R, &lim, true, in, n);
-    assert_int_equal(R.n, 1);
-    assert_error(&R, AMI_E_LIMIT, "max_message");
 }
 
 static void test_complete_line_over_max_line_is_a_limit_error(void **state)
@@ -831,10 +545,6 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_malformed_first_line_of_a_message_is_a_protocol_error),
-        cmocka_unit_test(test_malformed_lines_inside_a_message_are_dropped_and_counted),
-        cmocka_unit_test(test_several_malformed_lines_are_each_counted),
-        cmocka_unit_test(test_malformed_line_in_legacy_output_is_dropped),
-        cmocka_unit_test(test_bounds_hold_for_malformed_lines),
         cmocka_unit_test(test_complete_line_over_max_line_is_a_limit_error),
         cmocka_unit_test(test_partial_line_over_max_line_errors_without_newline),
         cmocka_unit_test(test_too_many_headers_is_a_limit_error),
