@@ -84,12 +84,14 @@ static void send_ping(ami_conn_t *c)
     }
 }
 
+/* Both timers run only while the session is logged in: every close stops
+ * them (conn_heartbeat_stop). */
 static void on_check_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     ami_conn_t *c = w->data;
-    if (c->hb_round_open && c->state == AMI_CONN_CONNECTED)
+    if (c->hb_round_open)
         judge_round(c);
 }
 
@@ -97,8 +99,6 @@ static void on_ping_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     ami_conn_t *c = w->data;
-    if (c->state != AMI_CONN_CONNECTED)
-        return;
     if (c->hb_round_open) {
         judge_round(c);
         if (c->state != AMI_CONN_CONNECTED)

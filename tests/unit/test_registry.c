@@ -398,6 +398,89 @@ static void slots_are_reused_without_growth(void **state)
     world_free(w);
 }
 
+static void bad_configs_and_specs_are_refused(void **state)
+{
+    (void)state;
+    ami_err_t err;
+    ami_registry_config_t rc;
+    ami_registry_config_default(&rc);
+    assert_null(ami_registry_new(&rc, &err)); /* no ActionID generator */
+    assert_int_equal(err.code, AMI_E_INVALID);
+    assert_null(ami_registry_new(NULL, &err));
+    ami_actionid_gen_t ids;
+    ami_actionid_init(&ids, 1);
+    rc.ids = &ids;
+    rc.max_pending = (1u << 24) + 1;
+    assert_null(ami_registry_new(&rc, &err));
+    assert_non_null(strstr(err.msg, "max_pending"));
+    ami_registry_free(NULL);
+
+    world_t *w = world_new(4, 0);
+    ami_pending_spec_t spec = {.id = 0, .action = "Ping", .strategy = AMI_STRATEGY_SINGLE, .cb = record, .ud = w};
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1); /* id 0 */
+    spec.id = 9;
+    spec.cb = NULL;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
+    spec.cb = record;
+    spec.strategy = AMI_STRATEGY_COUNT;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
+    spec.strategy = AMI_STRATEGY_EVENT;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
+    assert_non_null(strstr(err.msg, "completing event"));
+    spec.strategy = AMI_STRATEGY_SINGLE;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), 0);
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
+    assert_non_null(strstr(err.msg, "already pending"));
+    assert_int_equal(ami_registry_pending(w->reg), 1);
+    world_free(w);
+}
+
+/* Past max_pending an ordinary action is refused, a reserved one (the
+ * heartbeat's Ping) still fits, once. */
+static void the_reserved_slot_takes_one_reserved_action_past_max_pending(void **state)
+{
+    (void)state;
+    world_t *w = world_new(2, 0);
+    add_action(w, "CoreStatus", AMI_STRATEGY_SINGLE, NULL, 0);
+    add_action(w, "CoreStatus", AMI_STRATEGY_SINGLE, NULL, 0);
+    ami_err_t err;
+    ami_pending_spec_t spec = {.id = ami_actionid_next(&w->ids), .action = "Ping",
+                               .strategy = AMI_STRATEGY_SINGLE, .cb = record, .ud = w};
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
+    assert_int_equal(err.code, AMI_E_LIMIT);
+    spec.reserved = true;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), 0);
+    spec.id = ami_actionid_next(&w->ids);
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1); /* one reserved slot */
+    assert_int_equal(ami_registry_pending(w->reg), 3);
+    /* the reserved slot comes back when its action ends, and stays reserved */
+    assert_true(ami_registry_cancel(w->reg, spec.id - 1));
+    spec.reserved = false;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
+    spec.reserved = true;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), 0);
+    assert_int_equal(ami_registry_stats(w->reg)->refused, 3);
+    world_free(w);
+}
+
+/* An AUTO action whose first list item comes before its response (the
+ * response lost or sent late by a proxy) is a list from then on. */
+static void a_list_item_before_the_response_makes_it_a_list(void **state)
+{
+    (void)state;
+    world_t *w = world_new(4, 0);
+    uint64_t a = add_action(w, "Status", AMI_STRATEGY_AUTO, NULL, 100);
+    char ia[AMI_ACTIONID_MAX], text[256];
+    snprintf(text, sizeof text, "Event: Status\r\nActionID: %s\r\nChannel: c1\r\n\r\n", id_text(w, a, ia));
+    assert_int_equal(feed(w, text), 1);
+    assert_int_equal(count_notes(w, a, AMI_PENDING_ITEM), 1);
+    assert_int_equal(ami_registry_expire(w->reg, 100), 1);
+    const seen_t *n = final_note(w, a);
+    assert_int_equal(n->strategy, AMI_STRATEGY_LIST);
+    assert_non_null(strstr(n->reason, "the list started but did not complete (1 items so far)"));
+    world_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -419,6 +502,9 @@ int main(void)
         cmocka_unit_test(cancelled_action_never_calls_back),
         cmocka_unit_test(max_pending_is_a_hard_bound),
         cmocka_unit_test(slots_are_reused_without_growth),
+        cmocka_unit_test(bad_configs_and_specs_are_refused),
+        cmocka_unit_test(the_reserved_slot_takes_one_reserved_action_past_max_pending),
+        cmocka_unit_test(a_list_item_before_the_response_makes_it_a_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

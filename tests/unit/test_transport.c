@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <ev.h>
 #include <netdb.h>
@@ -67,6 +68,19 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
     if (slow)
         slow_left++;
     return rc;
+}
+
+/* pthread_create, failing once when asked (the resolver cannot start its
+ * thread), else the real one. */
+static atomic_bool fail_next_thread;
+
+int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+    if (atomic_exchange(&fail_next_thread, false))
+        return EAGAIN;
+    int (*real)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+    *(void **)&real = dlsym(RTLD_NEXT, "pthread_create");
+    return real(thread, attr, fn, arg);
 }
 
 /* ---- a transport and what its callbacks saw --------------------------------------- */
@@ -463,6 +477,23 @@ static void unknown_hostname_arrives_through_on_close(void **state)
     rig_free(r);
 }
 
+static void no_resolver_thread_is_refused_at_once(void **state)
+{
+    (void)state;
+    rig_t *r = rig_new(false, 0, 0);
+    int64_t before = ami_alloc_live_bytes();
+    fail_next_thread = true;
+    ami_err_t err;
+    assert_int_equal(ami_tcp_open(r->tcp, "pbx.test.invalid", 5038, &err), -1);
+    assert_int_equal(err.code, AMI_E_IO);
+    assert_non_null(strstr(err.msg, "cannot start a resolver thread"));
+    assert_int_equal(ami_tcp_state(r->tcp), AMI_TCP_IDLE);
+    assert_int_equal(ami_alloc_live_bytes(), before);
+    harness_run_for(r->loop, 30);
+    assert_int_equal(r->opens + r->closes, 0);
+    rig_free(r);
+}
+
 static bool lookup_entered(void *ud)
 {
     (void)ud;
@@ -534,6 +565,7 @@ int main(void)
         cmocka_unit_test(a_reset_peer_fails_the_next_write),
         cmocka_unit_test(hostname_is_resolved_on_another_thread_then_connected),
         cmocka_unit_test(unknown_hostname_arrives_through_on_close),
+        cmocka_unit_test(no_resolver_thread_is_refused_at_once),
         cmocka_unit_test(closing_during_a_lookup_cancels_it),
         cmocka_unit_test(freeing_during_a_lookup_is_safe),
     };
