@@ -55,6 +55,7 @@ static const int_opt_t INT_OPTS[] = {
     {"heartbeat_max_failures", OFF(heartbeat_max_failures), F_U32, 1, 1000},
     {"backoff_initial_ms", OFF(backoff_initial_ms), F_U32, 1, 3600000},
     {"backoff_max_ms", OFF(backoff_max_ms), F_U32, 1, 86400000},
+    {"backoff_reset_ms", OFF(backoff_reset_ms), F_U32, 1, 86400000},
     {"max_pending", OFF(max_pending), F_U32, 1, 1000000},
     {"write_hwm_bytes", OFF(write_hwm), F_SIZE, 4096, 1024 * MIB},
     {"read_chunk_bytes", OFF(read_chunk), F_SIZE, 512, 16 * MIB},
@@ -71,7 +72,7 @@ static const char *const SERVER_KEYS[] = {
     "key", "host", "port", "username", "secret", "secret_env", "secret_file", "auth",
     "enforce_ip_endpoints", "connect_timeout_ms", "login_timeout_ms", "action_timeout_ms",
     "heartbeat_interval_ms", "heartbeat_timeout_ms", "heartbeat_max_failures",
-    "backoff_initial_ms", "backoff_max_ms", "max_pending", "write_hwm_bytes", "read_chunk_bytes",
+    "backoff_initial_ms", "backoff_max_ms", "backoff_reset_ms", "max_pending", "write_hwm_bytes", "read_chunk_bytes",
     "max_line_bytes", "max_headers", "max_message_bytes", "max_list_items", "max_command_lines",
     "max_completion_events", "events", "filters", "tls"};
 #define N_SERVER_KEYS (sizeof SERVER_KEYS / sizeof SERVER_KEYS[0])

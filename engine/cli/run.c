@@ -88,7 +88,8 @@ static void on_summary(struct ev_loop *loop, ev_timer *t, int revents)
         AMI_LOG(e->log, AMI_LOG_INFO, "summary", AMI_F_STR("server_key", info.server_key),
                 AMI_F_STR("state", ami_conn_state_name(info.state)), AMI_F_UINT("events", info.stats->events),
                 AMI_F_DBL("events_per_s", (double)delta / secs), AMI_F_UINT("pending", info.pending),
-                AMI_F_UINT("logins", info.stats->logins), AMI_F_UINT("disconnects", info.stats->force_closes));
+                AMI_F_UINT("logins", info.stats->logins), AMI_F_UINT("disconnects", info.stats->sessions_lost),
+                AMI_F_UINT("connect_failures", info.stats->connect_failures));
     }
     ami_lua_stats_t st;
     ami_lua_runtime_stats(e->rt, &st);

@@ -62,15 +62,17 @@ ami_registry_t *ami_registry_new(const ami_registry_config_t *cfg, ami_err_t *er
         ami_err_set(err, AMI_E_INVALID, "registry needs a config with an ActionID generator");
         return NULL;
     }
-    uint32_t n = cfg->max_pending ? cfg->max_pending : DEFAULT_MAX_PENDING;
-    if (n > (1u << 24)) {
-        ami_err_set(err, AMI_E_INVALID, "max_pending %u is above the supported 16777216", n);
+    uint32_t max = cfg->max_pending ? cfg->max_pending : DEFAULT_MAX_PENDING;
+    if (max > (1u << 24)) {
+        ami_err_set(err, AMI_E_INVALID, "max_pending %u is above the supported 16777216", max);
         return NULL;
     }
+    uint32_t n = max + AMI_REGISTRY_RESERVED;
     ami_registry_t *r = ami_calloc(1, sizeof *r);
     if (!r)
         goto nomem;
     r->nslots = n;
+    r->max_pending = max;
     r->table_mask = pow2_at_least(n * 2) - 1;
     r->slots = ami_calloc(n, sizeof *r->slots);
     r->free_stack = ami_malloc(n * sizeof *r->free_stack);
@@ -116,6 +118,15 @@ static void copy_name(char *dst, size_t size, const char *src)
     snprintf(dst, size, "%s", src ? src : "");
 }
 
+/* Ordinary actions share max_pending slots; the reserved ones are kept for
+ * actions that must go out even then (the heartbeat). */
+static bool has_room(const ami_registry_t *r, bool reserved)
+{
+    if (reserved)
+        return r->reserved_in_use < AMI_REGISTRY_RESERVED && r->nfree > 0;
+    return r->nslots - r->nfree - r->reserved_in_use < r->max_pending;
+}
+
 int ami_registry_add(ami_registry_t *r, const ami_pending_spec_t *spec, ami_err_t *err)
 {
     if (!spec->cb || spec->id == 0 || (unsigned)spec->strategy >= AMI_STRATEGY_COUNT)
@@ -126,16 +137,18 @@ int ami_registry_add(ami_registry_t *r, const ami_pending_spec_t *spec, ami_err_
     if (registry_table_find(r, spec->id) != NONE)
         return ami_err_set(err, AMI_E_INVALID, "action id %llu is already pending",
                            (unsigned long long)spec->id);
-    if (r->nfree == 0) {
+    if (!has_room(r, spec->reserved)) {
         r->stats.refused++;
         return ami_err_set(err, AMI_E_LIMIT,
                            "%u actions already pending on server %s (max_pending): wait for "
                            "answers or raise max_pending",
-                           r->nslots, r->server_key);
+                           r->max_pending, r->server_key);
     }
     uint32_t idx = r->free_stack[--r->nfree];
     slot_t *s = &r->slots[idx];
     memset(s, 0, sizeof *s);
+    s->reserved = spec->reserved;
+    r->reserved_in_use += spec->reserved;
     s->id = spec->id;
     s->cb = spec->cb;
     s->ud = spec->ud;

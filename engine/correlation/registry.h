@@ -33,7 +33,8 @@
  * timeout, fail_all), unless the caller cancels it (no callback at all).
  * The slot is released before the final callback runs, so the callback may
  * add new actions or cancel others. Memory: a fixed pool of max_pending
- * slots, allocated at init; nothing is allocated per message.
+ * (+ AMI_REGISTRY_RESERVED) slots, allocated at init; nothing is allocated
+ * per message.
  */
 #ifndef AMI_CORRELATION_REGISTRY_H
 #define AMI_CORRELATION_REGISTRY_H
@@ -116,10 +117,17 @@ typedef struct ami_pending_spec {
     int64_t start_ns;             /* caller's clock; handed back in the notes */
     ami_pending_cb cb;
     void *ud;
+    bool reserved;                /* may use a reserved slot (the heartbeat's Ping) */
 } ami_pending_spec_t;
 
+/* Slots kept beyond max_pending for reserved actions: a connection whose
+ * max_pending actions all wait on a dead server still sends its heartbeat,
+ * so the stall is detected as fast as an idle one. */
+#define AMI_REGISTRY_RESERVED 1u
+
 /* Register before the action is written. -1: AMI_E_LIMIT when all
- * max_pending slots are in use (counted), AMI_E_INVALID for a bad spec. */
+ * max_pending slots are in use (counted; a reserved action is refused only
+ * when the reserved slots are in use too), AMI_E_INVALID for a bad spec. */
 int ami_registry_add(ami_registry_t *r, const ami_pending_spec_t *spec, ami_err_t *err);
 
 /* Forget an action without calling back (its waiter is gone). A late

@@ -78,6 +78,7 @@ typedef struct ami_sim_faults {
     bool close_mid_response;       /* answer the next action with half a message, then close */
     bool half_close_after_login;   /* shutdown(SHUT_WR) right after a successful login */
     bool send_garbage;             /* send one garbage line (no colon) to each logged-in session */
+    bool answer_without_action_id; /* answers omit ActionID, as old servers and some proxies do */
     double flood_events_per_sec;   /* extra events to logged-in sessions; <0 = as fast as possible */
     bool tls_renegotiate;          /* one-shot: every logged-in TLS session renegotiates (TLS 1.2)
                                       or requests a key update (TLS 1.3) */
