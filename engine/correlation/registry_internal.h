@@ -39,8 +39,8 @@ typedef struct slot {
     uint8_t phase;
     bool in_fifo;     /* linked in the first-response FIFO */
     bool reserved;    /* holds one of the AMI_REGISTRY_RESERVED slots */
-    char action[24];
-    char completion_event[40];
+    char action[AMI_REGISTRY_NAME_MAX + 1];
+    char completion_event[AMI_REGISTRY_NAME_MAX + 1];
 } slot_t;
 
 struct ami_registry {

@@ -328,7 +328,12 @@ static void handle_message(ami_conn_t *c, const ami_msg_t *msg)
             conn_begin_login(c);
         return;
     }
-    if (ami_registry_on_message(c->reg, msg))
+    uint64_t gen = c->close_gen;
+    ami_registry_took_t took = ami_registry_on_message(c->reg, msg);
+    /* The completion event of an action (OriginateResponse) is also an
+     * event like any other: subscribers that ask for it see it, after the
+     * action's own callback. List items and responses are the action's. */
+    if (took != AMI_TOOK_NOTHING && (took != AMI_TOOK_COMPLETION || gen != c->close_gen))
         return;
     if (msg->kind == AMI_MSG_EVENT) {
         c->stats.events++;

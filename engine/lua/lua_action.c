@@ -23,9 +23,9 @@
 #include "lua/lua_internal.h"
 #include "protocol/writer.h"
 
-/* The correlation registry keeps a completion event's name in 40 bytes: a
- * longer one could never match, so it is refused here. */
-#define COMPLETE_ON_MAX 39
+/* The correlation registry refuses a completion event name it could not
+ * keep whole (it could never match). */
+#define COMPLETE_ON_MAX AMI_REGISTRY_NAME_MAX
 
 typedef struct headers {
     ami_kv_t kv[AMI_WRITER_MAX_LINES];

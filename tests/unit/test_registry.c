@@ -12,6 +12,7 @@
 
 #include "correlation/registry.h"
 #include "fixtures.h"
+#include "protocol/parser.h"
 #include "registry_world.h"
 #include "util/alloc.h"
 
@@ -95,6 +96,9 @@ static void recorded_invalid_command_fails_with_server_error(void **state)
     const seen_t *bad = final_note(w, map[0].id);
     assert_int_equal(bad->signal, AMI_PENDING_FAILED);
     assert_int_equal(bad->status, AMI_E_SERVER);
+    /* Asterisk's own words (its Output), not the generic "Command output follows". */
+    assert_string_equal(bad->reason, "No such command 'no such command here' (type 'core show help no "
+                                     "such' for other possible commands)");
     const seen_t *none = final_note(w, map[1].id);
     assert_int_equal(none->signal, AMI_PENDING_FAILED);
     assert_string_equal(none->reason, "No command provided");
@@ -119,6 +123,68 @@ static void recorded_originate_completes_on_originate_response(void **state)
     assert_string_equal(done->name, "OriginateResponse");
     ami_free(text);
     fixture_free(&fx);
+    world_free(w);
+}
+
+static void a_completion_event_is_taken_as_completion_and_items_as_items(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    uint64_t id = add_action(w, "Originate", AMI_STRATEGY_EVENT, "OriginateResponse", 0);
+    uint64_t list = add_action(w, "Status", AMI_STRATEGY_AUTO, NULL, 0);
+    char a[40], b[40], text[1200];
+    id_text(w, id, a);
+    id_text(w, list, b);
+    snprintf(text, sizeof text,
+             "Response: Success\r\nActionID: %s\r\nMessage: Originate successfully queued\r\n\r\n"
+             "Event: VarSet\r\nActionID: %s\r\nVariable: X\r\n\r\n"
+             "Event: OriginateResponse\r\nActionID: %s\r\nResponse: Success\r\n\r\n"
+             "Response: Success\r\nActionID: %s\r\nEventList: start\r\n\r\n"
+             "Event: Status\r\nActionID: %s\r\n\r\n"
+             "Event: StatusComplete\r\nActionID: %s\r\nEventList: Complete\r\n\r\n",
+             a, a, a, b, b, b);
+    ami_parser_t p;
+    ami_parser_init(&p, NULL);
+    ami_parser_expect_banner(&p, false);
+    ami_err_t err;
+    ami_parser_feed(&p, text, strlen(text), &err);
+    ami_msg_t m;
+    ami_registry_took_t took[6];
+    int n = 0;
+    while (n < 6 && ami_parser_next(&p, &m, &err) == 1)
+        took[n++] = ami_registry_on_message(w->reg, &m);
+    assert_int_equal(n, 6);
+    assert_int_equal(took[0], AMI_TOOK_RESPONSE);
+    assert_int_equal(took[1], AMI_TOOK_ITEM);
+    assert_int_equal(took[2], AMI_TOOK_COMPLETION);
+    assert_int_equal(took[3], AMI_TOOK_RESPONSE);
+    assert_int_equal(took[4], AMI_TOOK_ITEM);
+    assert_int_equal(took[5], AMI_TOOK_ITEM);
+    ami_parser_deinit(&p);
+    world_free(w);
+}
+
+static void names_the_registry_cannot_keep_whole_are_refused(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    char longname[80];
+    memset(longname, 'A', 64);
+    longname[64] = '\0';
+    ami_pending_spec_t spec = {.id = 999, .action = "Originate", .strategy = AMI_STRATEGY_EVENT,
+                               .completion_event = longname, .cb = record, .ud = w};
+    ami_err_t err;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
+    assert_int_equal(err.code, AMI_E_INVALID);
+    assert_non_null(strstr(err.msg, "could never complete"));
+    longname[63] = '\0'; /* 63 bytes: kept whole, accepted */
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), 0);
+    spec.id = 1000;
+    spec.completion_event = "OriginateResponse";
+    memset(longname, 'B', 70);
+    longname[70] = '\0';
+    spec.action = longname;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
     world_free(w);
 }
 
@@ -489,6 +555,8 @@ int main(void)
         cmocka_unit_test(recorded_invalid_command_fails_with_server_error),
         cmocka_unit_test(recorded_originate_completes_on_originate_response),
         cmocka_unit_test(recorded_originate_failure_fails_with_reason),
+        cmocka_unit_test(a_completion_event_is_taken_as_completion_and_items_as_items),
+        cmocka_unit_test(names_the_registry_cannot_keep_whole_are_refused),
         cmocka_unit_test(recorded_status_lists_and_errors),
         cmocka_unit_test(responses_are_routed_by_action_id_not_position),
         cmocka_unit_test(response_without_action_id_goes_to_oldest_waiting),
