@@ -11,6 +11,7 @@
  *   metrics  = { listen = "127.0.0.1:9100", health_quorum = "all" }
  *   log      = { level = "info", format = "logfmt" }
  *   routing  = "first_healthy"
+ *   ha       = { cluster = "prod", redis = { address = "10.0.0.9:6379" } }   -- config_ha.c
  *
  * The file is evaluated in an empty sandbox (no io, no os but os.getenv), with
  * an instruction budget: a config cannot hang or touch the system. Then
@@ -35,6 +36,7 @@
 #include <stdint.h>
 
 #include "cluster/client.h"
+#include "ha/ha.h"
 #include "health/conn.h"
 #include "lua/runtime.h"
 #include "obs/log.h"
@@ -64,6 +66,9 @@ typedef struct ami_engine_config {
     ami_log_format_t log_format;   /* default logfmt */
     uint32_t drain_grace_ms;       /* SIGTERM: coroutines get this long; default 10000 */
     uint32_t summary_interval_ms;  /* one-line summary per server in the log; default 0 = off */
+    bool ha_enabled;               /* an ha section: leases, ami.kv, stream on Redis (config_ha.c) */
+    ami_ha_config_t ha;            /* strings owned by this config */
+    char ha_secret_source[160];    /* where the Redis password came from, never the value */
 } ami_engine_config_t;
 
 /* Defaults only (no servers). */

@@ -11,6 +11,10 @@
  * budget and the summary interval apply at once; the scripts are reloaded.
  * Changes to servers, the metrics listener or the scripts folder need a
  * restart (they are logged as such).
+ *
+ * High availability (an ha section): the coordinator (engine/ha) starts
+ * with the client and gates the scripts; a drain gives every lease back at
+ * once, and the program exits once the releases are answered.
  */
 #include <ev.h>
 #include <signal.h>
@@ -30,6 +34,7 @@ typedef struct engine {
     ami_metrics_t *metrics;
     ami_client_t *client;
     ami_lua_runtime_t *rt;
+    ami_ha_t *ha;                /* NULL without an ha section */
     ami_http_t *http;
     ev_signal sigterm, sigint, sighup;
     ev_timer duration;
@@ -58,6 +63,8 @@ static int health(void *ud, ami_buf_t *body)
         ami_buf_printf(body, "%s %s%s%s\n", info.server_key, ami_conn_state_name(info.state),
                        info.last_error[0] ? " last_error=" : "", info.last_error);
     }
+    if (e->ha)
+        ami_ha_health(e->ha, body);
     return ok ? 200 : 503;
 }
 
@@ -114,7 +121,7 @@ static void on_drain_check(struct ev_loop *loop, ev_timer *t, int revents)
         AMI_LOG(e->log, AMI_LOG_INFO, "logging off from every server");
         ami_client_stop(e->client, LOGOFF_GRACE_MS);
     }
-    if (e->draining == 2 && ami_client_stopped(e->client)) {
+    if (e->draining == 2 && ami_client_stopped(e->client) && (!e->ha || ami_ha_drained(e->ha))) {
         ev_timer_stop(loop, t);
         ev_break(loop, EVBREAK_ALL);
     }
@@ -133,6 +140,8 @@ static void begin_drain(engine_t *e, const char *why)
             AMI_F_STR("why", why), AMI_F_UINT("waiting", ami_lua_runtime_waiting(e->rt)),
             AMI_F_UINT("grace_ms", e->cfg->drain_grace_ms));
     ami_lua_runtime_drain(e->rt);
+    if (e->ha)
+        ami_ha_drain(e->ha); /* another instance takes over now, not when the leases expire */
     ev_timer_set(&e->drain_check, 0., 0.05);
     ev_timer_start(e->loop, &e->drain_check);
 }
@@ -245,7 +254,19 @@ static int start_scripts(engine_t *e)
         AMI_LOG(e->log, AMI_LOG_ERROR, "cannot start the Lua runtime", AMI_F_STR("error", err.msg));
         return -1;
     }
+    ami_lua_runtime_set_ha(e->rt, e->ha);
     return ami_lua_runtime_load(e->rt, &err);
+}
+
+static int start_ha(engine_t *e)
+{
+    if (!e->cfg->ha_enabled)
+        return 0;
+    ami_err_t err;
+    e->ha = ami_ha_new(e->client, &e->cfg->ha, &err);
+    if (!e->ha)
+        AMI_LOG(e->log, AMI_LOG_ERROR, "cannot start high availability", AMI_F_STR("error", err.msg));
+    return e->ha ? 0 : -1;
 }
 
 static int start_http(engine_t *e)
@@ -308,7 +329,7 @@ static int setup(engine_t *e, const ami_run_options_t *opt)
     if (!e->loop || !e->log || !e->metrics || !e->client)
         return -1;
     ami_metrics_add_collector(e->metrics, collect_log_stats, e);
-    if (add_servers(e) < 0 || start_scripts(e) < 0 || start_http(e) < 0)
+    if (add_servers(e) < 0 || start_ha(e) < 0 || start_scripts(e) < 0 || start_http(e) < 0)
         return -1;
     watch_signals(e);
     init_timers(e, opt);
@@ -327,6 +348,7 @@ static void teardown(engine_t *e)
     }
     ami_http_free(e->http);
     ami_lua_runtime_free(e->rt);
+    ami_ha_free(e->ha); /* after the scripts (their ami.kv calls), before the client */
     ami_client_free(e->client);
     ami_metrics_free(e->metrics);
     ami_logger_free(e->log);
@@ -341,6 +363,8 @@ int ami_cli_run(ami_engine_config_t *cfg, const ami_run_options_t *opt)
                 AMI_F_STR("config", cfg->path), AMI_F_UINT("servers", cfg->nservers),
                 AMI_F_STR("routing", ami_route_policy_name(cfg->route)));
         ami_client_start(e.client);
+        if (e.ha)
+            ami_ha_start(e.ha);
         ev_run(e.loop, 0);
         AMI_LOG(e.log, AMI_LOG_INFO, "ami-engine stopped");
     }

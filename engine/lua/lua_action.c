@@ -281,6 +281,8 @@ static int send_action(lua_State *L, bool collect)
     }
     req.hdrs = h->kv;
     req.nhdrs = h->n;
+    if (!lua_ha_may_act(g->rt, server))
+        return lua_ha_refuse(L, g->rt, server);
     wait_t *w = sched_wait_new(co, WAIT_ACTION);
     if (!w)
         return luaL_error(L, "out of memory in ami.action");

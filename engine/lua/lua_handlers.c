@@ -410,6 +410,7 @@ typedef struct dispatch {
     uint32_t hash;
     int ev_idx;    /* stack index of the shared event object in g->L, 0 until made */
     uint64_t seq;
+    bool handlers; /* false: waiters only (another instance owns the server) */
 } dispatch_t;
 
 static int event_index_in(dispatch_t *d)
@@ -472,7 +473,7 @@ static int dispatch_protected(lua_State *L)
     dispatch_t *d = lua_touserdata(L, 1);
     lua_pop(L, 1);
     bool matched = false;
-    if (d->g->state == GEN_ACTIVE && !d->g->rt->drained) {
+    if (d->handlers && d->g->state == GEN_ACTIVE && !d->g->rt->drained) {
         run_list(d, d->g->buckets[d->hash % HANDLER_BUCKETS], &matched);
         run_list(d, d->g->every, &matched);
     }
@@ -485,9 +486,11 @@ static int dispatch_protected(lua_State *L)
 
 void handlers_dispatch(gen_t *g, const ami_msg_t *msg, const char *server_key, bool handlers_too)
 {
-    (void)handlers_too;
+    if (!handlers_too && !g->waiters)
+        return;
     ami_lua_runtime_t *rt = g->rt;
-    dispatch_t d = {.g = g, .msg = msg, .server_key = server_key, .seq = rt->event_seq};
+    dispatch_t d = {.g = g, .msg = msg, .server_key = server_key, .seq = rt->event_seq,
+                    .handlers = handlers_too};
     d.name = ami_msg_name(msg);
     d.name_len = msg->nhdrs ? msg->hdrs[0].val_len : 0;
     d.hash = msg->name_hash;

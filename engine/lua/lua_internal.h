@@ -89,7 +89,7 @@ struct co {
     co_t *prev, *next;   /* idle pool, parked list or run queue */
 };
 
-typedef enum wait_kind { WAIT_SLEEP = 0, WAIT_ACTION, WAIT_EVENT } wait_kind_t;
+typedef enum wait_kind { WAIT_SLEEP = 0, WAIT_ACTION, WAIT_EVENT, WAIT_EXTERNAL } wait_kind_t;
 typedef enum wait_state { WAIT_PREPARED = 0, WAIT_ARMED } wait_state_t;
 
 struct wait {
@@ -111,6 +111,9 @@ struct wait {
     uint64_t since;                  /* armed during this event: it does not see it */
     wait_t *wprev, *wnext;           /* in gen->waiters */
     bool linked;
+    /* WAIT_EXTERNAL (ami.kv): undo releases ext when the wait ends, woken or cancelled */
+    void (*undo)(wait_t *w);
+    void *ext;
 };
 
 /* ---- generations ------------------------------------------------------------------- */
@@ -174,6 +177,7 @@ struct ami_lua_runtime {
     ami_logger_t *log;
     ami_metrics_t *metrics;
     ami_subscription_t *sub;
+    struct ami_ha *ha;               /* high availability (lua_ha.c); NULL: every server is ours */
     gen_t *current;
     gen_t *draining;                 /* list of old generations */
     uint64_t next_gen_id;
@@ -257,6 +261,14 @@ void ami_lua_inject_timer(lua_State *L, gen_t *g);      /* ami.sleep, ami.spawn,
 void ami_lua_inject_log(lua_State *L, gen_t *g);        /* ami.log.* */
 void ami_lua_inject_metrics(lua_State *L, gen_t *g);    /* ami.metrics.* */
 void ami_lua_inject_servers(lua_State *L, gen_t *g);    /* ami.servers, ami.server */
+void ami_lua_inject_kv(lua_State *L, gen_t *g);         /* ami.kv.* (lua_kv.c) */
+
+/* lua_ha.c: the ownership gate. Without HA every server is ours. */
+bool lua_ha_may_act(const ami_lua_runtime_t *rt, const char *server_key);
+/* Push nil, "not_owner: ..." for an action refused by the gate; returns 2. */
+int lua_ha_refuse(lua_State *L, const ami_lua_runtime_t *rt, const char *server_key);
+/* Add owned, owner and epoch to the server table on top of L. */
+void lua_ha_server_fields(lua_State *L, const ami_lua_runtime_t *rt, const char *server_key);
 /* Specs only: package.loaded["ami.testing"]; the ami table stays on top. */
 void ami_lua_inject_testing(lua_State *L, gen_t *g);
 /* Run a script file in g as at load time, in L (a running coroutine or the

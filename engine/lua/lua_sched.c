@@ -153,6 +153,8 @@ static void wait_dispose(wait_t *w)
         waiter_unlink(g, w);
         filter_free(&w->filter);
     }
+    if (w->undo)
+        w->undo(w);
     luaL_unref(g->L, LUA_REGISTRYINDEX, w->items_ref);
     luaL_unref(g->L, LUA_REGISTRYINDEX, w->response_ref);
     ami_free(w);

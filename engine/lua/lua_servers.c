@@ -9,7 +9,9 @@
  *
  * Fields: key, state ("connected", ...), connected, pending,
  * heartbeat_failures, backoff_ms, last_error (nil when none), events,
- * logins, reconnects (connection attempts after the first).
+ * logins, reconnects (connection attempts after the first); owned (this
+ * instance runs the server's scripts: always true without high
+ * availability), and with it owner (instance name) and epoch (lua_ha.c).
  */
 #include <stdio.h>
 
@@ -56,6 +58,7 @@ static int l_servers(lua_State *L)
         if (ami_client_server_info(c, i, &info) != 0)
             continue;
         push_server(L, &info);
+        lua_ha_server_fields(L, g->rt, info.server_key);
         lua_rawseti(L, -2, ++slot);
     }
     return 1;
@@ -76,6 +79,7 @@ MAY_RAISE static int l_server(lua_State *L)
         return 2;
     }
     push_server(L, &info);
+    lua_ha_server_fields(L, g->rt, info.server_key);
     return 1;
 }
 

@@ -128,6 +128,7 @@ static int build_module(lua_State *L)
     ami_lua_inject_timer(L, g);
     ami_lua_inject_metrics(L, g);
     ami_lua_inject_servers(L, g);
+    ami_lua_inject_kv(L, g);
     lua_pushnumber(L, (lua_Number)g->id);
     lua_setfield(L, -2, "generation");
     lua_pushliteral(L, AMI_VERSION);
@@ -381,7 +382,7 @@ static void on_client_event(void *ud, const char *server_key, const ami_msg_t *m
     ami_lua_runtime_t *rt = ud;
     rt->event_seq++;
     if (rt->current)
-        handlers_dispatch(rt->current, msg, server_key, true);
+        handlers_dispatch(rt->current, msg, server_key, lua_ha_may_act(rt, server_key));
     for (gen_t *g = rt->draining; g; g = g->next)
         if (g->waiters)
             handlers_dispatch(g, msg, server_key, false);

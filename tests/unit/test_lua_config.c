@@ -9,6 +9,7 @@
 #include "../../engine/cli/config.c"
 #include "../../engine/cli/config_server.c"
 #include "../../engine/cli/config_values.c"
+#include "../../engine/cli/config_ha.c"
 
 #include <setjmp.h>
 #include <stdarg.h>
