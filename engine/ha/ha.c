@@ -313,14 +313,14 @@ size_t ami_ha_acting_count(const ami_ha_t *ha)
 
 bool ami_ha_redis_up(const ami_ha_t *ha)
 {
-    return ami_redis_up(ha->lease_conn);
+    return ami_redis_up(ha->lease_conn) && ami_redis_up(ha->sub_conn) && ami_redis_up(ha->data_conn);
 }
 
 void ami_ha_health(const ami_ha_t *ha, ami_buf_t *out)
 {
     int64_t now = ha_now();
     ami_buf_printf(out, "ha: instance %s owns %zu of %zu servers; redis %s\n", ha->instance,
-                   ami_ha_acting_count(ha), ha->nservers, ami_redis_up(ha->lease_conn) ? "up" : "down");
+                   ami_ha_acting_count(ha), ha->nservers, ami_ha_redis_up(ha) ? "up" : "down");
     for (size_t i = 0; i < ha->nservers; i++) {
         const ha_server_t *s = &ha->servers[i];
         bool acting = ami_lease_acting(&s->lease, now);

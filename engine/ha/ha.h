@@ -87,6 +87,7 @@ typedef struct ami_ha_lease_info {
 int ami_ha_lease_info(const ami_ha_t *ha, const char *server_key, ami_ha_lease_info_t *out);
 const char *ami_ha_instance(const ami_ha_t *ha);
 size_t ami_ha_acting_count(const ami_ha_t *ha);
+/* Every Redis connection (lease, subscriber, data) is up. */
 bool ami_ha_redis_up(const ami_ha_t *ha);
 /* Lines for /healthz: what this instance owns, and who owns the rest. */
 void ami_ha_health(const ami_ha_t *ha, ami_buf_t *out);

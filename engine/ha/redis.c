@@ -314,8 +314,13 @@ static void on_command_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     ami_err_t e;
     ami_err_set(&e, AMI_E_TIMEOUT, "redis did not answer within command_timeout_ms (%u ms)",
                 r->cfg.command_timeout_ms);
-    answer(q, NULL, &e);
+    /* Drop the link before answering, so whatever the caller sends next
+     * sees it down instead of joining the stuck queue. */
+    ami_redis_reply_fn fn = q->fn;
+    void *ud = q->ud;
+    q->answered = true;
     drop(r, "a command timed out (redis paused or unreachable)"); /* frees q via on_reply */
+    fn(ud, NULL, &e);
 }
 
 int ami_redis_command(ami_redis_t *r, int argc, const char *const *argv, const size_t *lens,

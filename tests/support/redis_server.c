@@ -139,7 +139,9 @@ int redis_server_cli(redis_server_t *r, char *out, size_t out_size, const char *
     if (out_size)
         out[0] = '\0';
     if (text) {
-        size_t len = strcspn(text, "\n");
+        size_t len = strlen(text);
+        while (len && text[len - 1] == '\n')
+            len--;
         snprintf(out, out_size, "%.*s", (int)len, text);
         free(text);
     }

@@ -42,7 +42,8 @@ void redis_server_resume(redis_server_t *r);
 void redis_server_stop(redis_server_t *r);
 
 /* Run one command through redis-cli (argv after the connection options,
- * NULL-terminated); the first line of its answer into out. 0 or -1. */
+ * NULL-terminated); its answer (one line per element, no final newline)
+ * into out. 0 or -1. */
 int redis_server_cli(redis_server_t *r, char *out, size_t out_size, const char *const *args);
 
 #endif
