@@ -334,23 +334,35 @@ bool ha_cluster_wait_no_owner(ha_cluster_t *c, uint32_t ms)
 
 /* ---- logs ------------------------------------------------------------------------------------ */
 
-char *ha_cluster_log_line(ha_cluster_t *c, int i, const char *const *needles)
+static char *log_line(ha_cluster_t *c, int i, const char *const *needles, bool last)
 {
     char *text = file_read(c->engines[i].log, NULL);
     char *found = NULL;
-    for (char *line = text; line && *line && !found;) {
+    for (char *line = text; line && *line && (last || !found);) {
         char *nl = strchr(line, '\n');
         if (nl)
             *nl = '\0';
         bool all = true;
         for (const char *const *k = needles; *k && all; k++)
             all = strstr(line, *k) != NULL;
-        if (all)
+        if (all) {
+            free(found);
             found = strdup(line);
+        }
         line = nl ? nl + 1 : NULL;
     }
     free(text);
     return found;
+}
+
+char *ha_cluster_log_line(ha_cluster_t *c, int i, const char *const *needles)
+{
+    return log_line(c, i, needles, false);
+}
+
+char *ha_cluster_log_last_line(ha_cluster_t *c, int i, const char *const *needles)
+{
+    return log_line(c, i, needles, true);
 }
 
 size_t ha_cluster_log_count(ha_cluster_t *c, int i, const char *needle)

@@ -95,6 +95,7 @@ bool ha_cluster_wait_no_owner(ha_cluster_t *c, uint32_t ms);
 
 /* The first line of engine i's log containing every needle (malloc'd), or NULL. */
 char *ha_cluster_log_line(ha_cluster_t *c, int i, const char *const *needles);
+char *ha_cluster_log_last_line(ha_cluster_t *c, int i, const char *const *needles);
 size_t ha_cluster_log_count(ha_cluster_t *c, int i, const char *needle);
 /* Print the tail of engine i's log to stderr. */
 void ha_cluster_dump(ha_cluster_t *c, int i, const char *why);
