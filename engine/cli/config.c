@@ -395,7 +395,7 @@ static void check_top_keys(cfg_ctx_t *cx, int env)
             cfg_error(cx, "%.60s: unknown setting; did you mean \"%s\"?", key, s);
         else
             cfg_error(cx, "%.60s: unknown setting; the config may set servers, defaults, scripts, metrics, "
-                          "log, routing, drain_grace_ms and ha (make helper variables local)", key);
+                          "log, routing and drain_grace_ms (make helper variables local)", key);
     }
 }
 

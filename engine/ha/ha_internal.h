@@ -1,6 +1,6 @@
 /*
  * Private to engine/ha: the coordinator's structures, shared by ha.c
- * (lifecycle, leases, health), gap.c (calls seen while not acting, the
+ * (leases, the gate, health), ha_setup.c (config, identity, start, free), gap.c (calls seen while not acting, the
  * takeover report), kv.c (ami.kv) and stream.c (event fan-out).
  */
 #ifndef AMI_HA_INTERNAL_H
@@ -34,6 +34,7 @@ typedef struct ha_server {
     ami_redis_req_t *req;          /* the lease command in flight */
     uint64_t req_seq;
     bool ami_up;                   /* AMI link logged in */
+    bool held_seen;                /* seen held by another instance in the current Redis run */
     int64_t ami_down_since;
     char seen_owner[AMI_LEASE_OWNER_MAX]; /* last owner logged, to log changes once */
     gap_call_t *ring;              /* HA_GAP_RING entries, allocated at start */
@@ -62,6 +63,10 @@ struct ami_ha {
     size_t nservers;
     ev_timer tick;
     bool started, draining;
+    char run_id[48];               /* the Redis run the lease link talks to (INFO server) */
+    bool run_known;                /* run_id asked since the link last came up */
+    int64_t run_since;             /* when this run was first seen */
+    ami_redis_req_t *info_req;
     ami_subscription_t *calls_sub;
     ha_stream_t *stream;
     ami_counter_t *m_gap_overflow;
@@ -69,6 +74,11 @@ struct ami_ha {
 };
 
 ha_server_t *ha_server_by_key(const ami_ha_t *ha, const char *key);
+
+/* ha.c: the tick, the lease link coming up or down, a released lease. */
+void ha_on_tick(struct ev_loop *loop, ev_timer *t, int revents);
+void ha_on_lease_conn(void *ud, bool up, const char *why);
+void ha_on_released(void *ud, const char *payload, size_t len);
 /* Monotonic ns, the clock every lease time is on. */
 int64_t ha_now(void);
 

@@ -41,7 +41,8 @@ ami_lease_op_t ami_lease_due(ami_lease_t *l, int64_t now, bool reachable, ami_le
         return AMI_LEASE_OP_NONE;
     switch (l->role) {
     case AMI_LEASE_OWNER:
-        return reachable && now - l->last_renewed >= l->t.renew_ns ? AMI_LEASE_OP_RENEW : AMI_LEASE_OP_NONE;
+        return reachable && (l->renew_soon || now - l->last_renewed >= l->t.renew_ns) ? AMI_LEASE_OP_RENEW
+                                                                                       : AMI_LEASE_OP_NONE;
     case AMI_LEASE_STANDBY:
         return reachable && now >= l->next_try ? AMI_LEASE_OP_ACQUIRE : AMI_LEASE_OP_NONE;
     default:
@@ -53,6 +54,8 @@ uint64_t ami_lease_sent(ami_lease_t *l, ami_lease_op_t op, int64_t now)
 {
     l->inflight = op;
     l->inflight_sent = now;
+    if (op == AMI_LEASE_OP_RENEW)
+        l->renew_soon = false;
     if (op == AMI_LEASE_OP_ACQUIRE)
         l->next_try = now + l->t.retry_ns;
     return ++l->seq;
@@ -150,6 +153,11 @@ void ami_lease_release(ami_lease_t *l, int64_t now)
 bool ami_lease_settled(const ami_lease_t *l)
 {
     return l->role == AMI_LEASE_RELEASED && !l->need_release && l->inflight == AMI_LEASE_OP_NONE;
+}
+
+void ami_lease_renew_soon(ami_lease_t *l)
+{
+    l->renew_soon = l->role == AMI_LEASE_OWNER;
 }
 
 void ami_lease_poke(ami_lease_t *l, int64_t now, int64_t notice_margin_ns)

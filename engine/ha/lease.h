@@ -71,6 +71,7 @@ typedef struct ami_lease {
     int64_t inflight_sent;
     int64_t next_try;          /* standby: earliest next acquire */
     bool need_release;         /* released (drain) while holding, or winning after */
+    bool renew_soon;           /* renew at the next chance, whatever the interval */
     bool unowned_known;        /* unowned_since holds a moment */
     int64_t unowned_since;     /* nobody is known to have acted for the server since */
     char owner[AMI_LEASE_OWNER_MAX]; /* the owner's instance id as last seen, "" if none */
@@ -79,6 +80,7 @@ typedef struct ami_lease {
 /* What Redis said to an acquire. */
 typedef struct ami_lease_seen {
     bool won;
+    bool free;                 /* nobody holds it, but it was not taken (pttl_ms: when to try again) */
     uint64_t epoch;            /* the lease's epoch (ours if won) */
     const char *owner;         /* the holder's instance id */
     int64_t pttl_ms;           /* remaining time to live; < 0 if unknown */
@@ -104,6 +106,10 @@ void ami_lease_on_done(ami_lease_t *l, uint64_t seq, int64_t now);
 void ami_lease_release(ami_lease_t *l, int64_t now);
 /* Released, and nothing left to send or wait for. */
 bool ami_lease_settled(const ami_lease_t *l);
+
+/* The Redis link came back: an owner renews at once to learn whether its
+ * lease survived. */
+void ami_lease_renew_soon(ami_lease_t *l);
 
 /* Another instance released the lease at about now: try at once. */
 void ami_lease_poke(ami_lease_t *l, int64_t now, int64_t notice_margin_ns);

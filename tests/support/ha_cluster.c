@@ -212,7 +212,7 @@ int ha_cluster_start(ha_cluster_t *c, const ha_cluster_options_t *opt)
     for (int i = 0; i < c->opt.engines && i < HA_MAX_ENGINES; i++) {
         ha_engine_t *e = &c->engines[i];
         snprintf(e->name, sizeof e->name, "e%d", i + 1);
-        snprintf(e->config, sizeof e->config, "%s/%s.lua", c->dir, e->name);
+        snprintf(e->config, sizeof e->config, "%s/e%d.lua", c->dir, i + 1);
         if (ha_cluster_engine_start(c, i) < 0)
             return -1;
     }

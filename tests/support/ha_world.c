@@ -86,7 +86,8 @@ ha_world_t *ha_world_new(const ha_world_options_t *opt)
         fail_msg("redis-server did not start");
     if (o->rival_first) {
         start_rival(hw, o);
-        if (!ha_world_wait_acting(hw, hw->rival, ami_client_server_count(hw->rival_client), 5000))
+        uint32_t lease = o->lease_ms ? o->lease_ms : HA_TEST_LEASE_MS; /* a new instance waits one lease */
+        if (!ha_world_wait_acting(hw, hw->rival, ami_client_server_count(hw->rival_client), lease + 5000))
             fail_msg("the rival did not take the leases");
     }
     hw->ha = make_ha(hw, hw->w->client, "self", o);

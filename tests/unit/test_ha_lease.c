@@ -110,6 +110,25 @@ static void without_renewals_the_owner_stops_at_the_lease_end_and_says_so_once(v
     assert_true(L.unowned_since == (LEASE - GUARD) * MS);
 }
 
+static void after_a_reconnect_the_owner_renews_at_once(void **state)
+{
+    become_owner(10, 1);
+    assert_int_equal(due(300, true, NULL), AMI_LEASE_OP_NONE);
+    ami_lease_renew_soon(&L);
+    assert_int_equal(due(300, true, NULL), AMI_LEASE_OP_RENEW);
+    ami_lease_sent(&L, AMI_LEASE_OP_RENEW, 300 * MS);
+    assert_false(L.renew_soon);
+}
+
+static void a_free_lease_not_taken_is_tried_again_when_the_wait_ends(void **state)
+{
+    uint64_t seq = ami_lease_sent(&L, AMI_LEASE_OP_ACQUIRE, 0);
+    ami_lease_seen_t seen = {.won = false, .free = true, .pttl_ms = 250};
+    assert_int_equal(ami_lease_on_acquire(&L, seq, MS, &seen), AMI_LEASE_SAME);
+    assert_int_equal(due(250, true, NULL), AMI_LEASE_OP_NONE);
+    assert_int_equal(due(251, true, NULL), AMI_LEASE_OP_ACQUIRE);
+}
+
 static void a_refused_renew_stops_acting_at_once(void **state)
 {
     become_owner(10, 1);
@@ -219,6 +238,8 @@ int main(void)
         cmocka_unit_test_setup(one_command_at_a_time, setup),
         cmocka_unit_test_setup(the_owner_renews_after_the_interval_and_the_renew_extends_from_its_send, setup),
         cmocka_unit_test_setup(without_renewals_the_owner_stops_at_the_lease_end_and_says_so_once, setup),
+        cmocka_unit_test_setup(after_a_reconnect_the_owner_renews_at_once, setup),
+        cmocka_unit_test_setup(a_free_lease_not_taken_is_tried_again_when_the_wait_ends, setup),
         cmocka_unit_test_setup(a_refused_renew_stops_acting_at_once, setup),
         cmocka_unit_test_setup(a_late_renew_reply_after_expiry_is_ignored_and_the_lease_resumes_with_its_epoch, setup),
         cmocka_unit_test_setup(a_stale_reply_changes_nothing, setup),
