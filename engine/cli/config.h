@@ -80,6 +80,9 @@ int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_error
 
 void ami_config_free(ami_engine_config_t *cfg);
 
+/* Do two configs differ in their ha section (which needs a restart)? */
+bool ami_config_ha_changed(const ami_engine_config_t *a, const ami_engine_config_t *b);
+
 /* Print a config summary without secrets (for --check-config). */
 void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out);
 

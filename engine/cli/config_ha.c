@@ -291,3 +291,19 @@ void cfg_describe_ha(const ami_engine_config_t *cfg, ami_buf_t *out)
                        hc->nstream_events ? "listed events" : "every event", hc->stream_maxlen,
                        hc->stream_max_inflight);
 }
+
+static bool differ(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+bool ami_config_ha_changed(const ami_engine_config_t *a, const ami_engine_config_t *b)
+{
+    const ami_ha_config_t *x = &a->ha, *y = &b->ha;
+    if (a->ha_enabled != b->ha_enabled)
+        return true;
+    return a->ha_enabled &&
+           (differ(x->cluster, y->cluster) || differ(x->instance, y->instance) || x->lease_ms != y->lease_ms ||
+            x->renew_ms != y->renew_ms || differ(x->redis.ip, y->redis.ip) || x->redis.port != y->redis.port ||
+            differ(x->redis.unix_path, y->redis.unix_path) || differ(x->stream, y->stream));
+}

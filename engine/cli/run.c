@@ -170,9 +170,10 @@ static void warn_if_changed(engine_t *e, const ami_engine_config_t *fresh)
                   strcmp(fresh->servers[i].host, e->cfg->servers[i].host) != 0 ||
                   fresh->servers[i].port != e->cfg->servers[i].port;
     bool metrics = fresh->metrics_port != e->cfg->metrics_port || fresh->metrics_enabled != e->cfg->metrics_enabled;
-    if (servers || metrics)
+    bool ha = ami_config_ha_changed(fresh, e->cfg);
+    if (servers || metrics || ha)
         AMI_LOG(e->log, AMI_LOG_WARN, "config changes that need a restart were not applied",
-                AMI_F_BOOL("servers", servers), AMI_F_BOOL("metrics_listener", metrics));
+                AMI_F_BOOL("servers", servers), AMI_F_BOOL("metrics_listener", metrics), AMI_F_BOOL("ha", ha));
 }
 
 static void apply_live_settings(engine_t *e, ami_engine_config_t *fresh)
