@@ -96,9 +96,9 @@ static void parse_address(cfg_ctx_t *cx, const char *given, ami_redis_config_t *
     char *end = NULL;
     long port = colon ? strtol(colon + 1, &end, 10) : 6379;
     if (!ok || (colon && (!*(colon + 1) || *end || port < 1 || port > 65535))) {
-        cfg_error(cx, "ha.redis.address: \"%.60s\" is not an IPv4 address with an optional port, nor \"unix:/path\"; "
-                      "write \"10.0.0.9:6379\" or \"unix:/run/redis/redis.sock\" (no host names: resolving one "
-                      "would block the engine; for IPv6 use a unix socket or a local proxy)", given);
+        cfg_error(cx, "ha.redis.address: \"%.60s\" is not an IPv4 address with an optional port, nor "
+                      "\"unix:/path\" (no host names: a lookup would block the engine; for IPv6 use a unix "
+                      "socket or a local proxy)", given);
         return;
     }
     rc->ip = ami_strdup(ip);
