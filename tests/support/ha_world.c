@@ -22,7 +22,7 @@ static ami_ha_t *make_ha(ha_world_t *hw, ami_client_t *client, const char *insta
     c.redis.backoff_initial_ms = 20;
     c.redis.backoff_max_ms = 100;
     c.lease_ms = o->lease_ms ? o->lease_ms : HA_TEST_LEASE_MS;
-    c.renew_ms = HA_TEST_RENEW_MS;
+    c.renew_ms = o->renew_ms ? o->renew_ms : HA_TEST_RENEW_MS;
     c.stream = o->stream;
     for (size_t i = 0; o->stream_events && o->stream_events[i]; i++)
         c.stream_events[c.nstream_events++] = o->stream_events[i];

@@ -35,6 +35,7 @@ typedef struct ha_world_options {
     uint32_t stream_max_inflight;
     bool rival_first;          /* start the rival and let it own everything before self starts */
     uint32_t lease_ms;         /* 0: HA_TEST_LEASE_MS */
+    uint32_t renew_ms;         /* 0: HA_TEST_RENEW_MS */
 } ha_world_options_t;
 
 /* Skips the test when redis-server is missing. */
