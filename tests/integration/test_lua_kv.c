@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 
@@ -195,5 +196,7 @@ int main(void)
         cmocka_unit_test(a_cancelled_coroutine_cancels_its_command),
         cmocka_unit_test(without_high_availability_kv_is_unavailable),
     };
+    if (getenv("AMI_TEST_FILTER")) /* run one: AMI_TEST_FILTER=name* */
+        cmocka_set_test_filter(getenv("AMI_TEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
