@@ -16,6 +16,14 @@
  * The token is random per process: two processes started with the same
  * instance name still never share a lease.
  *
+ * Each instance knows which Redis process it talks to (INFO server,
+ * run_id). On a run new to it (its own start, a Redis restart, a failover)
+ * it takes a free lease only after one whole lease, or once it has seen
+ * that lease held in this run: a lease the previous run handed out has run
+ * out by then in its holder's own view. Owners renew at once after every
+ * reconnect. A counter lost with Redis's data restarts from Redis's clock
+ * (ms), so epochs only grow.
+ *
  * Redis runs over three connections (redis.h): "ha-lease" for the lease
  * scripts only (so script traffic can never delay a renew), "ha-sub" for
  * the released channel, "ha-data" for ami.kv and the event stream.
