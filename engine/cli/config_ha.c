@@ -271,10 +271,8 @@ void cfg_free_ha(ami_engine_config_t *cfg)
 void cfg_describe_ha(const ami_engine_config_t *cfg, ami_buf_t *out)
 {
     const ami_ha_config_t *hc = &cfg->ha;
-    if (!cfg->ha_enabled) {
-        ami_buf_printf(out, "ha: off (this instance acts for every server)\n");
-        return;
-    }
+    if (!cfg->ha_enabled)
+        return; /* the summary of an engine without ha reads as it always did */
     ami_buf_printf(out, "ha: cluster %s, instance %s, lease %u ms renewed every %u ms\n", hc->cluster,
                    hc->instance ? hc->instance : "<hostname>-<pid>", hc->lease_ms, hc->renew_ms);
     if (hc->redis.ip)
