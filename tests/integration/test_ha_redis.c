@@ -372,19 +372,27 @@ static void a_subscriber_hears_every_message_after_reconnects(void **state)
     world_free(w);
 }
 
+/* A failed test skips its own cleanup: stop whatever it started (and
+ * continue a redis-server it paused, so it can die). */
+static int kill_leftovers(void **state)
+{
+    proc_kill_all();
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(commands_round_trip_over_a_unix_socket),
-        cmocka_unit_test(commands_round_trip_over_tcp),
-        cmocka_unit_test(password_and_acl_user_log_in),
-        cmocka_unit_test(a_wrong_password_never_comes_up),
-        cmocka_unit_test(commands_are_refused_at_once_while_down),
-        cmocka_unit_test(a_paused_server_times_commands_out_and_the_link_comes_back),
-        cmocka_unit_test(a_restarted_server_is_reconnected),
-        cmocka_unit_test(commands_in_flight_are_bounded),
-        cmocka_unit_test(a_cancelled_command_never_calls_back),
-        cmocka_unit_test(a_subscriber_hears_every_message_after_reconnects),
+        cmocka_unit_test_teardown(commands_round_trip_over_a_unix_socket, kill_leftovers),
+        cmocka_unit_test_teardown(commands_round_trip_over_tcp, kill_leftovers),
+        cmocka_unit_test_teardown(password_and_acl_user_log_in, kill_leftovers),
+        cmocka_unit_test_teardown(a_wrong_password_never_comes_up, kill_leftovers),
+        cmocka_unit_test_teardown(commands_are_refused_at_once_while_down, kill_leftovers),
+        cmocka_unit_test_teardown(a_paused_server_times_commands_out_and_the_link_comes_back, kill_leftovers),
+        cmocka_unit_test_teardown(a_restarted_server_is_reconnected, kill_leftovers),
+        cmocka_unit_test_teardown(commands_in_flight_are_bounded, kill_leftovers),
+        cmocka_unit_test_teardown(a_cancelled_command_never_calls_back, kill_leftovers),
+        cmocka_unit_test_teardown(a_subscriber_hears_every_message_after_reconnects, kill_leftovers),
     };
     if (getenv("AMI_TEST_FILTER")) /* run one: AMI_TEST_FILTER=name* */
         cmocka_set_test_filter(getenv("AMI_TEST_FILTER"));

@@ -276,16 +276,24 @@ static void an_owner_that_cannot_reach_its_server_lets_the_lease_go(void **state
     ha_world_free(hw);
 }
 
+/* A failed test skips its own cleanup: stop whatever it started (and
+ * continue a redis-server it paused, so it can die). */
+static int kill_leftovers(void **state)
+{
+    proc_kill_all();
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(a_standby_runs_no_handlers_and_refuses_actions),
-        cmocka_unit_test(a_drained_rival_hands_over_at_once_with_a_higher_epoch),
-        cmocka_unit_test(an_owner_without_redis_stops_within_its_lease_and_comes_back),
-        cmocka_unit_test(the_owner_copies_listed_events_to_the_stream_once),
-        cmocka_unit_test(a_full_or_dead_stream_link_drops_and_counts),
-        cmocka_unit_test(after_a_redis_restart_nobody_takes_a_free_lease_for_one_lease),
-        cmocka_unit_test(an_owner_that_cannot_reach_its_server_lets_the_lease_go),
+        cmocka_unit_test_teardown(a_standby_runs_no_handlers_and_refuses_actions, kill_leftovers),
+        cmocka_unit_test_teardown(a_drained_rival_hands_over_at_once_with_a_higher_epoch, kill_leftovers),
+        cmocka_unit_test_teardown(an_owner_without_redis_stops_within_its_lease_and_comes_back, kill_leftovers),
+        cmocka_unit_test_teardown(the_owner_copies_listed_events_to_the_stream_once, kill_leftovers),
+        cmocka_unit_test_teardown(a_full_or_dead_stream_link_drops_and_counts, kill_leftovers),
+        cmocka_unit_test_teardown(after_a_redis_restart_nobody_takes_a_free_lease_for_one_lease, kill_leftovers),
+        cmocka_unit_test_teardown(an_owner_that_cannot_reach_its_server_lets_the_lease_go, kill_leftovers),
     };
     if (getenv("AMI_TEST_FILTER")) /* run one: AMI_TEST_FILTER=name* */
         cmocka_set_test_filter(getenv("AMI_TEST_FILTER"));

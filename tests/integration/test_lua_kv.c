@@ -186,15 +186,23 @@ static void without_high_availability_kv_is_unavailable(void **state)
     lua_world_free(w);
 }
 
+/* A failed test skips its own cleanup: stop whatever it started (and
+ * continue a redis-server it paused, so it can die). */
+static int kill_leftovers(void **state)
+{
+    proc_kill_all();
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(a_round_trip_of_every_operation),
-        cmocka_unit_test(bad_arguments_are_error_values_and_send_nothing),
-        cmocka_unit_test(at_a_scripts_top_level_it_says_where_to_call_it),
-        cmocka_unit_test(redis_down_or_paused_gives_an_error_value),
-        cmocka_unit_test(a_cancelled_coroutine_cancels_its_command),
-        cmocka_unit_test(without_high_availability_kv_is_unavailable),
+        cmocka_unit_test_teardown(a_round_trip_of_every_operation, kill_leftovers),
+        cmocka_unit_test_teardown(bad_arguments_are_error_values_and_send_nothing, kill_leftovers),
+        cmocka_unit_test_teardown(at_a_scripts_top_level_it_says_where_to_call_it, kill_leftovers),
+        cmocka_unit_test_teardown(redis_down_or_paused_gives_an_error_value, kill_leftovers),
+        cmocka_unit_test_teardown(a_cancelled_coroutine_cancels_its_command, kill_leftovers),
+        cmocka_unit_test_teardown(without_high_availability_kv_is_unavailable, kill_leftovers),
     };
     if (getenv("AMI_TEST_FILTER")) /* run one: AMI_TEST_FILTER=name* */
         cmocka_set_test_filter(getenv("AMI_TEST_FILTER"));
