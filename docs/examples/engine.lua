@@ -54,3 +54,15 @@ log = {
 
 routing = "first_healthy"
 drain_grace_ms = 5000
+
+-- High availability (engine/cli/demo.sh --ha): two engines share the
+-- cluster through a local redis-server; see docs/high-availability.md.
+if os.getenv("AMI_DEMO_REDIS") then
+  ha = {
+    cluster = "demo",
+    instance = os.getenv("AMI_DEMO_INSTANCE") or "engine-a",
+    redis = { address = "unix:" .. os.getenv("AMI_DEMO_REDIS") },
+    lease_ms = 3000,                -- a dead engine's servers are taken over within ~3 s
+    renew_ms = 1000,
+  }
+end

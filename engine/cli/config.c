@@ -43,8 +43,8 @@ static const char ENV_KEY = 'e'; /* registry key: the address is unique */
 /* Not const: the struct's field is char *. Never freed (see ami_config_free). */
 static char default_metrics_ip[] = "127.0.0.1";
 
-static const char *const TOP_KEYS[] = {"servers", "defaults", "scripts", "metrics",
-                                       "log",     "routing",  "drain_grace_ms", "http"};
+static const char *const TOP_KEYS[] = {"servers", "defaults", "scripts",        "metrics",
+                                       "log",     "routing",  "drain_grace_ms", "http", "ha"};
 #define N_TOP_KEYS (sizeof TOP_KEYS / sizeof TOP_KEYS[0])
 
 static const char *const SCRIPT_KEYS[] = {
@@ -532,6 +532,7 @@ static int extract(lua_State *L)
     if (!lua_isnil(L, 8) && cfg_read_uint(cx, 8, "drain_grace_ms", 0, 3600000, &grace))
         cx->cfg->drain_grace_ms = (uint32_t)grace;
     cfg_load_http(cx, 9);
+    cfg_load_ha(cx, 10);
     return 0;
 }
 
@@ -598,6 +599,7 @@ void ami_config_init(ami_engine_config_t *cfg)
     cfg->summary_interval_ms = 0;
     cfg->http_enabled = false;
     ami_httpc_config_default(&cfg->http);
+    ami_ha_config_default(&cfg->ha);
 }
 
 int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_errors_t *errs)
@@ -646,6 +648,7 @@ void ami_config_free(ami_engine_config_t *cfg)
     if (cfg->metrics_ip != default_metrics_ip)
         ami_free(cfg->metrics_ip);
     cfg_free_http(cfg);
+    cfg_free_ha(cfg);
     ami_config_init(cfg); /* a second free, or a free after a failed load, is harmless */
 }
 
@@ -723,4 +726,5 @@ void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out)
     for (size_t i = 0; i < cfg->nwarnings; i++)
         ami_buf_printf(out, "warning: %s\n", cfg->warnings[i]);
     cfg_describe_http(cfg, out);
+    cfg_describe_ha(cfg, out);
 }

@@ -12,6 +12,7 @@
  *   log      = { level = "info", format = "logfmt" }
  *   routing  = "first_healthy"
  *   http     = { timeout_ms = 5000, ca_file = "/etc/ssl/crm-ca.pem" }  -- ami.http (off without it)
+ *   ha       = { cluster = "prod", redis = { address = "10.0.0.9:6379" } }   -- config_ha.c
  *
  * The file is evaluated in an empty sandbox (no io, no os but os.getenv), with
  * an instruction budget: a config cannot hang or touch the system. Then
@@ -36,6 +37,7 @@
 #include <stdint.h>
 
 #include "cluster/client.h"
+#include "ha/ha.h"
 #include "health/conn.h"
 #include "httpc/httpc.h"
 #include "lua/runtime.h"
@@ -78,6 +80,9 @@ typedef struct ami_engine_config {
     char warnings[AMI_CONFIG_MAX_WARNINGS][256];
     bool http_enabled;             /* an http section turns ami.http on (config_http.c) */
     ami_httpc_config_t http;       /* ca_file and proxy owned by this config */
+    bool ha_enabled;               /* an ha section: leases, ami.kv, stream on Redis (config_ha.c) */
+    ami_ha_config_t ha;            /* strings owned by this config */
+    char ha_secret_source[160];    /* where the Redis password came from, never the value */
 } ami_engine_config_t;
 
 /* Defaults only (no servers). */
@@ -88,6 +93,9 @@ void ami_config_init(ami_engine_config_t *cfg);
 int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_errors_t *errs);
 
 void ami_config_free(ami_engine_config_t *cfg);
+
+/* Do two configs differ in their ha section (which needs a restart)? */
+bool ami_config_ha_changed(const ami_engine_config_t *a, const ami_engine_config_t *b);
 
 /* Print a config summary without secrets (for --check-config). */
 void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out);

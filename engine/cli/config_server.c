@@ -573,3 +573,17 @@ void cfg_load_servers(cfg_ctx_t *cx, int servers_idx, int defaults_idx)
         check_server(cx, &s, before);
     }
 }
+
+char *cfg_read_secret(cfg_ctx_t *cx, int idx, const char *label, char *source, size_t source_size)
+{
+    ami_server_options_t scratch;
+    ami_server_options_default(&scratch);
+    char from[160] = "";
+    srv_t s = {.o = &scratch, .source = from, .label = label};
+    apply_secret(cx, &s, idx);
+    char *secret = (char *)scratch.secret;
+    scratch.secret = NULL;
+    snprintf(source, source_size, "%s", from);
+    cfg_free_server(&scratch);
+    return secret;
+}

@@ -373,6 +373,8 @@ static int send_action(lua_State *L, bool collect)
             lua_pushfstring(L, "invalid: %s", why);
         return 2;
     }
+    if (!lua_ha_may_act(rt, server))
+        return lua_ha_refuse(L, rt, server);
     wait_t *w = sched_wait_new(co, WAIT_ACTION);
     if (!w)
         return luaL_error(L, "out of memory in ami.action");

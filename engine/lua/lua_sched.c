@@ -206,7 +206,6 @@ void sched_wake(wait_t *w, int nresults)
 {
     co_t *co = w->co;
     gen_t *g = co->sc->gen;
-    w->cancel = NULL; /* the waited-for thing happened: nothing to undo there */
     unpark(co);
     wait_dispose(w);
     sched_resume(co, nresults);

@@ -79,6 +79,15 @@ ami_lua_runtime_t *ami_lua_runtime_new(ami_client_t *client, const ami_lua_confi
                                        ami_err_t *err);
 void ami_lua_runtime_free(ami_lua_runtime_t *rt);
 
+/* High availability (engine/ha): from now on handlers run only for events
+ * of servers this instance owns, ami.action/ami.collect to another server
+ * fail at once with "not_owner: ...", ami.server(key) reports owner and
+ * epoch, and ami.kv works. ami.wait_for, ami.every and ami.spawn are not
+ * gated. NULL (the default): every server is ours, ami.kv is unavailable.
+ * ha must outlive the runtime. */
+struct ami_ha;
+void ami_lua_runtime_set_ha(ami_lua_runtime_t *rt, struct ami_ha *ha);
+
 /* Load the first generation. -1 with a message naming file and line. */
 int ami_lua_runtime_load(ami_lua_runtime_t *rt, ami_err_t *err);
 

@@ -3,9 +3,8 @@
  * value ever reaches describe or an error message; then a catalogue of bad
  * configs, each with the exact fragment of the message the operator sees.
  *
- * The CLI sources are compiled into the ami-engine program only, so they
- * are included here; the file is named test_lua_* so that the test build
- * links ami_lua (LuaJIT and the runtime defaults the loader uses). */
+ * The loader is the ami_config library, linked into the program and into
+ * every test named test_lua_config*. */
 
 #include "cli/config.h"
 #include "cli/config_internal.h"
