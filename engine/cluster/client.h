@@ -90,6 +90,8 @@ ami_subscription_t *ami_client_subscribe(ami_client_t *c, const char *event, ami
                                          void *ud, ami_err_t *err);
 void ami_client_unsubscribe(ami_client_t *c, ami_subscription_t *sub);
 int ami_client_on_state(ami_client_t *c, ami_state_fn fn, void *ud);
+/* Remove a watcher added with the same fn and ud (not from a state callback). */
+void ami_client_off_state(ami_client_t *c, ami_state_fn fn, void *ud);
 
 typedef struct ami_action_handle {
     uint32_t server;

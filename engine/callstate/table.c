@@ -1,0 +1,569 @@
+/*
+ * One server's channel table: the slots, their two indexes (Uniqueid and
+ * Channel name, chained hashes that double as the table grows), the
+ * oldest-first list, and the events that change them.
+ *
+ * Hot path: an event is one pass over its headers (chan_read), one hash
+ * lookup, and one rebuild of the record in a scratch buffer that is copied
+ * back only when something changed. Slots freed by Hangup are kept (up to
+ * SPARE_MAX) for the next Newchannel, so call churn does not allocate.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "callstate/callstate_internal.h"
+#include "util/alloc.h"
+
+#define INITIAL_BUCKETS 64u
+#define SPARE_MAX 64u
+#define BIT(f) (1u << (f))
+
+typedef enum ev_kind {
+    EV_OTHER = 0,
+    EV_NEWCHANNEL,
+    EV_HANGUP,
+    EV_UPDATE,
+    EV_RENAME,
+    EV_BRIDGE_ENTER,
+    EV_BRIDGE_LEAVE,
+    EV_BRIDGE_DESTROY,
+    EV_DIAL_BEGIN,
+    EV_DIAL_STATUS,
+    EV_LOCAL_BRIDGE,
+    EV_BLIND_TRANSFER,
+    EV_ATTENDED_TRANSFER,
+    EV_VARSET,
+} ev_kind_t;
+
+static const struct {
+    const char *name;
+    ev_kind_t kind;
+} EVENTS[] = {
+    {"Newchannel", EV_NEWCHANNEL},       {"Hangup", EV_HANGUP},
+    {"Newstate", EV_UPDATE},             {"NewCallerid", EV_UPDATE},
+    {"NewConnectedLine", EV_UPDATE},     {"NewAccountCode", EV_UPDATE},
+    {"Newexten", EV_UPDATE},             {"Rename", EV_RENAME},
+    {"BridgeEnter", EV_BRIDGE_ENTER},    {"BridgeLeave", EV_BRIDGE_LEAVE},
+    {"BridgeDestroy", EV_BRIDGE_DESTROY}, {"DialBegin", EV_DIAL_BEGIN},
+    {"DialState", EV_DIAL_STATUS},       {"DialEnd", EV_DIAL_STATUS},
+    {"LocalBridge", EV_LOCAL_BRIDGE},    {"BlindTransfer", EV_BLIND_TRANSFER},
+    {"AttendedTransfer", EV_ATTENDED_TRANSFER}, {"VarSet", EV_VARSET},
+};
+#define NEVENTS (sizeof EVENTS / sizeof EVENTS[0])
+
+size_t cs_event_names(const char **out, size_t cap, bool with_varset)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < NEVENTS && n < cap; i++)
+        if (with_varset || EVENTS[i].kind != EV_VARSET)
+            out[n++] = EVENTS[i].name;
+    return n;
+}
+
+static ev_kind_t kind_of(const ami_msg_t *msg)
+{
+    if (msg->kind != AMI_MSG_EVENT || msg->nhdrs == 0)
+        return EV_OTHER;
+    size_t len;
+    const char *name = ami_msg_value(msg, 0, &len);
+    for (size_t i = 0; i < NEVENTS; i++) {
+        size_t n = strlen(EVENTS[i].name);
+        if (n == len && ami_name_hash(EVENTS[i].name, n) == msg->name_hash &&
+            ami_str_ieq(EVENTS[i].name, n, name, len))
+            return EVENTS[i].kind;
+    }
+    return EV_OTHER;
+}
+
+uint32_t cs_hash(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+static const char *field(const ami_chan_t *r, ami_chan_field_t f, size_t *len)
+{
+    return ami_chan_str(r, f, len);
+}
+
+/* ---- indexes ------------------------------------------------------------------------ */
+
+int cs_table_init(cs_table_t *t, const chan_read_conf_t *conf, uint32_t max_channels, uint64_t *serials,
+                  void *scratch)
+{
+    memset(t, 0, sizeof *t);
+    t->conf = conf;
+    t->max_channels = max_channels;
+    t->serials = serials;
+    t->scratch = scratch;
+    t->nbuckets = INITIAL_BUCKETS;
+    t->uid_buckets = ami_calloc(t->nbuckets, sizeof *t->uid_buckets);
+    t->name_buckets = ami_calloc(t->nbuckets, sizeof *t->name_buckets);
+    if (!t->uid_buckets || !t->name_buckets) {
+        cs_table_deinit(t);
+        return -1;
+    }
+    return 0;
+}
+
+static void slot_free(cs_slot_t *s)
+{
+    ami_free(s->rec);
+    ami_free(s);
+}
+
+void cs_table_deinit(cs_table_t *t)
+{
+    for (cs_slot_t *s = t->head, *next; s; s = next) {
+        next = s->next;
+        slot_free(s);
+    }
+    for (cs_slot_t *s = t->spare, *next; s; s = next) {
+        next = s->next;
+        slot_free(s);
+    }
+    if (t->dead)
+        slot_free(t->dead);
+    tombs_clear(t);
+    ami_free(t->tombs);
+    ami_free(t->uid_buckets);
+    ami_free(t->name_buckets);
+    memset(t, 0, sizeof *t);
+}
+
+static void link_uid(cs_table_t *t, cs_slot_t *s)
+{
+    cs_slot_t **b = &t->uid_buckets[s->uid_hash & (t->nbuckets - 1)];
+    s->uid_next = *b;
+    *b = s;
+}
+
+static void link_name(cs_table_t *t, cs_slot_t *s)
+{
+    cs_slot_t **b = &t->name_buckets[s->name_hash & (t->nbuckets - 1)];
+    s->name_next = *b;
+    *b = s;
+}
+
+static void unlink_uid(cs_table_t *t, cs_slot_t *s)
+{
+    for (cs_slot_t **p = &t->uid_buckets[s->uid_hash & (t->nbuckets - 1)]; *p; p = &(*p)->uid_next)
+        if (*p == s) {
+            *p = s->uid_next;
+            return;
+        }
+}
+
+static void unlink_name(cs_table_t *t, cs_slot_t *s)
+{
+    for (cs_slot_t **p = &t->name_buckets[s->name_hash & (t->nbuckets - 1)]; *p; p = &(*p)->name_next)
+        if (*p == s) {
+            *p = s->name_next;
+            return;
+        }
+}
+
+/* Keep chains short: double the buckets when the table outgrows them. A
+ * failed allocation just leaves longer chains. */
+static void maybe_grow(cs_table_t *t)
+{
+    if (t->count < t->nbuckets)
+        return;
+    uint32_t n = t->nbuckets * 2;
+    cs_slot_t **uid = ami_calloc(n, sizeof *uid), **name = ami_calloc(n, sizeof *name);
+    if (!uid || !name) {
+        ami_free(uid);
+        ami_free(name);
+        return;
+    }
+    ami_free(t->uid_buckets);
+    ami_free(t->name_buckets);
+    t->uid_buckets = uid;
+    t->name_buckets = name;
+    t->nbuckets = n;
+    for (cs_slot_t *s = t->head; s; s = s->next) {
+        link_uid(t, s);
+        link_name(t, s);
+    }
+}
+
+cs_slot_t *table_find_uid(const cs_table_t *t, const char *uid, size_t len, uint32_t hash)
+{
+    for (cs_slot_t *s = t->uid_buckets[hash & (t->nbuckets - 1)]; s; s = s->uid_next) {
+        size_t n;
+        const char *v = field(s->rec, AMI_CHAN_UNIQUEID, &n);
+        if (s->uid_hash == hash && n == len && memcmp(v, uid, len) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+static cs_slot_t *find_name(const cs_table_t *t, const char *name, size_t len)
+{
+    uint32_t hash = cs_hash(name, len);
+    for (cs_slot_t *s = t->name_buckets[hash & (t->nbuckets - 1)]; s; s = s->name_next) {
+        size_t n;
+        const char *v = field(s->rec, AMI_CHAN_CHANNEL, &n);
+        if (s->name_hash == hash && n == len && memcmp(v, name, len) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+static bool matches(const ami_chan_t *r, const char *id, size_t len)
+{
+    size_t n;
+    const char *v = field(r, AMI_CHAN_UNIQUEID, &n);
+    if (n == len && memcmp(v, id, len) == 0)
+        return true;
+    v = field(r, AMI_CHAN_CHANNEL, &n);
+    return n == len && memcmp(v, id, len) == 0;
+}
+
+const ami_chan_t *cs_table_find(const cs_table_t *t, const char *id, size_t len)
+{
+    cs_slot_t *s = table_find_uid(t, id, len, cs_hash(id, len));
+    if (!s)
+        s = find_name(t, id, len);
+    if (s)
+        return s->rec;
+    return t->dead && matches(t->dead->rec, id, len) ? t->dead->rec : NULL;
+}
+
+/* ---- slots ---------------------------------------------------------------------------- */
+
+static bool ensure_cap(cs_slot_t *s, size_t size)
+{
+    if (s->cap >= size)
+        return true;
+    size_t cap = (size + 63) & ~(size_t)63; /* slack: most updates then fit in place */
+    ami_chan_t *rec = ami_realloc(s->rec, cap);
+    if (!rec)
+        return false;
+    s->rec = rec;
+    s->cap = (uint32_t)cap;
+    return true;
+}
+
+static cs_slot_t *slot_take(cs_table_t *t)
+{
+    cs_slot_t *s = t->spare;
+    if (s) {
+        t->spare = s->next;
+        t->nspare--;
+        ami_chan_t *rec = s->rec;
+        uint32_t cap = s->cap;
+        memset(s, 0, sizeof *s);
+        s->rec = rec;
+        s->cap = cap;
+        return s;
+    }
+    return ami_calloc(1, sizeof *s);
+}
+
+void table_release(cs_table_t *t, cs_slot_t *s)
+{
+    if (t->nspare >= SPARE_MAX) {
+        slot_free(s);
+        return;
+    }
+    s->next = t->spare;
+    t->spare = s;
+    t->nspare++;
+}
+
+cs_slot_t *table_insert(cs_table_t *t, const chan_update_t *u)
+{
+    if (t->count >= t->max_channels) {
+        t->refused++;
+        return NULL;
+    }
+    ami_chan_t *r = t->scratch;
+    size_t size = chan_build(r, NULL, t->conf->nvars, u);
+    cs_slot_t *s = slot_take(t);
+    if (!s || !ensure_cap(s, size)) {
+        if (s)
+            slot_free(s);
+        t->refused++;
+        return NULL;
+    }
+    r->serial = ++*t->serials;
+    r->version = 1;
+    memcpy(s->rec, r, size);
+    size_t n;
+    const char *v = field(s->rec, AMI_CHAN_UNIQUEID, &n);
+    s->uid_hash = cs_hash(v, n);
+    v = field(s->rec, AMI_CHAN_CHANNEL, &n);
+    s->name_hash = cs_hash(v, n);
+    s->prev = t->tail;
+    if (t->tail)
+        t->tail->next = s;
+    else
+        t->head = s;
+    t->tail = s;
+    t->count++;
+    link_uid(t, s);
+    link_name(t, s);
+    maybe_grow(t);
+    t->changes++;
+    return s;
+}
+
+void table_update(cs_table_t *t, cs_slot_t *s, const chan_update_t *u)
+{
+    ami_chan_t *r = t->scratch;
+    size_t size = chan_build(r, s->rec, t->conf->nvars, u);
+    if (chan_same(r, s->rec) || !ensure_cap(s, size))
+        return;
+    r->version = s->rec->version + 1;
+    size_t old_len, new_len;
+    const char *old_name = field(s->rec, AMI_CHAN_CHANNEL, &old_len);
+    const char *new_name = field(r, AMI_CHAN_CHANNEL, &new_len);
+    bool renamed = old_len != new_len || memcmp(old_name, new_name, new_len) != 0;
+    if (renamed)
+        unlink_name(t, s);
+    memcpy(s->rec, r, size);
+    if (renamed) {
+        s->name_hash = cs_hash(field(s->rec, AMI_CHAN_CHANNEL, NULL), new_len);
+        link_name(t, s);
+    }
+    t->changes++;
+}
+
+void table_remove(cs_table_t *t, cs_slot_t *s)
+{
+    unlink_uid(t, s);
+    unlink_name(t, s);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        t->head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    else
+        t->tail = s->prev;
+    s->prev = s->next = NULL;
+    t->count--;
+}
+
+/* ---- events ----------------------------------------------------------------------------- */
+
+/* Apply what u says to its channel (creating it only when asked); marks it
+ * touched by this event. */
+static cs_slot_t *touch(cs_table_t *t, chan_update_t *u, double now, bool create)
+{
+    if (!(u->str_mask & BIT(AMI_CHAN_UNIQUEID)) || u->str_len[AMI_CHAN_UNIQUEID] == 0)
+        return NULL;
+    const char *uid = u->str[AMI_CHAN_UNIQUEID];
+    size_t len = u->str_len[AMI_CHAN_UNIQUEID];
+    cs_slot_t *s = table_find_uid(t, uid, len, cs_hash(uid, len));
+    if (!s && !create)
+        return NULL;
+    if (u->has_state && u->state == 6 && (!s || s->rec->answered == 0)) {
+        u->answered = now;
+        u->has_answered = true;
+    }
+    if (s) {
+        table_update(t, s, u);
+    } else {
+        u->started = now;
+        u->has_started = true;
+        s = table_insert(t, u);
+    }
+    if (s)
+        s->event_seq = t->seq;
+    return s;
+}
+
+static double event_time(const event_extras_t *x, double now)
+{
+    return x->timestamp > 0 ? x->timestamp : now;
+}
+
+static void read_snapshot(cs_table_t *t, const ami_msg_t *msg, const char *prefix, chan_update_t *u,
+                          event_extras_t *x)
+{
+    u->str_mask = u->var_mask = 0;
+    u->has_state = u->has_priority = u->has_cause = u->has_started = u->has_answered = false;
+    t->truncated += chan_read(msg, prefix, strlen(prefix), t->conf, u, x);
+}
+
+/* A value the table sets itself (not read by chan_read), cut to the bound. */
+static void set_str(cs_table_t *t, chan_update_t *u, ami_chan_field_t f, const char *v, size_t len)
+{
+    if (!v) {
+        v = "";
+        len = 0;
+    }
+    if (len > AMI_CHAN_FIELD_MAX) {
+        len = AMI_CHAN_FIELD_MAX;
+        t->truncated++;
+    }
+    chan_update_str(u, f, v, len);
+}
+
+static cs_slot_t *slot_of(const cs_table_t *t, const chan_update_t *u)
+{
+    if (!(u->str_mask & BIT(AMI_CHAN_UNIQUEID)))
+        return NULL;
+    const char *uid = u->str[AMI_CHAN_UNIQUEID];
+    size_t len = u->str_len[AMI_CHAN_UNIQUEID];
+    return table_find_uid(t, uid, len, cs_hash(uid, len));
+}
+
+static void on_hangup(cs_table_t *t, chan_update_t *u, const event_extras_t *x, double now)
+{
+    u->hangup_cause = x->cause >= 0 ? x->cause : 0;
+    u->has_cause = true;
+    set_str(t, u, AMI_CHAN_HANGUP_CAUSE_TXT, x->cause_txt, x->cause_txt_len);
+    cs_slot_t *s = touch(t, u, now, false);
+    if (!s)
+        return;
+    table_remove(t, s);
+    t->dead = s;
+    t->changes++;
+    if (t->rebuilding && t->listing) {
+        size_t len;
+        const char *uid = field(s->rec, AMI_CHAN_UNIQUEID, &len);
+        tombs_add(t, uid, len);
+    }
+}
+
+/* Rename: Channel (the old name), Newname, Uniqueid. */
+static void on_rename(cs_table_t *t, chan_update_t *u, const event_extras_t *x, double now)
+{
+    if (!x->newname || x->newname_len == 0)
+        return;
+    if (!(u->str_mask & BIT(AMI_CHAN_UNIQUEID)) && (u->str_mask & BIT(AMI_CHAN_CHANNEL))) {
+        cs_slot_t *s = find_name(t, u->str[AMI_CHAN_CHANNEL], u->str_len[AMI_CHAN_CHANNEL]);
+        if (!s)
+            return;
+        size_t len;
+        const char *uid = field(s->rec, AMI_CHAN_UNIQUEID, &len);
+        chan_update_str(u, AMI_CHAN_UNIQUEID, uid, len);
+    }
+    set_str(t, u, AMI_CHAN_CHANNEL, x->newname, x->newname_len);
+    touch(t, u, now, false);
+}
+
+static bool same_str(const ami_chan_t *r, ami_chan_field_t f, const char *v, size_t len)
+{
+    size_t n;
+    const char *cur = field(r, f, &n);
+    return n == len && memcmp(cur, v, len) == 0;
+}
+
+static void on_bridge_leave(cs_table_t *t, chan_update_t *u, const event_extras_t *x, double now)
+{
+    cs_slot_t *s = slot_of(t, u);
+    size_t blen = x->bridge_len > AMI_CHAN_FIELD_MAX ? AMI_CHAN_FIELD_MAX : x->bridge_len;
+    if (s && (!x->bridge || same_str(s->rec, AMI_CHAN_BRIDGE, x->bridge, blen)))
+        set_str(t, u, AMI_CHAN_BRIDGE, "", 0);
+    touch(t, u, now, false);
+}
+
+static void on_bridge_destroy(cs_table_t *t, const event_extras_t *x)
+{
+    if (!x->bridge || x->bridge_len == 0)
+        return;
+    size_t blen = x->bridge_len > AMI_CHAN_FIELD_MAX ? AMI_CHAN_FIELD_MAX : x->bridge_len;
+    chan_update_t clear;
+    clear.str_mask = clear.var_mask = 0;
+    clear.has_state = clear.has_priority = clear.has_cause = clear.has_started = clear.has_answered = false;
+    chan_update_str(&clear, AMI_CHAN_BRIDGE, "", 0);
+    for (cs_slot_t *s = t->head; s; s = s->next) {
+        if (!same_str(s->rec, AMI_CHAN_BRIDGE, x->bridge, blen))
+            continue;
+        table_update(t, s, &clear);
+        s->event_seq = t->seq;
+    }
+}
+
+/* DialBegin/DialState/DialEnd: the caller's snapshot (absent when an
+ * Originate dials) and the callee's (prefix Dest). */
+static void on_dial(cs_table_t *t, const ami_msg_t *msg, chan_update_t *caller, const event_extras_t *x,
+                    bool begin, double now)
+{
+    chan_update_t dest;
+    read_snapshot(t, msg, "Dest", &dest, NULL);
+    const char *status = begin ? "" : x->dial_status;
+    size_t status_len = begin ? 0 : x->dial_status_len;
+    if (begin && (caller->str_mask & BIT(AMI_CHAN_UNIQUEID)))
+        chan_update_str(&dest, AMI_CHAN_DIALED_BY, caller->str[AMI_CHAN_UNIQUEID],
+                        caller->str_len[AMI_CHAN_UNIQUEID]);
+    if (begin || x->dial_status) {
+        set_str(t, caller, AMI_CHAN_DIAL_STATUS, status, status_len);
+        set_str(t, &dest, AMI_CHAN_DIAL_STATUS, status, status_len);
+    }
+    touch(t, caller, now, false);
+    touch(t, &dest, now, false);
+}
+
+/* Events whose snapshots all carry a prefix: update each channel. */
+static void on_prefixed(cs_table_t *t, const ami_msg_t *msg, const char *const *prefixes, double now)
+{
+    for (; *prefixes; prefixes++) {
+        chan_update_t u;
+        read_snapshot(t, msg, *prefixes, &u, NULL);
+        touch(t, &u, now, false);
+    }
+}
+
+static void on_varset(cs_table_t *t, chan_update_t *u, const event_extras_t *x, double now)
+{
+    int i = x->variable ? chan_var_index(t->conf, x->variable, x->variable_len) : -1;
+    if (i >= 0) {
+        size_t len = x->value ? x->value_len : 0;
+        if (len > t->conf->var_max) {
+            len = t->conf->var_max;
+            t->truncated++;
+        }
+        u->var[i] = x->value ? x->value : "";
+        u->var_len[i] = (uint16_t)len;
+        u->var_mask |= 1u << i;
+    }
+    touch(t, u, now, false);
+}
+
+void cs_table_apply(cs_table_t *t, const ami_msg_t *msg, double now)
+{
+    static const char *const LOCAL[] = {"LocalOne", "LocalTwo", NULL};
+    static const char *const BLIND[] = {"Transferer", "Transferee", NULL};
+    static const char *const ATTENDED[] = {"OrigTransferer", "SecondTransferer", "Transferee",
+                                           "TransferTarget", NULL};
+    ev_kind_t kind = kind_of(msg);
+    if (kind == EV_OTHER)
+        return;
+    if (t->dead) {
+        table_release(t, t->dead);
+        t->dead = NULL;
+    }
+    t->seq++;
+    uint64_t changes = t->changes;
+    chan_update_t u;
+    event_extras_t x;
+    read_snapshot(t, msg, "", &u, &x);
+    now = event_time(&x, now);
+    switch (kind) {
+    case EV_NEWCHANNEL: touch(t, &u, now, true); break;
+    case EV_HANGUP: on_hangup(t, &u, &x, now); break;
+    case EV_RENAME: on_rename(t, &u, &x, now); break;
+    case EV_BRIDGE_ENTER:
+        set_str(t, &u, AMI_CHAN_BRIDGE, x.bridge, x.bridge_len);
+        touch(t, &u, now, false);
+        break;
+    case EV_BRIDGE_LEAVE: on_bridge_leave(t, &u, &x, now); break;
+    case EV_BRIDGE_DESTROY: on_bridge_destroy(t, &x); break;
+    case EV_DIAL_BEGIN: on_dial(t, msg, &u, &x, true, now); break;
+    case EV_DIAL_STATUS: on_dial(t, msg, &u, &x, false, now); break;
+    case EV_LOCAL_BRIDGE: on_prefixed(t, msg, LOCAL, now); break;
+    case EV_BLIND_TRANSFER: on_prefixed(t, msg, BLIND, now); break;
+    case EV_ATTENDED_TRANSFER: on_prefixed(t, msg, ATTENDED, now); break;
+    case EV_VARSET: on_varset(t, &u, &x, now); break;
+    default: touch(t, &u, now, false); break;
+    }
+    if (t->changes != changes)
+        t->events_applied++;
+}
