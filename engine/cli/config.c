@@ -42,8 +42,8 @@ static const char ENV_KEY = 'e'; /* registry key: the address is unique */
 /* Not const: the struct's field is char *. Never freed (see ami_config_free). */
 static char default_metrics_ip[] = "127.0.0.1";
 
-static const char *const TOP_KEYS[] = {"servers", "defaults", "scripts", "metrics",
-                                       "log",     "routing",  "drain_grace_ms"};
+static const char *const TOP_KEYS[] = {"servers", "defaults", "scripts",        "metrics",
+                                       "log",     "routing",  "drain_grace_ms", "callstate"};
 #define N_TOP_KEYS (sizeof TOP_KEYS / sizeof TOP_KEYS[0])
 
 static const char *const SCRIPT_KEYS[] = {
@@ -395,7 +395,7 @@ static void check_top_keys(cfg_ctx_t *cx, int env)
             cfg_error(cx, "%.60s: unknown setting; did you mean \"%s\"?", key, s);
         else
             cfg_error(cx, "%.60s: unknown setting; the config may set servers, defaults, scripts, metrics, "
-                          "log, routing and drain_grace_ms (make helper variables local)", key);
+                          "log, routing, drain_grace_ms and callstate (make helper variables local)", key);
     }
 }
 
@@ -420,6 +420,7 @@ static int extract(lua_State *L)
     uint64_t grace;
     if (!lua_isnil(L, 8) && cfg_read_uint(cx, 8, "drain_grace_ms", 0, 3600000, &grace))
         cx->cfg->drain_grace_ms = (uint32_t)grace;
+    cfg_load_callstate(cx, 9);
     return 0;
 }
 
@@ -484,6 +485,7 @@ void ami_config_init(ami_engine_config_t *cfg)
     cfg->log_format = AMI_LOG_FMT_LOGFMT;
     cfg->drain_grace_ms = 10000;
     cfg->summary_interval_ms = 0;
+    ami_callstate_config_default(&cfg->callstate);
 }
 
 int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_errors_t *errs)
@@ -527,6 +529,7 @@ void ami_config_free(ami_engine_config_t *cfg)
     ami_free((char *)cfg->lua.lua_path);
     if (cfg->metrics_ip != default_metrics_ip)
         ami_free(cfg->metrics_ip);
+    cfg_free_callstate(cfg);
     ami_config_init(cfg); /* a second free, or a free after a failed load, is harmless */
 }
 
@@ -592,4 +595,5 @@ void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out)
     else
         ami_buf_printf(out, "off\n");
     ami_buf_printf(out, "drain_grace_ms: %u\n", cfg->drain_grace_ms);
+    cfg_describe_callstate(cfg, out);
 }

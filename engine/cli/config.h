@@ -11,6 +11,7 @@
  *   metrics  = { listen = "127.0.0.1:9100", health_quorum = "all" }
  *   log      = { level = "info", format = "logfmt" }
  *   routing  = "first_healthy"
+ *   callstate = { max_channels = 10000, variables = {"CRM_ID"} }  -- off when absent
  *
  * The file is evaluated in an empty sandbox (no io, no os but os.getenv), with
  * an instruction budget: a config cannot hang or touch the system. Then
@@ -34,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "callstate/callstate.h"
 #include "cluster/client.h"
 #include "health/conn.h"
 #include "lua/runtime.h"
@@ -64,6 +66,9 @@ typedef struct ami_engine_config {
     ami_log_format_t log_format;   /* default logfmt */
     uint32_t drain_grace_ms;       /* SIGTERM: coroutines get this long; default 10000 */
     uint32_t summary_interval_ms;  /* one-line summary per server in the log; default 0 = off */
+    bool callstate_enabled;        /* the callstate section: off when absent */
+    ami_callstate_config_t callstate; /* its variables point into callstate_vars */
+    char *callstate_vars[AMI_CALLSTATE_MAX_VARIABLES];
 } ami_engine_config_t;
 
 /* Defaults only (no servers). */

@@ -63,6 +63,11 @@ char *cfg_resolve_path(const cfg_ctx_t *cx, const char *path);
 /* servers and defaults (either index may hold nil). */
 void cfg_load_servers(cfg_ctx_t *cx, int servers_idx, int defaults_idx);
 
+/* The callstate section (config_callstate.c); idx may hold nil. */
+void cfg_load_callstate(cfg_ctx_t *cx, int idx);
+void cfg_free_callstate(ami_engine_config_t *cfg);
+void cfg_describe_callstate(const ami_engine_config_t *cfg, ami_buf_t *out);
+
 /* A server's secret block holds "value\0source": the source ("env NAME",
  * "file PATH", "inline") is what describe shows instead of the value. */
 void cfg_free_server(ami_server_options_t *o);

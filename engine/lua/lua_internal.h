@@ -257,6 +257,7 @@ void ami_lua_inject_timer(lua_State *L, gen_t *g);      /* ami.sleep, ami.spawn,
 void ami_lua_inject_log(lua_State *L, gen_t *g);        /* ami.log.* */
 void ami_lua_inject_metrics(lua_State *L, gen_t *g);    /* ami.metrics.* */
 void ami_lua_inject_servers(lua_State *L, gen_t *g);    /* ami.servers, ami.server */
+void ami_lua_inject_calls(lua_State *L, gen_t *g);      /* ami.channels, ami.channel, ami.calls */
 /* Specs only: package.loaded["ami.testing"]; the ami table stays on top. */
 void ami_lua_inject_testing(lua_State *L, gen_t *g);
 /* Run a script file in g as at load time, in L (a running coroutine or the

@@ -128,6 +128,7 @@ static int build_module(lua_State *L)
     ami_lua_inject_timer(L, g);
     ami_lua_inject_metrics(L, g);
     ami_lua_inject_servers(L, g);
+    ami_lua_inject_calls(L, g);
     lua_pushnumber(L, (lua_Number)g->id);
     lua_setfield(L, -2, "generation");
     lua_pushliteral(L, AMI_VERSION);

@@ -35,6 +35,7 @@
 #include "util/err.h"
 
 struct lua_State;
+struct ami_callstate;
 
 typedef struct ami_lua_config {
     const char *scripts_dir;     /* every *.lua here is loaded; NULL = no scripts */
@@ -49,6 +50,9 @@ typedef struct ami_lua_config {
     uint32_t reload_debounce_ms; /* file-change reloads wait this long for quiet; default 300 */
     bool watch_scripts;          /* reload when a file in scripts_dir changes; default true */
     bool jit;                    /* unsafe: JIT on, the watchdog cannot stop compiled loops */
+    /* The live call state behind ami.channels/channel/calls; NULL: they
+     * answer nil, "config: ...". Not owned; it must outlive the runtime. */
+    struct ami_callstate *callstate;
     /* Specs only: provide require "ami.testing" (load_script, reset, metric,
      * wait_until) and let the tool add its own functions to that table,
      * which is on top of L's stack when testing_extend is called. */

@@ -9,6 +9,7 @@
 #include "../../engine/cli/config.c"
 #include "../../engine/cli/config_server.c"
 #include "../../engine/cli/config_values.c"
+#include "../../engine/cli/config_callstate.c"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -495,8 +496,8 @@ static const bad_case_t CASES[] = {
     {"unknown_top_level_key_suggests", SRV("") "serverz = {}\n",
      "serverz: unknown setting; did you mean \"servers\"?"},
     {"unknown_top_level_key_global_helper", SRV("") "function helper() end\n",
-     "helper: unknown setting; the config may set servers, defaults, scripts, metrics, log, routing and "
-     "drain_grace_ms (make helper variables local)"},
+     "helper: unknown setting; the config may set servers, defaults, scripts, metrics, log, routing, "
+     "drain_grace_ms and callstate (make helper variables local)"},
     {"unknown_server_key_suggests", SRV(", heartbeat_intervall_ms = 1000"),
      "servers[1] (pbx1): unknown option \"heartbeat_intervall_ms\"; did you mean \"heartbeat_interval_ms\"?"},
     {"unknown_section_key_suggests", SRV("") "scripts = { dirr = 'x' }\n",

@@ -1,0 +1,489 @@
+/*
+ * ami.channels, ami.channel, ami.calls: read-only snapshots of the live
+ * call state (callstate/callstate.h) for scripts.
+ *
+ *   for _, ch in ipairs(ami.channels("pbx1")) do print(ch.channel, ch.state_desc) end
+ *   local mine = ami.channels("pbx1", {linkedid = ev.Linkedid})  -- exact-match filter
+ *   local ch = ami.channel("pbx1", ev.Uniqueid)                  -- or a Channel name; nil if none
+ *   for _, call in ipairs(ami.calls("pbx1")) do print(call.id, #call.channels) end
+ *
+ * A channel object is a userdata holding a private copy of the channel's
+ * flat record (one memcpy, no table built): it never changes after it was
+ * taken, and reading a field pushes that one value. Fields: channel,
+ * uniqueid, linkedid, state (number), state_desc, caller_num, caller_name,
+ * connected_num, connected_name, language, accountcode, context, exten,
+ * priority (number), application, appdata, bridge, dial_status,
+ * dialed_by, hangup_cause (number), hangup_cause_txt, started, answered
+ * (Unix seconds), server, vars (a new table of the tracked variables);
+ * methods ch:var(name), ch:totable(). Fields that can be absent (bridge,
+ * dial_status, dialed_by, hangup_*, answered, state) are nil then. A
+ * misspelt field is an error, not a silent nil. Two objects are == when
+ * they are the same version of the same channel.
+ *
+ * Errors: no call state configured -> nil, "config: ..."; unknown server
+ * -> nil, "unknown_server: ..."; a wrong argument type or filter raises.
+ * The metatable is registered as "ami.channel" (luaL_checkudata) and
+ * locked.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "callstate/callstate.h"
+#include "lua/lua_internal.h"
+
+#define CHAN_MT "ami.channel"
+#define MAX_FILTER 8
+
+enum {
+    F_STATE = 100,
+    F_PRIORITY,
+    F_STARTED,
+    F_ANSWERED,
+    F_HANGUP_CAUSE,
+    F_SERVER,
+    F_VARS,
+};
+
+/* Every field a script may read, its code, and whether "" reads as nil. */
+static const struct {
+    const char *name;
+    int code;
+    bool nil_if_empty;
+} FIELDS[] = {
+    {"channel", AMI_CHAN_CHANNEL, false},          {"uniqueid", AMI_CHAN_UNIQUEID, false},
+    {"linkedid", AMI_CHAN_LINKEDID, false},        {"state_desc", AMI_CHAN_STATE_DESC, false},
+    {"caller_num", AMI_CHAN_CALLER_NUM, false},    {"caller_name", AMI_CHAN_CALLER_NAME, false},
+    {"connected_num", AMI_CHAN_CONNECTED_NUM, false}, {"connected_name", AMI_CHAN_CONNECTED_NAME, false},
+    {"language", AMI_CHAN_LANGUAGE, false},        {"accountcode", AMI_CHAN_ACCOUNTCODE, false},
+    {"context", AMI_CHAN_CONTEXT, false},          {"exten", AMI_CHAN_EXTEN, false},
+    {"application", AMI_CHAN_APPLICATION, false},  {"appdata", AMI_CHAN_APPDATA, false},
+    {"bridge", AMI_CHAN_BRIDGE, true},             {"dial_status", AMI_CHAN_DIAL_STATUS, true},
+    {"dialed_by", AMI_CHAN_DIALED_BY, true},       {"hangup_cause_txt", AMI_CHAN_HANGUP_CAUSE_TXT, true},
+    {"state", F_STATE, false},                     {"priority", F_PRIORITY, false},
+    {"started", F_STARTED, false},                 {"answered", F_ANSWERED, false},
+    {"hangup_cause", F_HANGUP_CAUSE, false},       {"server", F_SERVER, false},
+    {"vars", F_VARS, false},
+};
+#define NFIELDS (sizeof FIELDS / sizeof FIELDS[0])
+
+typedef struct chan_obj {
+    const ami_callstate_t *cs; /* outlives the runtime: for the variable names */
+    uint32_t server_len;
+    uint32_t pad;
+    /* then the record (8-aligned), then the server key */
+} chan_obj_t;
+
+static const ami_chan_t *rec_of(const chan_obj_t *o)
+{
+    return (const ami_chan_t *)(const void *)(o + 1);
+}
+
+static const char *server_of(const chan_obj_t *o)
+{
+    return (const char *)rec_of(o) + ami_chan_size(rec_of(o));
+}
+
+/* With the channel metatable at mt: push a copy of rec. Raises only on a
+ * memory error (nothing is held across it). */
+static void push_channel(lua_State *L, int mt, const ami_callstate_t *cs, const ami_chan_t *rec,
+                         const char *server, size_t slen)
+{
+    size_t size = ami_chan_size(rec);
+    chan_obj_t *o = lua_newuserdata(L, sizeof *o + size + slen);
+    o->cs = cs;
+    o->server_len = (uint32_t)slen;
+    o->pad = 0;
+    memcpy((char *)(o + 1), rec, size);
+    memcpy((char *)(o + 1) + size, server, slen);
+    lua_pushvalue(L, mt);
+    lua_setmetatable(L, -2);
+}
+
+MAY_RAISE static chan_obj_t *check_channel(lua_State *L, int idx)
+{
+    return luaL_checkudata(L, idx, CHAN_MT);
+}
+
+static void push_field_str(lua_State *L, const ami_chan_t *r, ami_chan_field_t f, bool nil_if_empty)
+{
+    size_t len;
+    const char *v = ami_chan_str(r, f, &len);
+    if (len == 0 && nil_if_empty)
+        lua_pushnil(L);
+    else
+        lua_pushlstring(L, v, len);
+}
+
+MAY_RAISE static void push_vars(lua_State *L, const chan_obj_t *o)
+{
+    const ami_chan_t *r = rec_of(o);
+    size_t n = ami_chan_var_count(r);
+    lua_createtable(L, 0, (int)n);
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        const char *v = ami_chan_var(r, i, &len);
+        const char *name = ami_callstate_var_name(o->cs, i);
+        if (!v || !name)
+            continue;
+        lua_pushlstring(L, v, len);
+        lua_setfield(L, -2, name);
+    }
+}
+
+/* Push field `code` of o (nil when absent). */
+MAY_RAISE static void push_field(lua_State *L, const chan_obj_t *o, int code, bool nil_if_empty)
+{
+    const ami_chan_t *r = rec_of(o);
+    switch (code) {
+    case F_STATE:
+        if (ami_chan_state(r) >= 0)
+            lua_pushinteger(L, ami_chan_state(r));
+        else
+            lua_pushnil(L);
+        break;
+    case F_PRIORITY: lua_pushinteger(L, ami_chan_priority(r)); break;
+    case F_STARTED: lua_pushnumber(L, ami_chan_started(r)); break;
+    case F_ANSWERED:
+        if (ami_chan_answered(r) > 0)
+            lua_pushnumber(L, ami_chan_answered(r));
+        else
+            lua_pushnil(L);
+        break;
+    case F_HANGUP_CAUSE:
+        if (ami_chan_hangup_cause(r) >= 0)
+            lua_pushinteger(L, ami_chan_hangup_cause(r));
+        else
+            lua_pushnil(L);
+        break;
+    case F_SERVER: lua_pushlstring(L, server_of(o), o->server_len); break;
+    case F_VARS: push_vars(L, o); break;
+    default: push_field_str(L, r, (ami_chan_field_t)code, nil_if_empty); break;
+    }
+}
+
+/* __index: upvalue 1 maps a field name to its code (negative: nil if
+ * empty) or a method. */
+MAY_RAISE static int channel_index(lua_State *L)
+{
+    const chan_obj_t *o = check_channel(L, 1);
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    if (lua_isfunction(L, -1))
+        return 1;
+    if (!lua_isnumber(L, -1)) {
+        const char *key = lua_tostring(L, 2);
+        return luaL_error(L, "channel objects have no field '%s' (see docs/lua-api.md for the fields)",
+                          key ? key : luaL_typename(L, 2));
+    }
+    int code = (int)lua_tointeger(L, -1);
+    push_field(L, o, code < 0 ? -code - 1 : code, code < 0);
+    return 1;
+}
+
+static int channel_newindex(lua_State *L)
+{
+    return luaL_error(L, "channels are read-only snapshots: copy what you need with ch:totable()");
+}
+
+MAY_RAISE static int channel_var(lua_State *L)
+{
+    const chan_obj_t *o = check_channel(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    size_t n = ami_callstate_var_count(o->cs);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(ami_callstate_var_name(o->cs, i), name) != 0)
+            continue;
+        size_t len;
+        const char *v = ami_chan_var(rec_of(o), i, &len);
+        if (v)
+            lua_pushlstring(L, v, len);
+        else
+            lua_pushnil(L);
+        return 1;
+    }
+    return luaL_error(L, "variable '%s' is not tracked; list it in callstate.variables in the engine config",
+                      name);
+}
+
+MAY_RAISE static int channel_totable(lua_State *L)
+{
+    const chan_obj_t *o = check_channel(L, 1);
+    lua_createtable(L, 0, (int)NFIELDS);
+    for (size_t i = 0; i < NFIELDS; i++) {
+        push_field(L, o, FIELDS[i].code, FIELDS[i].nil_if_empty);
+        lua_setfield(L, -2, FIELDS[i].name);
+    }
+    return 1;
+}
+
+MAY_RAISE static int channel_eq(lua_State *L)
+{
+    const chan_obj_t *a = check_channel(L, 1), *b = check_channel(L, 2);
+    lua_pushboolean(L, ami_chan_serial(rec_of(a)) == ami_chan_serial(rec_of(b)) &&
+                           ami_chan_version(rec_of(a)) == ami_chan_version(rec_of(b)));
+    return 1;
+}
+
+MAY_RAISE static int channel_tostring(lua_State *L)
+{
+    const chan_obj_t *o = check_channel(L, 1);
+    const ami_chan_t *r = rec_of(o);
+    lua_pushfstring(L, "channel %s (%s) on ", ami_chan_str(r, AMI_CHAN_CHANNEL, NULL),
+                    ami_chan_str(r, AMI_CHAN_STATE_DESC, NULL));
+    lua_pushlstring(L, server_of(o), o->server_len);
+    lua_concat(L, 2);
+    return 1;
+}
+
+/* ---- arguments ------------------------------------------------------------------------ */
+
+/* The call state and the server's index, or nil + error pushed (returns -1). */
+MAY_RAISE static int server_arg(lua_State *L, ami_callstate_t **cs, size_t *srv)
+{
+    gen_t *g = lua_touserdata(L, lua_upvalueindex(1));
+    const char *key = luaL_checkstring(L, 1);
+    *cs = g->rt->cfg.callstate;
+    if (!*cs) {
+        lua_pushnil(L);
+        push_error(L, AMI_E_CONFIG, "the call state is off; add callstate = {} to the engine config");
+        return -1;
+    }
+    int i = ami_callstate_server_index(*cs, key);
+    if (i < 0) {
+        char msg[AMI_ERR_MSG_MAX];
+        snprintf(msg, sizeof msg, "no server named \"%.64s\"", key);
+        lua_pushnil(L);
+        push_error(L, AMI_E_UNKNOWN_SERVER, msg);
+        return -1;
+    }
+    *srv = (size_t)i;
+    return 0;
+}
+
+typedef struct chan_cond {
+    int code;
+    const char *s;
+    size_t len;
+    double num;
+} chan_cond_t;
+
+static int field_code(const char *name)
+{
+    for (size_t i = 0; i < NFIELDS; i++)
+        if (strcmp(FIELDS[i].name, name) == 0)
+            return FIELDS[i].code;
+    return -1;
+}
+
+/* The filter table at idx into conds (strings stay on the Lua stack:
+ * the table holds them). */
+MAY_RAISE static size_t read_filter(lua_State *L, int idx, chan_cond_t *conds)
+{
+    size_t n = 0;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
+        const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        int code = name ? field_code(name) : -1;
+        if (code < 0 || code == F_SERVER || code == F_VARS || code == F_STARTED || code == F_ANSWERED)
+            luaL_argerror(L, idx, "filter keys are string fields (channel, linkedid, bridge, ...), state or priority");
+        if (n >= MAX_FILTER)
+            luaL_argerror(L, idx, "at most 8 filter fields");
+        chan_cond_t *c = &conds[n++];
+        c->code = code;
+        bool numeric = code == F_STATE || code == F_PRIORITY || code == F_HANGUP_CAUSE;
+        if (numeric ? lua_type(L, -1) != LUA_TNUMBER : lua_type(L, -1) != LUA_TSTRING)
+            luaL_argerror(L, idx, numeric ? "state, priority and hangup_cause filter values must be numbers"
+                                          : "filter values of string fields must be strings");
+        if (numeric)
+            c->num = lua_tonumber(L, -1);
+        else
+            c->s = lua_tolstring(L, -1, &c->len);
+    }
+    return n;
+}
+
+static bool matches(const ami_chan_t *r, const chan_cond_t *conds, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const chan_cond_t *c = &conds[i];
+        double v;
+        switch (c->code) {
+        case F_STATE: v = ami_chan_state(r); break;
+        case F_PRIORITY: v = ami_chan_priority(r); break;
+        case F_HANGUP_CAUSE: v = ami_chan_hangup_cause(r); break;
+        default: {
+            size_t len;
+            const char *s = ami_chan_str(r, (ami_chan_field_t)c->code, &len);
+            if (len != c->len || memcmp(s, c->s, len) != 0)
+                return false;
+            continue;
+        }
+        }
+        if (v != c->num)
+            return false;
+    }
+    return true;
+}
+
+/* ---- the functions ------------------------------------------------------------------------ */
+
+MAY_RAISE static int l_channels(lua_State *L)
+{
+    ami_callstate_t *cs;
+    size_t srv;
+    if (server_arg(L, &cs, &srv) < 0)
+        return 2;
+    chan_cond_t conds[MAX_FILTER];
+    size_t nconds = lua_isnoneornil(L, 2) ? 0 : read_filter(L, 2, conds);
+    const char *key = ami_callstate_server_key(cs, srv);
+    size_t klen = strlen(key);
+    luaL_getmetatable(L, CHAN_MT);
+    int mt = lua_gettop(L);
+    lua_createtable(L, nconds ? 0 : (int)ami_callstate_count(cs, srv), 1);
+    int n = 0;
+    ami_chan_iter_t it;
+    for (const ami_chan_t *c = ami_callstate_first(cs, srv, &it); c; c = ami_callstate_next(&it)) {
+        if (nconds && !matches(c, conds, nconds))
+            continue;
+        push_channel(L, mt, cs, c, key, klen);
+        lua_rawseti(L, -2, ++n);
+    }
+    lua_pushboolean(L, ami_callstate_synced(cs, srv));
+    lua_setfield(L, -2, "synced");
+    return 1;
+}
+
+MAY_RAISE static int l_channel(lua_State *L)
+{
+    ami_callstate_t *cs;
+    size_t srv;
+    if (server_arg(L, &cs, &srv) < 0)
+        return 2;
+    size_t len;
+    const char *id = luaL_checklstring(L, 2, &len);
+    const ami_chan_t *c = ami_callstate_find(cs, srv, id, len);
+    if (!c) {
+        lua_pushnil(L);
+        return 1;
+    }
+    const char *key = ami_callstate_server_key(cs, srv);
+    luaL_getmetatable(L, CHAN_MT);
+    push_channel(L, lua_gettop(L), cs, c, key, strlen(key));
+    return 1;
+}
+
+/* calls[i] = {id, server, channels = {}, bridges = {}, started, answered} */
+MAY_RAISE static void new_call(lua_State *L, const char *server, size_t slen)
+{
+    lua_createtable(L, 0, 6);
+    lua_pushlstring(L, server, slen);
+    lua_setfield(L, -2, "server");
+    lua_newtable(L);
+    lua_setfield(L, -2, "channels");
+    lua_newtable(L);
+    lua_setfield(L, -2, "bridges");
+}
+
+/* Add channel c (on top of the stack, popped) to the call table at t. */
+MAY_RAISE static void add_to_call(lua_State *L, int t, const ami_chan_t *c)
+{
+    lua_getfield(L, t, "channels");
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+    lua_pop(L, 1);
+    lua_getfield(L, t, "id");
+    bool first = lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (first) { /* the oldest channel: the call's id and start */
+        lua_pushstring(L, ami_chan_str(c, AMI_CHAN_LINKEDID, NULL));
+        lua_setfield(L, t, "id");
+        lua_pushnumber(L, ami_chan_started(c));
+        lua_setfield(L, t, "started");
+    }
+    double answered = ami_chan_answered(c);
+    lua_getfield(L, t, "answered");
+    if (answered > 0 && (lua_isnil(L, -1) || lua_tonumber(L, -1) > answered)) {
+        lua_pushnumber(L, answered);
+        lua_setfield(L, t, "answered");
+    }
+    lua_pop(L, 1);
+    size_t blen;
+    const char *bridge = ami_chan_str(c, AMI_CHAN_BRIDGE, &blen);
+    if (!blen)
+        return;
+    lua_getfield(L, t, "bridges");
+    size_t nb = lua_objlen(L, -1);
+    for (size_t i = 1; i <= nb; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        bool same = strcmp(lua_tostring(L, -1), bridge) == 0;
+        lua_pop(L, 1);
+        if (same) {
+            lua_pop(L, 1);
+            return;
+        }
+    }
+    lua_pushlstring(L, bridge, blen);
+    lua_rawseti(L, -2, (int)nb + 1);
+    lua_pop(L, 1);
+}
+
+MAY_RAISE static int l_calls(lua_State *L)
+{
+    ami_callstate_t *cs;
+    size_t srv;
+    if (server_arg(L, &cs, &srv) < 0)
+        return 2;
+    const ami_calls_view_t *v = ami_callstate_calls(cs, srv);
+    if (!v) {
+        lua_pushnil(L);
+        push_error(L, AMI_E_NOMEM, "out of memory grouping the channels into calls");
+        return 2;
+    }
+    const char *key = ami_callstate_server_key(cs, srv);
+    size_t klen = strlen(key);
+    luaL_getmetatable(L, CHAN_MT);
+    int mt = lua_gettop(L);
+    lua_createtable(L, (int)v->ncalls, 0);
+    int calls = lua_gettop(L);
+    for (size_t i = 0; i < v->ncalls; i++) {
+        new_call(L, key, klen);
+        lua_rawseti(L, calls, (int)i + 1);
+    }
+    for (size_t i = 0; i < v->nchans; i++) {
+        lua_rawgeti(L, calls, (int)v->call_of[i] + 1);
+        int t = lua_gettop(L);
+        push_channel(L, mt, cs, v->chans[i], key, klen);
+        add_to_call(L, t, v->chans[i]);
+        lua_pop(L, 1);
+    }
+    return 1;
+}
+
+void ami_lua_inject_calls(lua_State *L, gen_t *g)
+{
+    static const luaL_Reg methods[] = {{"var", channel_var}, {"totable", channel_totable}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"channels", l_channels}, {"channel", l_channel}, {"calls", l_calls},
+                                   {NULL, NULL}};
+    luaL_newmetatable(L, CHAN_MT);
+    lua_createtable(L, 0, (int)NFIELDS + 2); /* names -> codes and methods: __index's upvalue */
+    for (size_t i = 0; i < NFIELDS; i++) {
+        lua_pushinteger(L, FIELDS[i].nil_if_empty ? -FIELDS[i].code - 1 : FIELDS[i].code);
+        lua_setfield(L, -2, FIELDS[i].name);
+    }
+    luaL_register(L, NULL, methods);
+    lua_pushcclosure(L, channel_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, channel_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, channel_eq);
+    lua_setfield(L, -2, "__eq");
+    lua_pushcfunction(L, channel_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, CHAN_MT);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+    lua_pushlightuserdata(L, g);
+    luaL_setfuncs(L, fns, 1);
+    lua_pushboolean(L, g->rt->cfg.callstate != NULL);
+    lua_setfield(L, -2, "callstate");
+}
