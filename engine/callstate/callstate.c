@@ -398,6 +398,11 @@ ami_callstate_t *ami_callstate_new(ami_client_t *client, const ami_callstate_con
         return NULL;
     }
     ami_metrics_add_collector(cs->metrics, collect, cs);
+    for (size_t i = 0; i < cs->nservers; i++) { /* made late: servers already logged in rebuild now */
+        ami_server_info_t info;
+        if (ami_client_server_info(client, i, &info) == 0 && info.state == AMI_CONN_CONNECTED)
+            start_rebuild(&cs->servers[i]);
+    }
     AMI_LOG(cs->log, AMI_LOG_INFO, "call state on", AMI_F_UINT("servers", cs->nservers),
             AMI_F_UINT("max_channels", cs->cfg.max_channels), AMI_F_UINT("variables", cs->cfg.nvariables));
     return cs;

@@ -86,8 +86,8 @@ int ami_callstate_config_validate(const ami_callstate_config_t *cfg, ami_err_t *
 
 typedef struct ami_callstate ami_callstate_t;
 
-/* Tracks every server the client has now (add servers first). Rebuilds
- * start at each server's next login. */
+/* Tracks every server the client has now (add servers first). A server
+ * already logged in is rebuilt at once; the others at their login. */
 ami_callstate_t *ami_callstate_new(ami_client_t *client, const ami_callstate_config_t *cfg,
                                    ami_err_t *err);
 void ami_callstate_free(ami_callstate_t *cs);

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "callstate/callstate.h"
 #include "cluster/client.h"
 #include "lua/runtime.h"
 #include "sim/sim.h"
@@ -23,6 +24,7 @@ typedef struct lua_world {
     ami_logger_t *log;
     ami_buf_t lines;          /* every log line, '\n'-separated, NUL-terminated */
     ami_lua_runtime_t *rt;
+    ami_callstate_t *cs;      /* with opt.callstate: tracks CALLTAG and FOO */
     char dir[256];            /* the scripts folder */
 } lua_world_t;
 
@@ -31,6 +33,7 @@ typedef struct lua_world_options {
     uint32_t budget_ms;       /* handler budget; default 50 */
     uint32_t grace_ms;        /* reload grace; default 2000 */
     bool watch;               /* reload on file changes */
+    bool callstate;           /* the live call state behind ami.channels */
 } lua_world_options_t;
 
 /* Creates the world, connects, but loads no scripts yet. */
