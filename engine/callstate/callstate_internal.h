@@ -146,6 +146,7 @@ typedef struct cs_table {
     /* counters */
     uint64_t refused, truncated, rebuilds, events_applied;
     uint64_t changes;                /* inserts, updates and removals */
+    uint32_t ev_hash[24];            /* the names the table reads, hashed once */
 } cs_table_t;
 
 int cs_table_init(cs_table_t *t, const chan_read_conf_t *conf, uint32_t max_channels,

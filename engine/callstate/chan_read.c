@@ -77,6 +77,45 @@ static const key_t_ *group_of(size_t len)
     }
 }
 
+static inline uint64_t load8(const char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static inline uint32_t load4(const char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Keys are short (5..17 bytes): two or three overlapping word loads beat
+ * a byte loop or a call to memcmp. */
+static inline bool same_bytes(const char *a, const char *b, size_t len)
+{
+    if (len >= 8) {
+        if (len > 24)
+            return memcmp(a, b, len) == 0;
+        return load8(a) == load8(b) && load8(a + len - 8) == load8(b + len - 8) &&
+               (len <= 16 || load8(a + 8) == load8(b + 8));
+    }
+    if (len >= 4)
+        return load4(a) == load4(b) && load4(a + len - 4) == load4(b + len - 4);
+    for (size_t i = 0; i < len; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
+
+/* Asterisk writes keys in this case: try the exact bytes before the
+ * case-insensitive comparison. */
+static bool same_key(const char *name, const char *k, size_t len)
+{
+    return same_bytes(name, k, len) || ami_str_ieq(name, len, k, len);
+}
+
 static int classify(const char *k, size_t len)
 {
     const key_t_ *g = group_of(len);
@@ -84,9 +123,64 @@ static int classify(const char *k, size_t len)
         return K_NONE;
     unsigned char first = (unsigned char)(k[0] | 0x20);
     for (; g->name; g++)
-        if ((unsigned char)(g->name[0] | 0x20) == first && ami_str_ieq(g->name, len, k, len))
+        if ((unsigned char)(g->name[0] | 0x20) == first && same_key(g->name, k, len))
             return g->code;
     return K_NONE;
+}
+
+/* The order in which Asterisk writes a channel snapshot
+ * (ast_manager_build_channel_state_string): after matching one key, the
+ * next is most likely the one after it here, checked with one memcmp. */
+static const struct {
+    const char *name;
+    uint8_t len;
+    int code;
+} ORDER[] = {
+    {"Channel", 7, AMI_CHAN_CHANNEL},
+    {"ChannelState", 12, K_STATE},
+    {"ChannelStateDesc", 16, AMI_CHAN_STATE_DESC},
+    {"CallerIDNum", 11, AMI_CHAN_CALLER_NUM},
+    {"CallerIDName", 12, AMI_CHAN_CALLER_NAME},
+    {"ConnectedLineNum", 16, AMI_CHAN_CONNECTED_NUM},
+    {"ConnectedLineName", 17, AMI_CHAN_CONNECTED_NAME},
+    {"Language", 8, AMI_CHAN_LANGUAGE},
+    {"AccountCode", 11, AMI_CHAN_ACCOUNTCODE},
+    {"Context", 7, AMI_CHAN_CONTEXT},
+    {"Exten", 5, AMI_CHAN_EXTEN},
+    {"Priority", 8, K_PRIORITY},
+    {"Uniqueid", 8, AMI_CHAN_UNIQUEID},
+    {"Linkedid", 8, AMI_CHAN_LINKEDID},
+};
+#define NORDER (sizeof ORDER / sizeof ORDER[0])
+
+/* Where ORDER goes on after a key found the slow way. */
+static size_t order_after(int code)
+{
+    switch (code) {
+    case AMI_CHAN_CHANNEL: return 1;
+    case K_STATE: return 2;
+    case AMI_CHAN_STATE_DESC: return 3;
+    case AMI_CHAN_CALLER_NUM: return 4;
+    case AMI_CHAN_CALLER_NAME: return 5;
+    case AMI_CHAN_CONNECTED_NUM: return 6;
+    case AMI_CHAN_CONNECTED_NAME: return 7;
+    case AMI_CHAN_LANGUAGE: return 8;
+    case AMI_CHAN_ACCOUNTCODE: return 9;
+    case AMI_CHAN_CONTEXT: return 10;
+    case AMI_CHAN_EXTEN: return 11;
+    case K_PRIORITY: return 12;
+    case AMI_CHAN_UNIQUEID: return 13;
+    default: return NORDER; /* Linkedid and the rest: nothing predictable follows */
+    }
+}
+
+static int classify_next(const char *k, size_t len, size_t *pos)
+{
+    if (*pos < NORDER && ORDER[*pos].len == len && same_bytes(ORDER[*pos].name, k, len))
+        return ORDER[(*pos)++].code;
+    int code = classify(k, len);
+    *pos = order_after(code);
+    return code;
 }
 
 /* A small non-negative decimal, or -1. */
@@ -229,12 +323,13 @@ uint32_t chan_read(const ami_msg_t *msg, const char *prefix, size_t plen, const 
         x->cause = -1;
     }
     uint32_t cuts = 0;
+    size_t pos = 0;
     for (size_t i = 1; i < msg->nhdrs; i++) {
         size_t klen, vlen;
         const char *k = ami_msg_key(msg, i, &klen);
         if (klen <= plen || (plen && !ami_str_ieq(k, plen, prefix, plen)))
             continue;
-        int code = classify(k + plen, klen - plen);
+        int code = classify_next(k + plen, klen - plen, &pos);
         if (code == K_NONE || (plen && code > K_EXTRAS))
             continue;
         const char *v = ami_msg_value(msg, i, &vlen);

@@ -60,16 +60,17 @@ size_t cs_event_names(const char **out, size_t cap, bool with_varset)
     return n;
 }
 
-static ev_kind_t kind_of(const ami_msg_t *msg)
+/* The parser hashed the event name already: compare hashes, then names. */
+static ev_kind_t kind_of(const cs_table_t *t, const ami_msg_t *msg)
 {
     if (msg->kind != AMI_MSG_EVENT || msg->nhdrs == 0)
         return EV_OTHER;
-    size_t len;
-    const char *name = ami_msg_value(msg, 0, &len);
     for (size_t i = 0; i < NEVENTS; i++) {
-        size_t n = strlen(EVENTS[i].name);
-        if (n == len && ami_name_hash(EVENTS[i].name, n) == msg->name_hash &&
-            ami_str_ieq(EVENTS[i].name, n, name, len))
+        if (t->ev_hash[i] != msg->name_hash)
+            continue;
+        size_t len, n = strlen(EVENTS[i].name);
+        const char *name = ami_msg_value(msg, 0, &len);
+        if (ami_str_ieq(EVENTS[i].name, n, name, len))
             return EVENTS[i].kind;
     }
     return EV_OTHER;
@@ -98,6 +99,8 @@ int cs_table_init(cs_table_t *t, const chan_read_conf_t *conf, uint32_t max_chan
     t->max_channels = max_channels;
     t->serials = serials;
     t->scratch = scratch;
+    for (size_t i = 0; i < NEVENTS; i++)
+        t->ev_hash[i] = ami_name_hash(EVENTS[i].name, strlen(EVENTS[i].name));
     t->nbuckets = INITIAL_BUCKETS;
     t->uid_buckets = ami_calloc(t->nbuckets, sizeof *t->uid_buckets);
     t->name_buckets = ami_calloc(t->nbuckets, sizeof *t->name_buckets);
@@ -533,7 +536,7 @@ void cs_table_apply(cs_table_t *t, const ami_msg_t *msg, double now)
     static const char *const BLIND[] = {"Transferer", "Transferee", NULL};
     static const char *const ATTENDED[] = {"OrigTransferer", "SecondTransferer", "Transferee",
                                            "TransferTarget", NULL};
-    ev_kind_t kind = kind_of(msg);
+    ev_kind_t kind = kind_of(t, msg);
     if (kind == EV_OTHER)
         return;
     if (t->dead) {

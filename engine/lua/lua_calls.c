@@ -372,59 +372,83 @@ MAY_RAISE static int l_channel(lua_State *L)
     return 1;
 }
 
-/* calls[i] = {id, server, channels = {}, bridges = {}, started, answered} */
-MAY_RAISE static void new_call(lua_State *L, const char *server, size_t slen)
+/* Per call, in C: where its channels are in the view, in order. A counting
+ * sort over call_of; the arrays live in a userdata (collected, so nothing
+ * leaks if a push raises). */
+typedef struct calls_ws {
+    uint32_t *start;  /* ncalls + 1 offsets into idx */
+    uint32_t *idx;    /* channel indexes grouped by call, oldest first */
+} calls_ws_t;
+
+MAY_RAISE static void sort_by_call(lua_State *L, const ami_calls_view_t *v, calls_ws_t *ws)
 {
-    lua_createtable(L, 0, 6);
-    lua_pushlstring(L, server, slen);
-    lua_setfield(L, -2, "server");
-    lua_newtable(L);
-    lua_setfield(L, -2, "channels");
-    lua_newtable(L);
-    lua_setfield(L, -2, "bridges");
+    uint32_t *mem = lua_newuserdata(L, (v->ncalls + 1 + v->nchans) * sizeof(uint32_t) + 1);
+    ws->start = mem;
+    ws->idx = mem + v->ncalls + 1;
+    memset(ws->start, 0, (v->ncalls + 1) * sizeof(uint32_t));
+    for (size_t i = 0; i < v->nchans; i++)
+        ws->start[v->call_of[i] + 1]++;
+    for (size_t c = 0; c < v->ncalls; c++)
+        ws->start[c + 1] += ws->start[c];
+    for (size_t i = 0; i < v->nchans; i++) /* start[c] walks forward; fixed below */
+        ws->idx[ws->start[v->call_of[i]]++] = (uint32_t)i;
+    for (size_t c = v->ncalls; c > 0; c--)
+        ws->start[c] = ws->start[c - 1];
+    ws->start[0] = 0;
 }
 
-/* Add channel c (on top of the stack, popped) to the call table at t. */
-MAY_RAISE static void add_to_call(lua_State *L, int t, const ami_chan_t *c)
+/* The distinct bridges of one call, as an array. */
+MAY_RAISE static void push_bridges(lua_State *L, const ami_calls_view_t *v, const uint32_t *idx, size_t n)
 {
-    lua_getfield(L, t, "channels");
-    lua_insert(L, -2);
-    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
-    lua_pop(L, 1);
-    lua_getfield(L, t, "id");
-    bool first = lua_isnil(L, -1);
-    lua_pop(L, 1);
-    if (first) { /* the oldest channel: the call's id and start */
-        lua_pushstring(L, ami_chan_str(c, AMI_CHAN_LINKEDID, NULL));
-        lua_setfield(L, t, "id");
-        lua_pushnumber(L, ami_chan_started(c));
-        lua_setfield(L, t, "started");
-    }
-    double answered = ami_chan_answered(c);
-    lua_getfield(L, t, "answered");
-    if (answered > 0 && (lua_isnil(L, -1) || lua_tonumber(L, -1) > answered)) {
-        lua_pushnumber(L, answered);
-        lua_setfield(L, t, "answered");
-    }
-    lua_pop(L, 1);
-    size_t blen;
-    const char *bridge = ami_chan_str(c, AMI_CHAN_BRIDGE, &blen);
-    if (!blen)
-        return;
-    lua_getfield(L, t, "bridges");
-    size_t nb = lua_objlen(L, -1);
-    for (size_t i = 1; i <= nb; i++) {
-        lua_rawgeti(L, -1, (int)i);
-        bool same = strcmp(lua_tostring(L, -1), bridge) == 0;
-        lua_pop(L, 1);
-        if (same) {
-            lua_pop(L, 1);
-            return;
+    lua_createtable(L, 1, 0);
+    int nb = 0;
+    for (size_t k = 0; k < n; k++) {
+        size_t len;
+        const char *b = ami_chan_str(v->chans[idx[k]], AMI_CHAN_BRIDGE, &len);
+        bool seen = len == 0;
+        for (size_t j = 0; j < k && !seen; j++) {
+            size_t olen;
+            const char *o = ami_chan_str(v->chans[idx[j]], AMI_CHAN_BRIDGE, &olen);
+            seen = olen == len && memcmp(o, b, len) == 0;
         }
+        if (seen)
+            continue;
+        lua_pushlstring(L, b, len);
+        lua_rawseti(L, -2, ++nb);
     }
-    lua_pushlstring(L, bridge, blen);
-    lua_rawseti(L, -2, (int)nb + 1);
-    lua_pop(L, 1);
+}
+
+/* {id, server, started, answered, channels = {...}, bridges = {...}} for
+ * the call whose channels are idx[0..n); the server key is at key. */
+MAY_RAISE static void push_call(lua_State *L, int mt, int key, const ami_callstate_t *cs,
+                                const ami_calls_view_t *v, const uint32_t *idx, size_t n)
+{
+    const ami_chan_t *first = v->chans[idx[0]];
+    size_t klen;
+    const char *server = lua_tolstring(L, key, &klen);
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, ami_chan_str(first, AMI_CHAN_LINKEDID, NULL));
+    lua_setfield(L, -2, "id");
+    lua_pushvalue(L, key);
+    lua_setfield(L, -2, "server");
+    lua_pushnumber(L, ami_chan_started(first));
+    lua_setfield(L, -2, "started");
+    double answered = 0;
+    lua_createtable(L, (int)n, 0);
+    for (size_t k = 0; k < n; k++) {
+        const ami_chan_t *c = v->chans[idx[k]];
+        if (ami_chan_answered(c) > 0 && (answered == 0 || ami_chan_answered(c) < answered))
+            answered = ami_chan_answered(c);
+        push_channel(L, mt, cs, c, server, klen);
+        lua_rawseti(L, -2, (int)k + 1);
+    }
+    lua_setfield(L, -2, "channels");
+    if (answered > 0) {
+        lua_pushnumber(L, answered);
+        lua_setfield(L, -2, "answered");
+    }
+    push_bridges(L, v, idx, n);
+    lua_setfield(L, -2, "bridges");
 }
 
 MAY_RAISE static int l_calls(lua_State *L)
@@ -439,22 +463,16 @@ MAY_RAISE static int l_calls(lua_State *L)
         push_error(L, AMI_E_NOMEM, "out of memory grouping the channels into calls");
         return 2;
     }
-    const char *key = ami_callstate_server_key(cs, srv);
-    size_t klen = strlen(key);
+    calls_ws_t ws;
+    sort_by_call(L, v, &ws);
     luaL_getmetatable(L, CHAN_MT);
     int mt = lua_gettop(L);
+    lua_pushstring(L, ami_callstate_server_key(cs, srv));
+    int key = lua_gettop(L);
     lua_createtable(L, (int)v->ncalls, 0);
-    int calls = lua_gettop(L);
-    for (size_t i = 0; i < v->ncalls; i++) {
-        new_call(L, key, klen);
-        lua_rawseti(L, calls, (int)i + 1);
-    }
-    for (size_t i = 0; i < v->nchans; i++) {
-        lua_rawgeti(L, calls, (int)v->call_of[i] + 1);
-        int t = lua_gettop(L);
-        push_channel(L, mt, cs, v->chans[i], key, klen);
-        add_to_call(L, t, v->chans[i]);
-        lua_pop(L, 1);
+    for (size_t c = 0; c < v->ncalls; c++) {
+        push_call(L, mt, key, cs, v, ws.idx + ws.start[c], ws.start[c + 1] - ws.start[c]);
+        lua_rawseti(L, -2, (int)c + 1);
     }
     return 1;
 }

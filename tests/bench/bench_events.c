@@ -25,7 +25,12 @@
  * the JIT off, so that the watchdog's count hook can stop a runaway
  * handler, costs on this path.
  *
+ * With --callstate on, the live call state (callstate/callstate.h) tracks
+ * the flooded channels first (the flood creates, updates and hangs up a
+ * channel every five events), so the figures include keeping the table.
+ *
  *   bench_events [--duration S] [--warmup S] [--only c|lua|jit] [--read-chunk KiB]
+ *                [--callstate on|off] [--track-var NAME]
  */
 #include <errno.h>
 #include <ev.h>
@@ -39,6 +44,7 @@
 #include <unistd.h>
 
 #include "bench_util.h"
+#include "callstate/callstate.h"
 #include "cluster/client.h"
 #include "lua/runtime.h"
 #include "obs/log.h"
@@ -57,6 +63,8 @@ typedef struct options {
     double warmup;
     bool run[V_COUNT];
     uint32_t read_chunk_kib;
+    bool callstate;
+    const char *track_var;
 } options_t;
 
 typedef struct result {
@@ -76,6 +84,7 @@ typedef struct bench {
     struct ev_loop *loop;
     ami_client_t *client;
     ami_lua_runtime_t *rt;
+    ami_callstate_t *cs;
     uint64_t c_events;
     /* iteration timing */
     ev_check it_start;
@@ -229,6 +238,17 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
         fprintf(stderr, "bench_events: add_server: %s\n", err.msg);
         goto out;
     }
+    if (o->callstate) {
+        ami_callstate_config_t csc;
+        ami_callstate_config_default(&csc);
+        const char *vars[1] = {o->track_var};
+        csc.variables = vars;
+        csc.nvariables = o->track_var ? 1 : 0;
+        if (!(b.cs = ami_callstate_new(b.client, &csc, &err))) {
+            fprintf(stderr, "bench_events: callstate: %s\n", err.msg);
+            goto out;
+        }
+    }
     if (v == V_C) {
         if (!ami_client_subscribe(b.client, "*", on_c_event, &b, &err)) {
             fprintf(stderr, "bench_events: subscribe: %s\n", err.msg);
@@ -246,6 +266,7 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
         lc.scripts_dir = dir;
         lc.watch_scripts = false;
         lc.jit = v == V_JIT;
+        lc.callstate = b.cs;
         b.rt = ami_lua_runtime_new(b.client, &lc, &err);
         if (!b.rt || ami_lua_runtime_load(b.rt, &err) < 0) {
             fprintf(stderr, "bench_events: runtime: %s\n", err.msg);
@@ -322,6 +343,14 @@ out:
     pthread_join(th, NULL);
     if (b.rt)
         ami_lua_runtime_free(b.rt);
+    if (b.cs) {
+        ami_callstate_stats_t cst;
+        ami_callstate_stats(b.cs, 0, &cst);
+        printf("callstate[%s]: %llu events applied, %llu channels at the end, %llu refused\n", variant_names[v],
+               (unsigned long long)cst.events_applied, (unsigned long long)cst.channels,
+               (unsigned long long)cst.refused);
+        ami_callstate_free(b.cs);
+    }
     if (b.client)
         ami_client_free(b.client);
     ami_metrics_free(metrics);
@@ -335,11 +364,13 @@ out:
 static void usage(FILE *to)
 {
     fprintf(to, "usage: bench_events [--duration S] [--warmup S] [--only c|lua|jit]... "
-                "[--read-chunk KiB]\n"
+                "[--read-chunk KiB] [--callstate on|off] [--track-var NAME]\n"
                 "  --duration S     measured seconds per variant (default 5)\n"
                 "  --warmup S       flood seconds before measuring (default 1)\n"
                 "  --only V         run only variant V (repeatable): c, lua, jit\n"
-                "  --read-chunk KiB the client's read size (default: the engine's, 64)\n");
+                "  --read-chunk KiB the client's read size (default: the engine's, 64)\n"
+                "  --callstate on   keep the live call state of the flooded channels (default off)\n"
+                "  --track-var NAME with --callstate on: track this channel variable too\n");
 }
 
 static int parse_args(options_t *o, int argc, char **argv)
@@ -364,6 +395,10 @@ static int parse_args(options_t *o, int argc, char **argv)
             o->warmup = atof(val);
         else if (strcmp(a, "--read-chunk") == 0)
             o->read_chunk_kib = (uint32_t)atoi(val);
+        else if (strcmp(a, "--callstate") == 0)
+            o->callstate = strcmp(val, "on") == 0;
+        else if (strcmp(a, "--track-var") == 0)
+            o->track_var = val;
         else if (strcmp(a, "--only") == 0) {
             bool found = false;
             for (int v = 0; v < V_COUNT; v++)
@@ -400,6 +435,8 @@ int main(int argc, char **argv)
     uint32_t *samples = malloc(MAX_SAMPLES * sizeof *samples);
     if (!samples)
         return 1;
+    printf("call state: %s%s%s\n", o.callstate ? "on" : "off", o.callstate && o.track_var ? ", tracking " : "",
+           o.callstate && o.track_var ? o.track_var : "");
 
     static const char *const what[V_COUNT] = {
         "into a C subscriber (no Lua)",
