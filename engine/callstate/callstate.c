@@ -173,6 +173,7 @@ static void rebuild_failed(cs_server_t *s, ami_status_t status, const char *reas
     cs_table_rebuild_abort(&s->table);
     s->inflight = false;
     s->failures++;
+    ami_counter_inc(s->m_failures);
     bool retry = status != AMI_E_DISCONNECTED && status != AMI_E_SHUTDOWN && status != AMI_E_CANCELLED &&
                  status != AMI_E_NOT_CONNECTED && status != AMI_E_HEARTBEAT;
     if (retry)
@@ -194,6 +195,8 @@ static void rebuild_done(cs_server_t *s, const ami_pending_note_t *n)
     cs_table_rebuild_end(&s->table, !n->truncated);
     s->inflight = false;
     s->synced = true;
+    ami_counter_inc(s->m_rebuilds);
+    ami_gauge_set(s->m_synced, 1);
     s->retry_ms = 0;
     AMI_LOG(cs->log, n->truncated ? AMI_LOG_WARN : AMI_LOG_INFO,
             n->truncated ? "call state rebuilt from a truncated list; unlisted channels were kept"
@@ -262,18 +265,21 @@ static void on_state(void *ud, const char *server_key, ami_conn_state_t from, am
     cs_server_t *s = server_of(cs, server_key);
     if (!s)
         return;
+    s->synced = false;
+    ami_gauge_set(s->m_synced, 0);
     if (to == AMI_CONN_CONNECTED) {
-        s->synced = false;
         s->retry_ms = 0;
         start_rebuild(s);
         return;
     }
-    s->synced = false;
     ev_timer_stop(cs->loop, &s->retry);
 }
 
 /* ---- metrics ------------------------------------------------------------------------------------ */
 
+/* Channels, calls, refusals and cuts are counted by the tables (which know
+ * nothing of metrics) and published here, just before a scrape; rebuilds
+ * and sync are published as they happen. */
 static void collect(void *ud, ami_metrics_t *m)
 {
     (void)m;
@@ -283,11 +289,8 @@ static void collect(void *ud, ami_metrics_t *m)
         const ami_calls_view_t *v = ami_callstate_calls(cs, i);
         ami_gauge_set(s->m_channels, (double)s->table.count);
         ami_gauge_set(s->m_calls, v ? (double)v->ncalls : 0);
-        ami_gauge_set(s->m_synced, s->synced ? 1 : 0);
         s->m_refused->value = (double)s->table.refused;
         s->m_truncated->value = (double)s->table.truncated;
-        s->m_rebuilds->value = (double)s->table.rebuilds;
-        s->m_failures->value = (double)s->failures;
     }
 }
 
