@@ -44,3 +44,10 @@ log = {
 
 routing = "first_healthy"
 drain_grace_ms = 5000
+
+-- The live call state (ami.channels, ami.channel, ami.calls): the example
+-- scripts hangup_causes.lua and click_to_call.lua read it.
+callstate = {
+  max_channels = 20000,             -- per server
+  variables = { "CLICK_REQUEST" },  -- channel variables kept with each channel
+}
