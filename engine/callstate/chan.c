@@ -23,18 +23,47 @@ static uint32_t *var_table(const ami_chan_t *ch)
     return (uint32_t *)(void *)((char *)ch + sizeof *ch);
 }
 
-size_t chan_max_size(uint32_t nvars, uint32_t var_max)
+#define SLOT(len) (((len) + 8) & ~(size_t)7) /* room for len bytes and the NUL */
+
+/* Fields that start empty and are set once later get room for their usual
+ * value up front, so setting them does not rebuild the record. */
+static size_t min_room(int f)
 {
-    return sizeof(ami_chan_t) + (size_t)nvars * (2 * sizeof(uint32_t) + var_max + 1) +
-           AMI_CHAN_STR_COUNT * (AMI_CHAN_FIELD_MAX + 1);
+    switch (f) {
+    case AMI_CHAN_BRIDGE: return 40;            /* a bridge's UUID */
+    case AMI_CHAN_HANGUP_CAUSE_TXT: return 32;  /* "User alerting, no answer" */
+    case AMI_CHAN_DIAL_STATUS: return 16;       /* "CHANUNAVAIL" */
+    case AMI_CHAN_APPLICATION: return 16;       /* Newexten changes them at every step */
+    case AMI_CHAN_APPDATA: return 32;
+    default: return 8;
+    }
 }
 
-static size_t put(char *base, size_t pos, const char *s, size_t len)
+size_t chan_max_size(uint32_t nvars, uint32_t var_max)
 {
+    return sizeof(ami_chan_t) + (size_t)nvars * (2 * sizeof(uint32_t) + SLOT(var_max)) +
+           AMI_CHAN_STR_COUNT * SLOT(AMI_CHAN_FIELD_MAX) + 40 + 32 + 16 + 16 + 32;
+}
+
+/* Zero the slot's last word, then copy: the padding after the NUL is zero
+ * (chan_same compares it) without a memset call per field. */
+static void fill(char *at, size_t room, const char *s, size_t len)
+{
+    memset(at + room - 8, 0, 8);
     if (len)
-        memcpy(base + pos, s, len);
-    base[pos + len] = '\0';
-    return pos + len + 1;
+        memcpy(at, s, len);
+    at[len] = '\0';
+}
+
+static size_t put(char *base, size_t pos, const char *s, size_t len, size_t at_least)
+{
+    size_t room = SLOT(len);
+    if (room < at_least)
+        room = at_least;
+    if (room > SLOT(len))
+        memset(base + pos, 0, room);
+    fill(base + pos, room, s, len);
+    return pos + room;
 }
 
 static void build_numbers(ami_chan_t *r, const ami_chan_t *old, const chan_update_t *u)
@@ -67,8 +96,9 @@ size_t chan_build(void *out, const ami_chan_t *old, uint32_t nvars, const chan_u
         }
         r->str_off[f] = (uint32_t)pos;
         r->str_len[f] = (uint16_t)len;
-        pos = put(base, pos, s, len);
+        pos = put(base, pos, s, len, min_room(f));
     }
+    r->str_end = (uint32_t)pos;
     uint32_t *vt = var_table(r);
     const uint32_t *old_vt = old ? var_table(old) : NULL;
     for (uint32_t i = 0; i < nvars; i++) {
@@ -88,10 +118,76 @@ size_t chan_build(void *out, const ami_chan_t *old, uint32_t nvars, const chan_u
         }
         vt[2 * i] = (uint32_t)pos;
         vt[2 * i + 1] = (uint32_t)len;
-        pos = put(base, pos, s, len);
+        pos = put(base, pos, s, len, 8);
     }
     r->size = (uint32_t)pos;
     return pos;
+}
+
+static size_t room_of(const ami_chan_t *r, int f)
+{
+    uint32_t end = f + 1 < AMI_CHAN_STR_COUNT ? r->str_off[f + 1] : r->str_end;
+    return end - r->str_off[f];
+}
+
+static bool same_str(const ami_chan_t *r, int f, const char *s, size_t len)
+{
+    return r->str_len[f] == len && cs_same_bytes((const char *)r + r->str_off[f], s, len);
+}
+
+/* Numbers first: they never need room. */
+static bool update_numbers(ami_chan_t *r, const chan_update_t *u)
+{
+    bool changed = false;
+    if (u->has_state && r->state != u->state) {
+        r->state = u->state;
+        changed = true;
+    }
+    if (u->has_priority && r->priority != u->priority) {
+        r->priority = u->priority;
+        changed = true;
+    }
+    if (u->has_cause && r->hangup_cause != u->hangup_cause) {
+        r->hangup_cause = u->hangup_cause;
+        changed = true;
+    }
+    if (u->has_started && r->started != u->started) {
+        r->started = u->started;
+        changed = true;
+    }
+    if (u->has_answered && r->answered != u->answered) {
+        r->answered = u->answered;
+        changed = true;
+    }
+    return changed;
+}
+
+int chan_update_in_place(ami_chan_t *r, const chan_update_t *u)
+{
+    if (u->var_mask)
+        return -1;
+    uint32_t differ = 0;
+    for (int f = 0; f < AMI_CHAN_STR_COUNT; f++) {
+        if (!(u->str_mask & (1u << f)) || same_str(r, f, u->str[f], u->str_len[f]))
+            continue;
+        if ((size_t)u->str_len[f] + 1 > room_of(r, f))
+            return -1;
+        differ |= 1u << f;
+    }
+    for (int f = 0; differ && f < AMI_CHAN_STR_COUNT; f++) {
+        if (!(differ & (1u << f)))
+            continue;
+        char *at = (char *)r + r->str_off[f];
+        size_t room = room_of(r, f), len = u->str_len[f], old = r->str_len[f];
+        if (old > len) /* padding stays zero: chan_same compares it */
+            memset(at + len, 0, old - len);
+        fill(at, room, u->str[f], len);
+        r->str_len[f] = (uint16_t)len;
+    }
+    bool changed = update_numbers(r, u) || differ;
+    if (changed)
+        r->version++;
+    return changed ? 1 : 0;
 }
 
 bool chan_same(const ami_chan_t *a, const ami_chan_t *b)

@@ -77,43 +77,11 @@ static const key_t_ *group_of(size_t len)
     }
 }
 
-static inline uint64_t load8(const char *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-
-static inline uint32_t load4(const char *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-/* Keys are short (5..17 bytes): two or three overlapping word loads beat
- * a byte loop or a call to memcmp. */
-static inline bool same_bytes(const char *a, const char *b, size_t len)
-{
-    if (len >= 8) {
-        if (len > 24)
-            return memcmp(a, b, len) == 0;
-        return load8(a) == load8(b) && load8(a + len - 8) == load8(b + len - 8) &&
-               (len <= 16 || load8(a + 8) == load8(b + 8));
-    }
-    if (len >= 4)
-        return load4(a) == load4(b) && load4(a + len - 4) == load4(b + len - 4);
-    for (size_t i = 0; i < len; i++)
-        if (a[i] != b[i])
-            return false;
-    return true;
-}
-
 /* Asterisk writes keys in this case: try the exact bytes before the
  * case-insensitive comparison. */
 static bool same_key(const char *name, const char *k, size_t len)
 {
-    return same_bytes(name, k, len) || ami_str_ieq(name, len, k, len);
+    return cs_same_bytes(name, k, len) || ami_str_ieq(name, len, k, len);
 }
 
 static int classify(const char *k, size_t len)
@@ -176,7 +144,7 @@ static size_t order_after(int code)
 
 static int classify_next(const char *k, size_t len, size_t *pos)
 {
-    if (*pos < NORDER && ORDER[*pos].len == len && same_bytes(ORDER[*pos].name, k, len))
+    if (*pos < NORDER && ORDER[*pos].len == len && cs_same_bytes(ORDER[*pos].name, k, len))
         return ORDER[(*pos)++].code;
     int code = classify(k, len);
     *pos = order_after(code);

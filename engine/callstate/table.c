@@ -197,7 +197,7 @@ cs_slot_t *table_find_uid(const cs_table_t *t, const char *uid, size_t len, uint
     for (cs_slot_t *s = t->uid_buckets[hash & (t->nbuckets - 1)]; s; s = s->uid_next) {
         size_t n;
         const char *v = field(s->rec, AMI_CHAN_UNIQUEID, &n);
-        if (s->uid_hash == hash && n == len && memcmp(v, uid, len) == 0)
+        if (s->uid_hash == hash && n == len && cs_same_bytes(v, uid, len))
             return s;
     }
     return NULL;
@@ -314,25 +314,40 @@ cs_slot_t *table_insert(cs_table_t *t, const chan_update_t *u)
     return s;
 }
 
+static bool renames(const ami_chan_t *r, const chan_update_t *u)
+{
+    if (!(u->str_mask & BIT(AMI_CHAN_CHANNEL)))
+        return false;
+    size_t len;
+    const char *cur = field(r, AMI_CHAN_CHANNEL, &len);
+    return len != u->str_len[AMI_CHAN_CHANNEL] || !cs_same_bytes(cur, u->str[AMI_CHAN_CHANNEL], len);
+}
+
+/* Most updates change a few short values: rewritten in place. A value that
+ * outgrows its slot, or a variable, rebuilds the record. */
 void table_update(cs_table_t *t, cs_slot_t *s, const chan_update_t *u)
 {
-    ami_chan_t *r = t->scratch;
-    size_t size = chan_build(r, s->rec, t->conf->nvars, u);
-    if (chan_same(r, s->rec) || !ensure_cap(s, size))
-        return;
-    r->version = s->rec->version + 1;
-    size_t old_len, new_len;
-    const char *old_name = field(s->rec, AMI_CHAN_CHANNEL, &old_len);
-    const char *new_name = field(r, AMI_CHAN_CHANNEL, &new_len);
-    bool renamed = old_len != new_len || memcmp(old_name, new_name, new_len) != 0;
+    bool renamed = renames(s->rec, u);
     if (renamed)
         unlink_name(t, s);
-    memcpy(s->rec, r, size);
+    int rc = chan_update_in_place(s->rec, u);
+    if (rc < 0) {
+        ami_chan_t *r = t->scratch;
+        size_t size = chan_build(r, s->rec, t->conf->nvars, u);
+        rc = !chan_same(r, s->rec) && ensure_cap(s, size);
+        if (rc) {
+            r->version = s->rec->version + 1;
+            memcpy(s->rec, r, size);
+        }
+    }
     if (renamed) {
-        s->name_hash = cs_hash(field(s->rec, AMI_CHAN_CHANNEL, NULL), new_len);
+        size_t len;
+        const char *name = field(s->rec, AMI_CHAN_CHANNEL, &len);
+        s->name_hash = cs_hash(name, len);
         link_name(t, s);
     }
-    t->changes++;
+    if (rc > 0)
+        t->changes++;
 }
 
 void table_remove(cs_table_t *t, cs_slot_t *s)
