@@ -452,6 +452,23 @@ static void blind_and_attended_transfers_match_core_show_channels(void **state)
                              call_of(w, ami_chan_str(target, AMI_CHAN_UNIQUEID, NULL)));
         }
     assert_int_equal(in_bridge, 2);
+    /* a redirected channel leaves its bridge */
+    const ami_chan_t *z = NULL;
+    for (const ami_chan_t *c = ami_callstate_first(w->cs, 0, &it); c && !z; c = ami_callstate_next(&it))
+        if (*ami_chan_str(c, AMI_CHAN_BRIDGE, NULL))
+            z = c;
+    assert_non_null(z);
+    {
+        char zname[128];
+        snprintf(zname, sizeof zname, "%s", ami_chan_str(z, AMI_CHAN_CHANNEL, NULL));
+        ami_kv_t redirect[] = {AMI_KV("Channel", zname), AMI_KV("Context", "ivr"), AMI_KV("Exten", "123")};
+        assert_true(action(w, "Redirect", redirect, 3));
+        checkpoint(w, 0);
+        z = ami_callstate_find(w->cs, 0, zname, strlen(zname));
+        assert_non_null(z);
+        assert_string_equal(ami_chan_str(z, AMI_CHAN_BRIDGE, NULL), "");
+        assert_string_equal(ami_chan_str(z, AMI_CHAN_CONTEXT, NULL), "ivr");
+    }
     /* a channel that is in no bridge cannot be transferred */
     ami_kv_t bad[] = {AMI_KV("Channel", "PJSIP/nobody-1"), AMI_KV("Exten", "1")};
     assert_false(action(w, "BlindTransfer", bad, 2));

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "harness.h"
 #include "lua_world.h"
 
 static lua_world_t *world_with(const char *script, bool callstate)
@@ -50,10 +51,17 @@ static const char ORDER_SCRIPT[] =
     "ami.on('*', check)\n"
     "for _, n in ipairs({'Newchannel', 'Newstate', 'Newexten', 'Hangup'}) do ami.on(n, check) end\n";
 
+static bool synced(void *ud)
+{
+    return ami_callstate_synced(((lua_world_t *)ud)->cs, 0);
+}
+
 static void handlers_see_the_table_updated_by_their_event(void **state)
 {
     (void)state;
     lua_world_t *w = world_with(ORDER_SCRIPT, true);
+    /* made after the login: rebuilt at once, not at the next login */
+    assert_true(harness_run_until(w->loop, synced, w, 3000));
     ami_sim_node_set_call_rate(w->nodes[0], 30);
     expect_log(w, "msg=order-ok ev=Hangup", 20);
     ami_sim_node_set_call_rate(w->nodes[0], 0);
