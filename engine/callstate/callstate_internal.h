@@ -167,6 +167,8 @@ struct cs_slot {
 
 typedef struct cs_tomb cs_tomb_t;
 
+#define CS_KIND_SLOTS 64u
+
 typedef struct cs_table {
     const chan_read_conf_t *conf;
     uint32_t max_channels;
@@ -190,6 +192,7 @@ typedef struct cs_table {
     uint64_t refused, truncated, rebuilds, events_applied;
     uint64_t changes;                /* inserts, updates and removals */
     uint32_t ev_hash[24];            /* the names the table reads, hashed once */
+    uint8_t kind_slot[CS_KIND_SLOTS];/* open addressing by hash: index + 1 into the names */
 } cs_table_t;
 
 int cs_table_init(cs_table_t *t, const chan_read_conf_t *conf, uint32_t max_channels,

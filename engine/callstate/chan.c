@@ -167,16 +167,16 @@ int chan_update_in_place(ami_chan_t *r, const chan_update_t *u)
     if (u->var_mask)
         return -1;
     uint32_t differ = 0;
-    for (int f = 0; f < AMI_CHAN_STR_COUNT; f++) {
-        if (!(u->str_mask & (1u << f)) || same_str(r, f, u->str[f], u->str_len[f]))
+    for (uint32_t m = u->str_mask; m; m &= m - 1) {
+        int f = __builtin_ctz(m);
+        if (same_str(r, f, u->str[f], u->str_len[f]))
             continue;
         if ((size_t)u->str_len[f] + 1 > room_of(r, f))
             return -1;
         differ |= 1u << f;
     }
-    for (int f = 0; differ && f < AMI_CHAN_STR_COUNT; f++) {
-        if (!(differ & (1u << f)))
-            continue;
+    for (uint32_t m = differ; m; m &= m - 1) {
+        int f = __builtin_ctz(m);
         char *at = (char *)r + r->str_off[f];
         size_t room = room_of(r, f), len = u->str_len[f], old = r->str_len[f];
         if (old > len) /* padding stays zero: chan_same compares it */

@@ -60,28 +60,40 @@ size_t cs_event_names(const char **out, size_t cap, bool with_varset)
     return n;
 }
 
-/* The parser hashed the event name already: compare hashes, then names. */
+/* The parser hashed the event name already: one probe of a small table by
+ * that hash, then the name compared. */
 static ev_kind_t kind_of(const cs_table_t *t, const ami_msg_t *msg)
 {
     if (msg->kind != AMI_MSG_EVENT || msg->nhdrs == 0)
         return EV_OTHER;
-    for (size_t i = 0; i < NEVENTS; i++) {
-        if (t->ev_hash[i] != msg->name_hash)
+    for (uint32_t p = msg->name_hash & (CS_KIND_SLOTS - 1);; p = (p + 1) & (CS_KIND_SLOTS - 1)) {
+        uint8_t e = t->kind_slot[p];
+        if (e == 0)
+            return EV_OTHER;
+        if (t->ev_hash[e - 1] != msg->name_hash)
             continue;
-        size_t len, n = strlen(EVENTS[i].name);
+        size_t len, n = strlen(EVENTS[e - 1].name);
         const char *name = ami_msg_value(msg, 0, &len);
-        if (ami_str_ieq(EVENTS[i].name, n, name, len))
-            return EVENTS[i].kind;
+        return ami_str_ieq(EVENTS[e - 1].name, n, name, len) ? EVENTS[e - 1].kind : EV_OTHER;
     }
-    return EV_OTHER;
 }
 
+/* Uniqueids and channel names are 10 to 40 bytes: mix 8 bytes at a time
+ * (a multiply-xorshift per word), the tail byte by byte. */
 uint32_t cs_hash(const char *s, size_t n)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+    }
+    for (; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    h ^= h >> 29;
+    return (uint32_t)(h ^ (h >> 32));
 }
 
 static const char *field(const ami_chan_t *r, ami_chan_field_t f, size_t *len)
@@ -99,8 +111,13 @@ int cs_table_init(cs_table_t *t, const chan_read_conf_t *conf, uint32_t max_chan
     t->max_channels = max_channels;
     t->serials = serials;
     t->scratch = scratch;
-    for (size_t i = 0; i < NEVENTS; i++)
+    for (size_t i = 0; i < NEVENTS; i++) {
         t->ev_hash[i] = ami_name_hash(EVENTS[i].name, strlen(EVENTS[i].name));
+        uint32_t p = t->ev_hash[i] & (CS_KIND_SLOTS - 1);
+        while (t->kind_slot[p])
+            p = (p + 1) & (CS_KIND_SLOTS - 1);
+        t->kind_slot[p] = (uint8_t)(i + 1);
+    }
     t->nbuckets = INITIAL_BUCKETS;
     t->uid_buckets = ami_calloc(t->nbuckets, sizeof *t->uid_buckets);
     t->name_buckets = ami_calloc(t->nbuckets, sizeof *t->name_buckets);
