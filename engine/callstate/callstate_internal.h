@@ -192,6 +192,7 @@ typedef struct cs_table {
     uint64_t refused, truncated, rebuilds, events_applied;
     uint64_t changes;                /* inserts, updates and removals */
     uint32_t ev_hash[24];            /* the names the table reads, hashed once */
+    uint8_t ev_len[24];
     uint8_t kind_slot[CS_KIND_SLOTS];/* open addressing by hash: index + 1 into the names */
 } cs_table_t;
 

@@ -50,6 +50,7 @@ static const struct {
     {"AttendedTransfer", EV_ATTENDED_TRANSFER}, {"VarSet", EV_VARSET},
 };
 #define NEVENTS (sizeof EVENTS / sizeof EVENTS[0])
+_Static_assert(sizeof EVENTS / sizeof EVENTS[0] <= 24, "cs_table_t holds 24 event names");
 
 size_t cs_event_names(const char **out, size_t cap, bool with_varset)
 {
@@ -72,9 +73,9 @@ static ev_kind_t kind_of(const cs_table_t *t, const ami_msg_t *msg)
             return EV_OTHER;
         if (t->ev_hash[e - 1] != msg->name_hash)
             continue;
-        size_t len, n = strlen(EVENTS[e - 1].name);
+        size_t len;
         const char *name = ami_msg_value(msg, 0, &len);
-        return ami_str_ieq(EVENTS[e - 1].name, n, name, len) ? EVENTS[e - 1].kind : EV_OTHER;
+        return ami_str_ieq(EVENTS[e - 1].name, t->ev_len[e - 1], name, len) ? EVENTS[e - 1].kind : EV_OTHER;
     }
 }
 
@@ -96,9 +97,12 @@ uint32_t cs_hash(const char *s, size_t n)
     return (uint32_t)(h ^ (h >> 32));
 }
 
-static const char *field(const ami_chan_t *r, ami_chan_field_t f, size_t *len)
+/* ami_chan_str without the call and the range check: f is always valid here. */
+static inline const char *field(const ami_chan_t *r, ami_chan_field_t f, size_t *len)
 {
-    return ami_chan_str(r, f, len);
+    if (len)
+        *len = r->str_len[f];
+    return (const char *)r + r->str_off[f];
 }
 
 /* ---- indexes ------------------------------------------------------------------------ */
@@ -112,7 +116,8 @@ int cs_table_init(cs_table_t *t, const chan_read_conf_t *conf, uint32_t max_chan
     t->serials = serials;
     t->scratch = scratch;
     for (size_t i = 0; i < NEVENTS; i++) {
-        t->ev_hash[i] = ami_name_hash(EVENTS[i].name, strlen(EVENTS[i].name));
+        t->ev_len[i] = (uint8_t)strlen(EVENTS[i].name);
+        t->ev_hash[i] = ami_name_hash(EVENTS[i].name, t->ev_len[i]);
         uint32_t p = t->ev_hash[i] & (CS_KIND_SLOTS - 1);
         while (t->kind_slot[p])
             p = (p + 1) & (CS_KIND_SLOTS - 1);

@@ -72,6 +72,7 @@ typedef struct result {
     double secs;
     uint64_t events;
     double events_per_s;
+    double events_per_cpu_s; /* per CPU second of the engine's thread: steadier on a shared machine */
     double bytes_per_event;
     uint64_t iterations;
     bool truncated;
@@ -298,9 +299,12 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
     uint64_t conn_ev0 = ami_conn_stats(conn)->events;
     uint64_t n0 = delivered(&b);
     double t0 = bench_now_s();
+    struct timespec c0, c1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
     b.sampling = true;
     run_for(&b, o->duration);
     b.sampling = false;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
     double t1 = bench_now_s();
     uint64_t n1 = delivered(&b);
     uint64_t bytes1 = ami_conn_stats(conn)->bytes_in;
@@ -312,6 +316,8 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
     r->secs = t1 - t0;
     r->events = n1 - n0;
     r->events_per_s = (double)r->events / r->secs;
+    double cpu = (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) / 1e9;
+    r->events_per_cpu_s = cpu > 0 ? (double)r->events / cpu : 0;
     r->bytes_per_event =
         conn_ev1 > conn_ev0 ? (double)(bytes1 - bytes0) / (double)(conn_ev1 - conn_ev0) : 0;
     r->iterations = b.nsamples;
@@ -458,6 +464,8 @@ int main(int argc, char **argv)
         printf("events[%s]: %.3f M events/s %s (%.1f s, %s; %llu events, %.0f bytes/event)\n",
                variant_names[v], r->events_per_s / 1e6, what[v], r->secs, mode[v],
                (unsigned long long)r->events, r->bytes_per_event);
+        printf("cpu[%s]: %.3f M events per CPU second of the engine's thread\n", variant_names[v],
+               r->events_per_cpu_s / 1e6);
         printf("loop[%s]: iteration p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us "
                "(%llu iterations%s, loop busy %.0f%%)\n",
                variant_names[v], r->p50_us, r->p99_us, r->p999_us, r->max_us,
