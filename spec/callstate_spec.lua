@@ -114,6 +114,39 @@ describe("the live call state", function()
     assert.has_error(function() before.channel = "x" end)
   end)
 
+  it("hands out the same object for a channel until it changes", function()
+    local a = originate("pbx1", {Channel = "PJSIP/1005", Application = "Wait", Data = "3"})
+    assert.truthy(T.wait_until(function() return ami.channel("pbx1", a.Uniqueid).application == "Wait" end, 2000))
+    local first = ami.channel("pbx1", a.Uniqueid)
+    assert.is_true(rawequal(first, ami.channels("pbx1", {uniqueid = a.Uniqueid})[1]))
+    h.inject("pbx1", "Newexten", {Uniqueid = a.Uniqueid, Context = "elsewhere", Exten = "9", Priority = "4"})
+    assert.truthy(T.wait_until(function() return ami.channel("pbx1", a.Uniqueid).context == "elsewhere" end, 2000))
+    local second = ami.channel("pbx1", a.Uniqueid)
+    assert.is_false(rawequal(first, second))
+    assert.are.equal("default", first.context) -- the old snapshot did not change
+    assert.are.equal(4, second.priority)
+    ami.action("pbx1", "Hangup", {Channel = a.Channel})
+  end)
+
+  it("stays right while many channels come and go between snapshots", function()
+    local ids = {}
+    for i = 1, 400 do
+      ids[i] = h.uid("many") .. "-" .. i
+      h.inject("pbx2", "Newchannel", {Channel = "PJSIP/many-" .. ids[i], Uniqueid = ids[i], Linkedid = ids[i],
+                                      ChannelState = "4", ChannelStateDesc = "Ring"})
+    end
+    assert.truthy(T.wait_until(function() return ami.channel("pbx2", ids[400]) ~= nil end, 3000))
+    local mine_now = 0
+    for _, ch in ipairs(ami.channels("pbx2")) do if ch.channel:match("^PJSIP/many%-") then mine_now = mine_now + 1 end end
+    assert.are.equal(400, mine_now)
+    for i = 1, 400 do h.inject("pbx2", "Hangup", {Uniqueid = ids[i], Cause = "16"}) end
+    assert.truthy(T.wait_until(function() return ami.channel("pbx2", ids[400]) == nil end, 3000))
+    for _ = 1, 3 do
+      for _, ch in ipairs(ami.channels("pbx2")) do assert.is_nil(ch.channel:match("^PJSIP/many%-")) end
+    end
+    assert.are.equal(ami.channels("pbx2")[1], ami.channels("pbx2")[1])
+  end)
+
   it("is updated before a handler runs: during its Hangup the channel is gone but still findable", function()
     local seen = {}
     ami.on("Hangup", function(ev)

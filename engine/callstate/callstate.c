@@ -54,6 +54,7 @@ struct ami_callstate {
     ami_subscription_t *subs[MAX_SUBS];
     size_t nsubs;
     bool watching;
+    ev_prepare reaper;     /* end of the loop iteration: forget hung-up channels */
     cs_calls_ws_t ws;
 };
 
@@ -252,8 +253,23 @@ static void on_event(void *ud, const char *server_key, const ami_msg_t *msg)
 {
     ami_callstate_t *cs = ud;
     cs_server_t *s = server_of(cs, server_key);
-    if (s)
-        cs_table_apply(&s->table, msg, ev_now(cs->loop));
+    if (!s)
+        return;
+    cs_table_apply(&s->table, msg, ev_now(cs->loop));
+    if (s->table.dead && !ev_is_active(&cs->reaper))
+        ev_prepare_start(cs->loop, &cs->reaper);
+}
+
+/* A hung-up channel stays findable while its Hangup is dispatched (every
+ * subscriber runs in the same loop iteration); before the loop waits again
+ * it is forgotten, so a later lookup never finds a channel long gone. */
+static void on_reap(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    ami_callstate_t *cs = w->data;
+    for (size_t i = 0; i < cs->nservers; i++)
+        cs_table_forget_dead(&cs->servers[i].table);
+    ev_prepare_stop(loop, w);
 }
 
 static void on_state(void *ud, const char *server_key, ami_conn_state_t from, ami_conn_state_t to,
@@ -389,6 +405,8 @@ ami_callstate_t *ami_callstate_new(ami_client_t *client, const ami_callstate_con
     }
     cs->client = client;
     cs->loop = ami_client_loop(client);
+    ev_prepare_init(&cs->reaper, on_reap);
+    cs->reaper.data = cs;
     cs->log = ami_client_logger(client);
     cs->metrics = ami_client_metrics(client);
     if (copy_config(cs, cfg) < 0 || add_servers(cs) < 0) {
@@ -421,6 +439,8 @@ void ami_callstate_free(ami_callstate_t *cs)
         ami_client_off_state(cs->client, on_state, cs);
     for (size_t i = 0; i < cs->nsubs; i++)
         ami_client_unsubscribe(cs->client, cs->subs[i]);
+    if (cs->loop)
+        ev_prepare_stop(cs->loop, &cs->reaper);
     for (size_t i = 0; cs->servers && i < cs->nservers; i++) {
         cs_server_t *s = &cs->servers[i];
         if (s->inflight)

@@ -39,7 +39,8 @@
  * made after ami_callstate_new sees the table already updated by the event
  * it is handling. During the dispatch of its Hangup, the channel is gone
  * from the table but ami_callstate_find still answers it (with its hangup
- * cause), until the next event of that server.
+ * cause), until the next event of that server or the end of the loop
+ * iteration, whichever comes first.
  *
  * Bounds: at most max_channels channels per server (a Newchannel past it
  * is refused and counted); strings of at most AMI_CHAN_FIELD_MAX bytes and

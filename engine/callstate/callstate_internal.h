@@ -217,6 +217,9 @@ void cs_table_rebuild_abort(cs_table_t *t);
  * dispatched is found too. */
 const ami_chan_t *cs_table_find(const cs_table_t *t, const char *id, size_t len);
 
+/* The Hangup's dispatch is over: forget the channel it removed. */
+void cs_table_forget_dead(cs_table_t *t);
+
 /* The event names the table reads (VarSet only with tracked variables). */
 size_t cs_event_names(const char **out, size_t cap, bool with_varset);
 

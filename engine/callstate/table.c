@@ -567,6 +567,14 @@ static void on_varset(cs_table_t *t, chan_update_t *u, const event_extras_t *x, 
     touch(t, u, now, false);
 }
 
+void cs_table_forget_dead(cs_table_t *t)
+{
+    if (t->dead) {
+        table_release(t, t->dead);
+        t->dead = NULL;
+    }
+}
+
 void cs_table_apply(cs_table_t *t, const ami_msg_t *msg, double now)
 {
     static const char *const LOCAL[] = {"LocalOne", "LocalTwo", NULL};
@@ -576,10 +584,7 @@ void cs_table_apply(cs_table_t *t, const ami_msg_t *msg, double now)
     ev_kind_t kind = kind_of(t, msg);
     if (kind == EV_OTHER)
         return;
-    if (t->dead) {
-        table_release(t, t->dead);
-        t->dead = NULL;
-    }
+    cs_table_forget_dead(t);
     t->seq++;
     uint64_t changes = t->changes;
     chan_update_t u;

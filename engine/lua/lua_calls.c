@@ -99,6 +99,96 @@ static void push_channel(lua_State *L, int mt, const ami_callstate_t *cs, const 
     lua_setmetatable(L, -2);
 }
 
+/* ---- the snapshot cache ------------------------------------------------------------- */
+
+/* Objects never change, so the object of a channel's current version can be
+ * handed out again: a registry table (per script state) maps a channel's
+ * serial to its last object. Taking a snapshot then allocates only for the
+ * channels that changed since the last one. Key 0 counts the entries made;
+ * past twice the live channels the table is rebuilt with the live ones. */
+static char cache_key;
+
+#define CACHE_SLACK 256
+
+typedef struct snap {
+    lua_State *L;
+    const ami_callstate_t *cs;
+    int mt;        /* stack index of the channel metatable */
+    int cache;     /* stack index of the cache */
+    uint32_t made; /* objects this call created */
+} snap_t;
+
+MAY_RAISE static void snap_open(lua_State *L, const ami_callstate_t *cs, snap_t *sn)
+{
+    sn->L = L;
+    sn->cs = cs;
+    sn->made = 0;
+    luaL_getmetatable(L, CHAN_MT);
+    sn->mt = lua_gettop(L);
+    lua_pushlightuserdata(L, &cache_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushlightuserdata(L, &cache_key);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+    }
+    sn->cache = lua_gettop(L);
+}
+
+/* Push the object of rec's current version. */
+MAY_RAISE static void snap_push(snap_t *sn, const ami_chan_t *rec, const char *server, size_t slen)
+{
+    lua_State *L = sn->L;
+    lua_Number serial = (lua_Number)ami_chan_serial(rec);
+    lua_pushnumber(L, serial);
+    lua_rawget(L, sn->cache);
+    const chan_obj_t *o = lua_touserdata(L, -1);
+    if (o && ami_chan_version(rec_of(o)) == ami_chan_version(rec))
+        return;
+    lua_pop(L, 1);
+    push_channel(L, sn->mt, sn->cs, rec, server, slen);
+    lua_pushnumber(L, serial);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, sn->cache);
+    sn->made++;
+}
+
+/* Count what this call made; rebuild the cache when it holds too much. */
+MAY_RAISE static void snap_close(snap_t *sn)
+{
+    lua_State *L = sn->L;
+    lua_rawgeti(L, sn->cache, 0);
+    lua_Number entries = lua_tonumber(L, -1) + sn->made;
+    lua_pop(L, 1);
+    size_t live = 0;
+    for (size_t i = 0; i < ami_callstate_server_count(sn->cs); i++)
+        live += ami_callstate_count(sn->cs, i);
+    if (entries <= 2.0 * (lua_Number)live + CACHE_SLACK) {
+        lua_pushnumber(L, entries);
+        lua_rawseti(L, sn->cache, 0);
+        return;
+    }
+    lua_createtable(L, 0, (int)live);
+    int fresh = lua_gettop(L);
+    for (size_t i = 0; i < ami_callstate_server_count(sn->cs); i++) {
+        ami_chan_iter_t it;
+        for (const ami_chan_t *c = ami_callstate_first(sn->cs, i, &it); c; c = ami_callstate_next(&it)) {
+            lua_pushnumber(L, (lua_Number)ami_chan_serial(c));
+            lua_pushvalue(L, -1);
+            lua_rawget(L, sn->cache);
+            lua_rawset(L, fresh); /* nil when absent: nothing stored */
+        }
+    }
+    lua_pushnumber(L, (lua_Number)live);
+    lua_rawseti(L, fresh, 0);
+    lua_pushlightuserdata(L, &cache_key);
+    lua_pushvalue(L, fresh);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+}
+
 MAY_RAISE static chan_obj_t *check_channel(lua_State *L, int idx)
 {
     return luaL_checkudata(L, idx, CHAN_MT);
@@ -337,19 +427,20 @@ MAY_RAISE static int l_channels(lua_State *L)
     size_t nconds = lua_isnoneornil(L, 2) ? 0 : read_filter(L, 2, conds);
     const char *key = ami_callstate_server_key(cs, srv);
     size_t klen = strlen(key);
-    luaL_getmetatable(L, CHAN_MT);
-    int mt = lua_gettop(L);
+    snap_t sn;
+    snap_open(L, cs, &sn);
     lua_createtable(L, nconds ? 0 : (int)ami_callstate_count(cs, srv), 1);
     int n = 0;
     ami_chan_iter_t it;
     for (const ami_chan_t *c = ami_callstate_first(cs, srv, &it); c; c = ami_callstate_next(&it)) {
         if (nconds && !matches(c, conds, nconds))
             continue;
-        push_channel(L, mt, cs, c, key, klen);
+        snap_push(&sn, c, key, klen);
         lua_rawseti(L, -2, ++n);
     }
     lua_pushboolean(L, ami_callstate_synced(cs, srv));
     lua_setfield(L, -2, "synced");
+    snap_close(&sn);
     return 1;
 }
 
@@ -367,8 +458,10 @@ MAY_RAISE static int l_channel(lua_State *L)
         return 1;
     }
     const char *key = ami_callstate_server_key(cs, srv);
-    luaL_getmetatable(L, CHAN_MT);
-    push_channel(L, lua_gettop(L), cs, c, key, strlen(key));
+    snap_t sn;
+    snap_open(L, cs, &sn);
+    snap_push(&sn, c, key, strlen(key));
+    snap_close(&sn);
     return 1;
 }
 
@@ -420,8 +513,8 @@ MAY_RAISE static void push_bridges(lua_State *L, const ami_calls_view_t *v, cons
 
 /* {id, server, started, answered, channels = {...}, bridges = {...}} for
  * the call whose channels are idx[0..n); the server key is at key. */
-MAY_RAISE static void push_call(lua_State *L, int mt, int key, const ami_callstate_t *cs,
-                                const ami_calls_view_t *v, const uint32_t *idx, size_t n)
+MAY_RAISE static void push_call(lua_State *L, snap_t *sn, int key, const ami_calls_view_t *v,
+                                const uint32_t *idx, size_t n)
 {
     const ami_chan_t *first = v->chans[idx[0]];
     size_t klen;
@@ -439,7 +532,7 @@ MAY_RAISE static void push_call(lua_State *L, int mt, int key, const ami_callsta
         const ami_chan_t *c = v->chans[idx[k]];
         if (ami_chan_answered(c) > 0 && (answered == 0 || ami_chan_answered(c) < answered))
             answered = ami_chan_answered(c);
-        push_channel(L, mt, cs, c, server, klen);
+        snap_push(sn, c, server, klen);
         lua_rawseti(L, -2, (int)k + 1);
     }
     lua_setfield(L, -2, "channels");
@@ -465,15 +558,16 @@ MAY_RAISE static int l_calls(lua_State *L)
     }
     calls_ws_t ws;
     sort_by_call(L, v, &ws);
-    luaL_getmetatable(L, CHAN_MT);
-    int mt = lua_gettop(L);
+    snap_t sn;
+    snap_open(L, cs, &sn);
     lua_pushstring(L, ami_callstate_server_key(cs, srv));
     int key = lua_gettop(L);
     lua_createtable(L, (int)v->ncalls, 0);
     for (size_t c = 0; c < v->ncalls; c++) {
-        push_call(L, mt, key, cs, v, ws.idx + ws.start[c], ws.start[c + 1] - ws.start[c]);
+        push_call(L, &sn, key, v, ws.idx + ws.start[c], ws.start[c + 1] - ws.start[c]);
         lua_rawseti(L, -2, (int)c + 1);
     }
+    snap_close(&sn); /* balanced: the result stays on top */
     return 1;
 }
 
