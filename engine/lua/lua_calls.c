@@ -7,9 +7,11 @@
  *   local ch = ami.channel("pbx1", ev.Uniqueid)                  -- or a Channel name; nil if none
  *   for _, call in ipairs(ami.calls("pbx1")) do print(call.id, #call.channels) end
  *
- * A channel object is a userdata holding a private copy of the channel's
- * flat record (one memcpy, no table built): it never changes after it was
- * taken, and reading a field pushes that one value. Fields: channel,
+ * A channel object is a userdata holding a copy of the channel's flat
+ * record (one memcpy, no table built): it never changes after it was
+ * taken, and reading a field pushes that one value. Being immutable, the
+ * object of a channel's current version is handed out again by the next
+ * snapshots (see the cache below) until the channel changes. Fields: channel,
  * uniqueid, linkedid, state (number), state_desc, caller_num, caller_name,
  * connected_num, connected_name, language, accountcode, context, exten,
  * priority (number), application, appdata, bridge, dial_status,
