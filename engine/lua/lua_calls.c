@@ -130,8 +130,11 @@ MAY_RAISE static void snap_open(lua_State *L, const ami_callstate_t *cs, snap_t 
     lua_pushlightuserdata(L, &cache_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
     if (!lua_istable(L, -1)) {
+        size_t live = 0;
+        for (size_t i = 0; i < ami_callstate_server_count(cs); i++)
+            live += ami_callstate_count(cs, i);
         lua_pop(L, 1);
-        lua_newtable(L);
+        lua_createtable(L, 0, (int)(live < 65536 ? live : 65536)); /* no rehash while it fills */
         lua_pushlightuserdata(L, &cache_key);
         lua_pushvalue(L, -2);
         lua_rawset(L, LUA_REGISTRYINDEX);
