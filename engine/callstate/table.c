@@ -4,9 +4,11 @@
  * oldest-first list, and the events that change them.
  *
  * Hot path: an event is one pass over its headers (chan_read), one hash
- * lookup, and one rebuild of the record in a scratch buffer that is copied
- * back only when something changed. Slots freed by Hangup are kept (up to
- * SPARE_MAX) for the next Newchannel, so call churn does not allocate.
+ * lookup, and the values that changed rewritten in place; only a value
+ * that outgrows its slot (or a variable) rebuilds the record, in a scratch
+ * buffer copied back when something changed. Slots freed by Hangup are
+ * kept (up to SPARE_MAX) for the next Newchannel, so call churn does not
+ * allocate.
  */
 #include <stdlib.h>
 #include <string.h>
