@@ -223,8 +223,21 @@ void cs_table_forget_dead(cs_table_t *t);
 /* The event names the table reads (VarSet only with tracked variables). */
 size_t cs_event_names(const char **out, size_t cap, bool with_varset);
 
-/* table.c internals shared with table_rebuild.c */
+/* table_events.c: index the event names a table reads (at init). */
+void cs_events_index(cs_table_t *t);
+
+/* ami_chan_str without the call and the range check, for the table's own
+ * code where f is always valid. */
+static inline const char *cs_field(const ami_chan_t *r, ami_chan_field_t f, size_t *len)
+{
+    if (len)
+        *len = r->str_len[f];
+    return (const char *)r + r->str_off[f];
+}
+
+/* table.c internals shared with table_events.c and table_rebuild.c */
 cs_slot_t *table_find_uid(const cs_table_t *t, const char *uid, size_t len, uint32_t hash);
+cs_slot_t *table_find_name(const cs_table_t *t, const char *name, size_t len);
 cs_slot_t *table_insert(cs_table_t *t, const chan_update_t *u);
 void table_update(cs_table_t *t, cs_slot_t *s, const chan_update_t *u);
 void table_remove(cs_table_t *t, cs_slot_t *s);
