@@ -66,3 +66,10 @@ if os.getenv("AMI_DEMO_REDIS") then
     renew_ms = 1000,
   }
 end
+
+-- The live call state (ami.channels, ami.channel, ami.calls): the example
+-- scripts hangup_causes.lua and click_to_call.lua read it.
+callstate = {
+  max_channels = 20000,             -- per server
+  variables = { "CLICK_REQUEST" },  -- channel variables kept with each channel
+}

@@ -44,7 +44,8 @@ static const char ENV_KEY = 'e'; /* registry key: the address is unique */
 static char default_metrics_ip[] = "127.0.0.1";
 
 static const char *const TOP_KEYS[] = {"servers", "defaults", "scripts",        "metrics",
-                                       "log",     "routing",  "drain_grace_ms", "http", "ha"};
+                                       "log",     "routing",  "drain_grace_ms", "http", "ha",
+                                       "callstate"};
 #define N_TOP_KEYS (sizeof TOP_KEYS / sizeof TOP_KEYS[0])
 
 static const char *const SCRIPT_KEYS[] = {
@@ -505,7 +506,7 @@ static void check_top_keys(cfg_ctx_t *cx, int env)
             cfg_error(cx, "%.60s: unknown setting; did you mean \"%s\"?", key, s);
         else
             cfg_error(cx, "%.60s: unknown setting; the config may set servers, defaults, scripts, metrics, "
-                          "log, routing, drain_grace_ms and http (make helper variables local)", key);
+                          "log, routing, drain_grace_ms, http, ha and callstate (make helper variables local)", key);
     }
 }
 
@@ -533,6 +534,7 @@ static int extract(lua_State *L)
         cx->cfg->drain_grace_ms = (uint32_t)grace;
     cfg_load_http(cx, 9);
     cfg_load_ha(cx, 10);
+    cfg_load_callstate(cx, 11);
     return 0;
 }
 
@@ -600,6 +602,7 @@ void ami_config_init(ami_engine_config_t *cfg)
     cfg->http_enabled = false;
     ami_httpc_config_default(&cfg->http);
     ami_ha_config_default(&cfg->ha);
+    ami_callstate_config_default(&cfg->callstate);
 }
 
 int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_errors_t *errs)
@@ -649,6 +652,7 @@ void ami_config_free(ami_engine_config_t *cfg)
         ami_free(cfg->metrics_ip);
     cfg_free_http(cfg);
     cfg_free_ha(cfg);
+    cfg_free_callstate(cfg);
     ami_config_init(cfg); /* a second free, or a free after a failed load, is harmless */
 }
 
@@ -727,4 +731,5 @@ void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out)
         ami_buf_printf(out, "warning: %s\n", cfg->warnings[i]);
     cfg_describe_http(cfg, out);
     cfg_describe_ha(cfg, out);
+    cfg_describe_callstate(cfg, out);
 }

@@ -13,6 +13,7 @@
  *   routing  = "first_healthy"
  *   http     = { timeout_ms = 5000, ca_file = "/etc/ssl/crm-ca.pem" }  -- ami.http (off without it)
  *   ha       = { cluster = "prod", redis = { address = "10.0.0.9:6379" } }   -- config_ha.c
+ *   callstate = { max_channels = 10000, variables = {"CRM_ID"} }  -- off when absent
  *
  * The file is evaluated in an empty sandbox (no io, no os but os.getenv), with
  * an instruction budget: a config cannot hang or touch the system. Then
@@ -36,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "callstate/callstate.h"
 #include "cluster/client.h"
 #include "ha/ha.h"
 #include "health/conn.h"
@@ -83,6 +85,9 @@ typedef struct ami_engine_config {
     bool ha_enabled;               /* an ha section: leases, ami.kv, stream on Redis (config_ha.c) */
     ami_ha_config_t ha;            /* strings owned by this config */
     char ha_secret_source[160];    /* where the Redis password came from, never the value */
+    bool callstate_enabled;        /* the callstate section: off when absent */
+    ami_callstate_config_t callstate; /* its variables point into callstate_vars */
+    char *callstate_vars[AMI_CALLSTATE_MAX_VARIABLES];
 } ami_engine_config_t;
 
 /* Defaults only (no servers). */

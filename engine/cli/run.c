@@ -35,6 +35,7 @@ typedef struct engine {
     ami_logger_t *log;
     ami_metrics_t *metrics;
     ami_client_t *client;
+    ami_callstate_t *callstate;   /* NULL unless the config has a callstate section */
     ami_lua_runtime_t *rt;
     ami_ha_t *ha;                /* NULL without an ha section */
     ami_http_t *http;
@@ -261,9 +262,27 @@ static int add_servers(engine_t *e)
     return 0;
 }
 
+/* Before the scripts: the call state subscribes first, so handlers see it
+ * already updated by the event they handle. */
+static int start_callstate(engine_t *e)
+{
+    if (!e->cfg->callstate_enabled)
+        return 0;
+    ami_callstate_config_t cc = e->cfg->callstate;
+    cc.variables = (const char *const *)e->cfg->callstate_vars;
+    ami_err_t err;
+    e->callstate = ami_callstate_new(e->client, &cc, &err);
+    if (!e->callstate) {
+        AMI_LOG(e->log, AMI_LOG_ERROR, "cannot start the call state", AMI_F_STR("error", err.msg));
+        return -1;
+    }
+    return 0;
+}
+
 static int start_scripts(engine_t *e)
 {
     ami_lua_config_t lc = e->cfg->lua;
+    lc.callstate = e->callstate;
     snprintf(e->lua_path, sizeof e->lua_path, "%s%s%s", ami_cli_engine_lua_path(),
              lc.lua_path && *lc.lua_path ? ";" : "", lc.lua_path ? lc.lua_path : "");
     lc.lua_path = e->lua_path;
@@ -366,8 +385,8 @@ static int setup(engine_t *e, const ami_run_options_t *opt)
     ami_metrics_add_collector(e->metrics, collect_log_stats, e);
     e->loopmon = ami_loopmon_new(e->loop, NULL, e->metrics, e->log, &err);
     e->notify = ami_sdnotify_new(e->loop, e->metrics, e->log);
-    if (!e->loopmon || add_servers(e) < 0 || start_ha(e) < 0 || start_http_client(e) < 0 ||
-        start_scripts(e) < 0 || start_http(e) < 0)
+    if (!e->loopmon || add_servers(e) < 0 || start_callstate(e) < 0 || start_ha(e) < 0 ||
+        start_http_client(e) < 0 || start_scripts(e) < 0 || start_http(e) < 0)
         return -1;
     watch_signals(e);
     init_timers(e, opt);
@@ -390,6 +409,7 @@ static void teardown(engine_t *e)
     ami_lua_runtime_free(e->rt);
     ami_httpc_free(e->httpc); /* after the runtime: its waits cancel their transfers */
     ami_ha_free(e->ha); /* after the scripts (their ami.kv calls), before the client */
+    ami_callstate_free(e->callstate);
     ami_client_free(e->client);
     ami_metrics_free(e->metrics);
     ami_logger_free(e->log);

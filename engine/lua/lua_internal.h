@@ -131,6 +131,7 @@ void ami_lua_inject_servers(lua_State *L, script_t *sc);   /* ami.servers, ami.s
 void ami_lua_inject_http(lua_State *L, script_t *sc);      /* ami.http.request, get, post */
 void ami_lua_inject_json(lua_State *L, script_t *sc);      /* ami.json.encode, decode, null */
 void ami_lua_inject_kv(lua_State *L, script_t *sc);        /* ami.kv.* (lua_kv.c) */
+void ami_lua_inject_calls(lua_State *L, script_t *sc);     /* ami.channels, ami.channel, ami.calls */
 
 /* lua_ha.c: the ownership gate. Without HA every server is ours. */
 bool lua_ha_may_act(const ami_lua_runtime_t *rt, const char *server_key);

@@ -207,6 +207,7 @@ static int build_module(lua_State *L)
     ami_lua_inject_http(L, sc);
     ami_lua_inject_json(L, sc);
     ami_lua_inject_kv(L, sc);
+    ami_lua_inject_calls(L, sc);
     lua_pushnumber(L, (lua_Number)sc->gen->id);
     lua_setfield(L, -2, "generation");
     lua_pushstring(L, sc->name);

@@ -36,6 +36,7 @@
 #include "util/err.h"
 
 struct lua_State;
+struct ami_callstate;
 
 typedef struct ami_lua_config {
     const char *scripts_dir;     /* every *.lua here is loaded; NULL = no scripts */
@@ -62,6 +63,9 @@ typedef struct ami_lua_config {
     /* ami.http's client (engine/httpc), borrowed: it must outlive the
      * runtime. NULL: ami.http.request answers nil, "disabled: ...". */
     struct ami_httpc *http;
+    /* The live call state behind ami.channels/channel/calls; NULL: they
+     * answer nil, "config: ...". Not owned; it must outlive the runtime. */
+    struct ami_callstate *callstate;
     /* Specs only: provide require "ami.testing" (load_script, reset, metric,
      * wait_until) and let the tool add its own functions to that table,
      * which is on top of L's stack when testing_extend is called. */

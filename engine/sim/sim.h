@@ -4,7 +4,8 @@
  * One ami_sim_t holds N nodes; each node listens on its own loopback port and
  * behaves like an Asterisk 22 manager interface as recorded in
  * tests/fixtures/asterisk (banner, Login plain and MD5, Ping, Originate with
- * OriginateResponse and channel events, Hangup, Redirect, Setvar/Getvar,
+ * OriginateResponse and channel events, Hangup, Redirect, BlindTransfer and
+ * Atxfer of bridged calls, Setvar/Getvar,
  * Status, CoreShowChannels, QueueStatus/QueueSummary, Command, Events,
  * Filter, UserEvent, Logoff, errors with the real texts). It can generate
  * realistic call traffic at a rate, flood events for benchmarks, replay a
@@ -140,6 +141,11 @@ void ami_sim_node_set_replay_speed(ami_sim_node_t *node, double speed);
 void ami_sim_node_inject(ami_sim_node_t *node, const char *raw, size_t len);
 
 ami_sim_node_stats_t ami_sim_node_stats(const ami_sim_node_t *node);
+
+/* Rename a live channel (a masquerade, as Asterisk does in pickups and
+ * some transfers): the Rename event (Channel, Newname, Uniqueid) goes out
+ * and CoreShowChannels/Status show the new name from then on. */
+int ami_sim_node_rename(ami_sim_node_t *node, const char *channel, const char *newname, ami_err_t *err);
 
 /* Run the simulator's own loop until ami_sim_stop or duration_ms (0 = forever). */
 int ami_sim_run(ami_sim_t *sim, uint32_t duration_ms);

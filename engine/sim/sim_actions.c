@@ -366,6 +366,8 @@ static const struct {
 } ACTIONS[] = {
     {"Ping", act_ping, "<none>"},
     {"Challenge", act_challenge, "<none>"},
+    {"Atxfer", sim_act_atxfer, "call,all"},
+    {"BlindTransfer", sim_act_blind_transfer, "call,all"},
     {"Command", sim_act_command, "command,all"},
     {"CoreSettings", act_core_settings, "system,reporting,all"},
     {"CoreShowChannels", sim_act_core_show_channels, "system,reporting,all"},

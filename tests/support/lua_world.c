@@ -85,10 +85,21 @@ lua_world_t *lua_world_new(const lua_world_options_t *opt)
     ami_client_start(w->client);
     if (!harness_run_until(w->loop, all_connected, w, 5000))
         fail_msg("servers did not connect");
+    if (opt->callstate) {
+        static const char *const VARS[] = {"CALLTAG", "FOO"};
+        ami_callstate_config_t csc;
+        ami_callstate_config_default(&csc);
+        csc.variables = VARS;
+        csc.nvariables = 2;
+        w->cs = ami_callstate_new(w->client, &csc, NULL);
+        if (!w->cs)
+            fail_msg("callstate");
+    }
     ami_lua_config_t lcfg;
     ami_lua_config_default(&lcfg);
     if (opt->lua)
         lcfg = *opt->lua;
+    lcfg.callstate = w->cs;
     lcfg.scripts_dir = w->dir;
     lcfg.lua_path = AMI_SOURCE_DIR "/lua/?.lua;" AMI_SOURCE_DIR "/lua/?/init.lua";
     lcfg.handler_budget_ms = opt->budget_ms ? opt->budget_ms : 50;
@@ -113,6 +124,7 @@ void lua_world_free(lua_world_t *w)
 {
     ami_lua_runtime_free(w->rt);
     ami_httpc_free(w->httpc);
+    ami_callstate_free(w->cs);
     ami_client_free(w->client);
     ami_sim_free(w->sim);
     ami_logger_free(w->log);

@@ -538,7 +538,7 @@ static const bad_case_t CASES[] = {
      "serverz: unknown setting; did you mean \"servers\"?"},
     {"unknown_top_level_key_global_helper", SRV("") "function helper() end\n",
      "helper: unknown setting; the config may set servers, defaults, scripts, metrics, log, routing, "
-     "drain_grace_ms and http (make helper variables local)"},
+     "drain_grace_ms, http, ha and callstate (make helper variables local)"},
     {"unknown_server_key_suggests", SRV(", heartbeat_intervall_ms = 1000"),
      "servers[1] (pbx1): unknown option \"heartbeat_intervall_ms\"; did you mean \"heartbeat_interval_ms\"?"},
     {"unknown_section_key_suggests", SRV("") "scripts = { dirr = 'x' }\n",
