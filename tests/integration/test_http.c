@@ -342,7 +342,9 @@ static void metrics_returns_the_exact_rendering(void **state)
     ami_counter_add(ami_metrics_counter(e->metrics, "ami_test_events_total", "Events seen.",
                                         L("server_key", "pbx1"), NULL), 42);
     size_t len;
-    char *expect = render(e, &len); /* the endpoint counts this request after rendering it */
+    /* the endpoint counts this request after rendering it, and its own connection before */
+    ami_gauge_set(ami_metrics_gauge(e->metrics, "ami_http_connections", "x", NULL, NULL), 1);
+    char *expect = render(e, &len);
     hc_t c;
     exchange(e, &c, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
     resp_t r;
@@ -353,7 +355,8 @@ static void metrics_returns_the_exact_rendering(void **state)
     assert_int_equal(r.body_len, len);
     assert_memory_equal(r.body, expect, len);
     assert_non_null(strstr(expect, "ami_test_events_total{server_key=\"pbx1\"} 42\n"));
-    assert_non_null(strstr(expect, "# TYPE ami_http_timeouts_total counter\nami_http_timeouts_total 0\n"));
+    assert_non_null(strstr(expect, "# TYPE ami_http_timeouts_total counter\nami_http_timeouts_total{phase=\"read\"} 0\n"
+                                   "ami_http_timeouts_total{phase=\"write\"} 0\n"));
     assert_prom_valid(r.body, r.body_len);
     free(expect);
     hc_close(&c);
@@ -490,7 +493,7 @@ static void routing_ignores_the_query_and_unknown_paths_are_404(void **state)
 static void other_methods_are_405_with_allow(void **state)
 {
     env_t *e = *state;
-    ami_http_config_t cfg = {.timeout_ms = 150};
+    ami_http_config_t cfg = {.response_timeout_ms = 150};
     start_cfg(e, &cfg, true);
     const char *reqs[] = {
         "POST /metrics HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world",
@@ -519,7 +522,7 @@ static void other_methods_are_405_with_allow(void **state)
     memset(junk, 'x', sizeof junk);
     hc_send_n(&c, junk, sizeof junk);
     harness_run_for(e->loop, 300);
-    assert_true(metric(e, "ami_http_timeouts_total", NULL) == 0);
+    assert_true(metric(e, "ami_http_timeouts_total", L("phase", "write")) == 0);
     hc_close(&c);
 }
 
@@ -657,7 +660,7 @@ static void an_oversized_head_is_431(void **state)
 static void a_silent_client_times_out_and_is_counted(void **state)
 {
     env_t *e = *state;
-    ami_http_config_t cfg = {.timeout_ms = 100};
+    ami_http_config_t cfg = {.request_timeout_ms = 100};
     start_cfg(e, &cfg, true);
     hc_t silent, partial;
     hc_connect(&silent, e->port);
@@ -667,38 +670,107 @@ static void a_silent_client_times_out_and_is_counted(void **state)
     assert_true(harness_run_until(e->loop, hc_pump, &partial, T));
     assert_int_equal(silent.len, 0);
     assert_int_equal(partial.len, 0);
-    assert_true(metric(e, "ami_http_timeouts_total", NULL) == 2);
+    assert_true(metric(e, "ami_http_timeouts_total", L("phase", "read")) == 2);
+    assert_true(metric(e, "ami_http_timeouts_total", L("phase", "write")) == 0);
     assert_non_null(strstr(e->logs, "http connection timed out"));
+    assert_non_null(strstr(e->logs, "timeout_ms=100"));
     hc_close(&silent);
     hc_close(&partial);
 }
 
-static void clients_past_max_clients_are_closed_and_counted(void **state)
+/* Connect and let the endpoint accept it in a batch of its own. */
+static void hc_connect_accepted(env_t *e, hc_t *c)
+{
+    hc_connect(c, e->port);
+    harness_run_for(e->loop, 20);
+}
+
+static void a_connection_past_max_connections_evicts_the_oldest_reading_one(void **state)
 {
     env_t *e = *state;
-    ami_http_config_t cfg = {.max_clients = 2};
+    ami_http_config_t cfg = {.max_connections = 2};
     start_cfg(e, &cfg, true);
-    hc_t a, b, extra;
-    hc_connect(&a, e->port);
-    hc_connect(&b, e->port);
-    hc_connect(&extra, e->port);
-    assert_true(harness_run_until(e->loop, hc_pump, &extra, T));
-    assert_int_equal(extra.len, 0);
-    assert_true(metric(e, "ami_http_connections_refused_total", NULL) == 1);
-    hc_send(&a, "GET /healthz HTTP/1.1\r\n\r\n");
-    assert_true(harness_run_until(e->loop, hc_pump, &a, T));
+    hc_t a, b, c;
+    hc_connect_accepted(e, &a);
+    hc_connect_accepted(e, &b);
+    hc_connect(&c, e->port);
+    hc_send(&c, "GET /healthz HTTP/1.1\r\n\r\n");
+    assert_true(harness_run_until(e->loop, hc_pump, &c, T));
     resp_t r;
-    parse_resp(&a, &r);
-    assert_int_equal(r.status, 200);
-    hc_close(&a);
-    hc_close(&extra);
-    hc_t c; /* a's slot is free again */
-    exchange(e, &c, "GET /healthz HTTP/1.1\r\n\r\n");
     parse_resp(&c, &r);
     assert_int_equal(r.status, 200);
-    assert_true(metric(e, "ami_http_connections_refused_total", NULL) == 1);
-    hc_close(&c);
+    assert_true(hc_pump(&a)); /* the oldest silent one made room */
+    assert_int_equal(a.len, 0);
+    assert_false(hc_pump(&b));
+    assert_true(metric(e, "ami_http_connections_evicted_total", L("phase", "read")) == 1);
+    assert_true(metric(e, "ami_http_connections_refused_total", NULL) == 0);
+    assert_non_null(strstr(e->logs, "level=warn msg=\"http connections evicted"));
+    hc_send(&b, "GET /healthz HTTP/1.1\r\n\r\n"); /* b was left alone */
+    assert_true(harness_run_until(e->loop, hc_pump, &b, T));
+    parse_resp(&b, &r);
+    assert_int_equal(r.status, 200);
+    hc_close(&a);
     hc_close(&b);
+    hc_close(&c);
+}
+
+static void eviction_takes_an_answered_connection_before_a_reading_one(void **state)
+{
+    env_t *e = *state;
+    ami_http_config_t cfg = {.max_connections = 2};
+    start_cfg(e, &cfg, true);
+    hc_t reading, lingering, fresh;
+    hc_connect_accepted(e, &reading);
+    hc_connect(&lingering, e->port); /* answered, then drained while it sends more */
+    hc_send(&lingering, "POST /healthz HTTP/1.1\r\nContent-Length: 100\r\n\r\n");
+    assert_true(harness_run_until(e->loop, hc_pump, &lingering, T)); /* answered, half-closed */
+    assert_non_null(strstr(lingering.data, "405"));
+    exchange(e, &fresh, "GET /healthz HTTP/1.1\r\n\r\n");
+    assert_false(hc_pump(&reading));
+    assert_true(metric(e, "ami_http_connections_evicted_total", L("phase", "linger")) == 1);
+    assert_true(metric(e, "ami_http_connections_evicted_total", L("phase", "read")) == 0);
+    hc_close(&reading);
+    hc_close(&lingering);
+    hc_close(&fresh);
+}
+
+/* In a loop iteration, connections are served before the listener accepts
+ * (and evicts): a request that is there is answered, not evicted. */
+static void a_request_that_arrived_is_served_before_new_connections_evict_it(void **state)
+{
+    env_t *e = *state;
+    ami_http_config_t cfg = {.max_connections = 1};
+    start_cfg(e, &cfg, true);
+    for (int i = 0; i < 20; i++) {
+        hc_t scrape, next;
+        hc_connect_accepted(e, &scrape);
+        hc_send(&scrape, "GET /healthz HTTP/1.1\r\n\r\n");
+        hc_connect(&next, e->port); /* both are ready in the same iteration */
+        assert_true(harness_run_until(e->loop, hc_pump, &scrape, T));
+        resp_t r;
+        parse_resp(&scrape, &r);
+        assert_int_equal(r.status, 200);
+        hc_close(&scrape);
+        hc_close(&next);
+        harness_run_for(e->loop, 5);
+    }
+    assert_true(metric(e, "ami_http_connections_evicted_total", L("phase", "read")) == 0);
+}
+
+static void the_open_connections_gauge_follows_them(void **state)
+{
+    env_t *e = *state;
+    start(e);
+    hc_t a, b;
+    hc_connect_accepted(e, &a);
+    hc_connect_accepted(e, &b);
+    assert_true(metric(e, "ami_http_connections", NULL) == 2);
+    hc_close(&a);
+    harness_run_for(e->loop, 20);
+    assert_true(metric(e, "ami_http_connections", NULL) == 1);
+    hc_close(&b);
+    harness_run_for(e->loop, 20);
+    assert_true(metric(e, "ami_http_connections", NULL) == 0);
 }
 
 static void a_request_sent_one_byte_at_a_time_works(void **state)
@@ -745,7 +817,7 @@ static size_t make_metrics_big(env_t *e)
 static void a_client_that_never_reads_does_not_block_the_loop(void **state)
 {
     env_t *e = *state;
-    ami_http_config_t cfg = {.timeout_ms = 30000};
+    ami_http_config_t cfg = {.response_timeout_ms = 30000};
     start_cfg(e, &cfg, true);
     size_t big = make_metrics_big(e);
     hc_t slow, quick;
@@ -773,8 +845,59 @@ static void a_client_that_never_reads_does_not_block_the_loop(void **state)
     assert_int_equal((size_t)r.content_length, r.body_len);
     assert_true(r.body_len >= big);
     assert_prom_valid(r.body, r.body_len);
-    assert_true(metric(e, "ami_http_timeouts_total", NULL) == 0);
+    assert_true(metric(e, "ami_http_timeouts_total", L("phase", "write")) == 0);
     hc_close(&slow);
+}
+
+static void a_client_that_never_reads_is_reset_after_response_timeout_ms(void **state)
+{
+    env_t *e = *state;
+    ami_http_config_t cfg = {.response_timeout_ms = 200};
+    start_cfg(e, &cfg, true);
+    make_metrics_big(e);
+    hc_t slow;
+    hc_connect_to(&slow, AF_INET, e->port, 4096);
+    hc_send(&slow, "GET /metrics HTTP/1.1\r\n\r\n");
+    harness_run_for(e->loop, 100);
+    assert_true(metric(e, "ami_http_response_bytes_buffered", NULL) > (8 << 20));
+    harness_run_for(e->loop, 300);
+    assert_true(metric(e, "ami_http_timeouts_total", L("phase", "write")) == 1);
+    assert_true(metric(e, "ami_http_response_bytes_buffered", NULL) == 0);
+    assert_true(metric(e, "ami_http_connections", NULL) == 0);
+    assert_true(harness_run_until(e->loop, hc_pump, &slow, T));
+    assert_int_equal(slow.err, ECONNRESET); /* the rest of the answer was dropped, not queued */
+    assert_non_null(strstr(e->logs, "timeout_ms=200"));
+    hc_close(&slow);
+}
+
+static void answers_past_max_buffered_evict_older_writers_else_are_503(void **state)
+{
+    env_t *e = *state;
+    ami_http_config_t cfg = {.max_connections = 8, .max_buffered = 16 << 20};
+    start_cfg(e, &cfg, true);
+    make_metrics_big(e);
+    hc_t first, second, reader;
+    hc_connect_to(&first, AF_INET, e->port, 4096); /* both in one accept batch: */
+    hc_connect_to(&second, AF_INET, e->port, 4096); /* neither may evict the other */
+    hc_send(&first, "GET /metrics HTTP/1.1\r\n\r\n");
+    hc_send(&second, "GET /metrics HTTP/1.1\r\n\r\n");
+    assert_true(harness_run_until(e->loop, hc_pump, &second, T));
+    resp_t r;
+    parse_resp(&second, &r);
+    assert_int_equal(r.status, 503);
+    assert_non_null(strstr(second.data, "busy"));
+    assert_non_null(strstr(e->logs, "max_buffered is full"));
+    exchange(e, &reader, "GET /metrics HTTP/1.1\r\n\r\n"); /* a later batch: first makes room */
+    parse_resp(&reader, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal((size_t)r.content_length, r.body_len);
+    assert_true(harness_run_until(e->loop, hc_pump, &first, T));
+    assert_int_equal(first.err, ECONNRESET);
+    assert_true(metric(e, "ami_http_connections_evicted_total", L("phase", "write")) == 1);
+    assert_true(metric(e, "ami_http_requests_total", L("path", "/metrics", "code", "503")) == 1);
+    hc_close(&first);
+    hc_close(&second);
+    hc_close(&reader);
 }
 
 static void free_with_clients_in_every_state_is_clean(void **state)
@@ -1034,9 +1157,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(bare_lf_heads_and_headers_are_accepted, setup, teardown),
         cmocka_unit_test_setup_teardown(an_oversized_head_is_431, setup, teardown),
         cmocka_unit_test_setup_teardown(a_silent_client_times_out_and_is_counted, setup, teardown),
-        cmocka_unit_test_setup_teardown(clients_past_max_clients_are_closed_and_counted, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_connection_past_max_connections_evicts_the_oldest_reading_one, setup, teardown),
+        cmocka_unit_test_setup_teardown(eviction_takes_an_answered_connection_before_a_reading_one, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_request_that_arrived_is_served_before_new_connections_evict_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_open_connections_gauge_follows_them, setup, teardown),
         cmocka_unit_test_setup_teardown(a_request_sent_one_byte_at_a_time_works, setup, teardown),
         cmocka_unit_test_setup_teardown(a_client_that_never_reads_does_not_block_the_loop, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_client_that_never_reads_is_reset_after_response_timeout_ms, setup, teardown),
+        cmocka_unit_test_setup_teardown(answers_past_max_buffered_evict_older_writers_else_are_503, setup, teardown),
         cmocka_unit_test_setup_teardown(free_with_clients_in_every_state_is_clean, setup, teardown),
         cmocka_unit_test_setup_teardown(running_out_of_descriptors_pauses_the_listener, setup, teardown),
         cmocka_unit_test_setup_teardown(bind_failures_name_the_address_and_the_fix, setup, teardown),
