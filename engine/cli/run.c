@@ -160,7 +160,8 @@ static void warn_if_changed(engine_t *e, const ami_engine_config_t *fresh)
         servers = strcmp(fresh->servers[i].server_key, e->cfg->servers[i].server_key) != 0 ||
                   strcmp(fresh->servers[i].host, e->cfg->servers[i].host) != 0 ||
                   fresh->servers[i].port != e->cfg->servers[i].port;
-    bool metrics = fresh->metrics_port != e->cfg->metrics_port || fresh->metrics_enabled != e->cfg->metrics_enabled;
+    bool metrics = fresh->metrics_port != e->cfg->metrics_port || fresh->metrics_enabled != e->cfg->metrics_enabled ||
+                   memcmp(&fresh->metrics_http, &e->cfg->metrics_http, sizeof fresh->metrics_http) != 0;
     if (servers || metrics)
         AMI_LOG(e->log, AMI_LOG_WARN, "config changes that need a restart were not applied",
                 AMI_F_BOOL("servers", servers), AMI_F_BOOL("metrics_listener", metrics));
@@ -252,8 +253,7 @@ static int start_http(engine_t *e)
 {
     if (!e->cfg->metrics_enabled)
         return 0;
-    ami_http_config_t hc;
-    ami_http_config_default(&hc);
+    ami_http_config_t hc = e->cfg->metrics_http;
     hc.bind_ip = e->cfg->metrics_ip;
     hc.port = e->cfg->metrics_port;
     ami_err_t err;
