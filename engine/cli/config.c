@@ -545,13 +545,15 @@ typedef struct cfg_source {
     size_t len;
 } cfg_source_t;
 
+/* Text only ("t"): LuaJIT does not verify bytecode, and a crafted binary
+ * chunk reads and writes wherever it says. */
 static int load_chunk(lua_State *L, const char *path, const cfg_source_t *src)
 {
     if (!src->text)
-        return luaL_loadfile(L, path);
+        return luaL_loadfilex(L, path, "t");
     char chunkname[512]; /* "@name", as luaL_loadfile names a file's chunk */
     snprintf(chunkname, sizeof chunkname, "@%s", path);
-    return luaL_loadbuffer(L, src->text, src->len, chunkname);
+    return luaL_loadbufferx(L, src->text, src->len, chunkname, "t");
 }
 
 static void evaluate(cfg_ctx_t *cx, const char *path, const cfg_source_t *src)
@@ -568,7 +570,9 @@ static void evaluate(cfg_ctx_t *cx, const char *path, const cfg_source_t *src)
     if (st != 0) {
         cfg_error(cx, "%s: cannot set up the config sandbox: %s", path, error_text(L));
     } else if ((st = load_chunk(L, path, src)) != 0) {
-        if (st == LUA_ERRSYNTAX)
+        if (st == LUA_ERRSYNTAX && (strstr(error_text(L), "wrong mode") || strstr(error_text(L), "binary chunk")))
+            cfg_error(cx, "%s: is compiled Lua (bytecode), which is refused; give the config's Lua text", path);
+        else if (st == LUA_ERRSYNTAX)
             cfg_error(cx, "%s; fix the Lua syntax", error_text(L));
         else if (st == LUA_ERRMEM)
             cfg_error(cx, "%s: larger than %zu MiB; a config file holds a few settings", path, MEMORY_CAP >> 20);

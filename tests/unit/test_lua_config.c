@@ -451,6 +451,37 @@ static void config_text_from_memory(void **state)
     assert_int_equal(ami_alloc_live_bytes(), live);
 }
 
+static int dump_to_buf(lua_State *L, const void *p, size_t n, void *ud)
+{
+    (void)L;
+    return ami_buf_append(ud, p, n);
+}
+
+/* LuaJIT runs bytecode unverified: a binary config could read and write
+ * anywhere. It is refused, from a file and from memory, whatever it holds. */
+static void compiled_config_is_refused(void **state)
+{
+    (void)state;
+    lua_State *L = luaL_newstate();
+    assert_int_equal(luaL_loadstring(L, "servers = { { key = 'a', host = '10.1.1.1', username = 'e', "
+                                        "secret = 'pw' } }"), 0);
+    ami_buf_t bc;
+    ami_buf_init(&bc, 0);
+    assert_int_equal(lua_dump(L, dump_to_buf, &bc), 0);
+    lua_close(L);
+    FILE *f = fopen(tmp_path("compiled.lua"), "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bc.data, 1, bc.len, f), bc.len);
+    assert_int_equal(fclose(f), 0);
+    ami_engine_config_t cfg;
+    ami_config_errors_t errs;
+    assert_int_equal(ami_config_load(tmp_path("compiled.lua"), &cfg, &errs), -1);
+    expect_error(&errs, "compiled.lua: is compiled Lua (bytecode), which is refused; give the config's Lua text");
+    assert_int_equal(ami_config_load_text("mem.lua", bc.data, bc.len, &cfg, &errs), -1);
+    expect_error(&errs, "mem.lua: is compiled Lua (bytecode), which is refused");
+    ami_buf_deinit(&bc);
+}
+
 static void init_and_double_free_are_safe(void **state)
 {
     (void)state;
@@ -745,6 +776,7 @@ int main(void)
         cmocka_unit_test(metrics_ipv6_and_off),
         cmocka_unit_test(metrics_endpoint_limits),
         cmocka_unit_test(config_text_from_memory),
+        cmocka_unit_test(compiled_config_is_refused),
         cmocka_unit_test(init_and_double_free_are_safe),
         cmocka_unit_test(syntax_error_names_file_and_line),
         cmocka_unit_test(runtime_error_names_file_and_line),
