@@ -20,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define FIXTURES AMI_SOURCE_DIR "/tests/fixtures/configs"
@@ -328,6 +330,39 @@ static void secret_from_file_strips_line_end(void **state)
     assert_null(strstr(d, "file-v@lue"));
     free(d);
     ami_config_free(&cfg);
+}
+
+/* Opening a FIFO waits for a writer, reading a terminal for a line: either
+ * would hold the loop on SIGHUP. Loaded in a child, so a wait fails the
+ * test instead of hanging it. */
+static void secret_file_that_would_block_is_refused_at_once(void **state)
+{
+    (void)state;
+    const char *fifo = tmp_path("secret.fifo");
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    char text[800];
+    snprintf(text, sizeof text, "servers = { { key = 'pbx1', host = '10.0.0.5', username = 'e', "
+                                "secret_file = '%s' } }\n", fifo);
+    write_file(tmp_path("fifo.lua"), text);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        ami_engine_config_t cfg;
+        ami_config_errors_t errs;
+        int rc = ami_config_load(tmp_path("fifo.lua"), &cfg, &errs);
+        _exit(rc == -1 && has_error(&errs, "is not a regular file (a pipe, device or folder)") ? 0 : 1);
+    }
+    int status = -1;
+    for (int i = 0; i < 300 && waitpid(pid, &status, WNOHANG) == 0; i++)
+        usleep(10000);
+    if (waitpid(pid, &status, WNOHANG) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("loading a config whose secret_file is a FIFO blocked for 3 s");
+    }
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    unlink(fifo);
 }
 
 static void describe_never_shows_secrets(void **state)
@@ -638,7 +673,7 @@ static const bad_case_t CASES[] = {
      "servers[1] (pbx1).secret_file: cannot read \"/nonexistent/pw\": No such file or directory; check the path"},
     {"secret_file_is_a_folder",
      "servers = { { key = 'pbx1', host = '10.0.0.5', username = 'e', secret_file = '/' } }\n",
-     "servers[1] (pbx1).secret_file: cannot read \"/\": Is a directory"},
+     "servers[1] (pbx1).secret_file: \"/\" is not a regular file (a pipe, device or folder)"},
     {"duplicate_server_key",
      "servers = { { key = 'pbx1', host = '10.0.0.5', username = 'e', secret = 'pw' },\n"
      "            { key = 'pbx2', host = '10.0.0.6', username = 'e', secret = 'pw' },\n"
@@ -771,6 +806,7 @@ int main(void)
         cmocka_unit_test(secret_inline),
         cmocka_unit_test(secret_from_env),
         cmocka_unit_test(secret_from_file_strips_line_end),
+        cmocka_unit_test(secret_file_that_would_block_is_refused_at_once),
         cmocka_unit_test(describe_never_shows_secrets),
         cmocka_unit_test(secrets_never_in_errors),
         cmocka_unit_test(metrics_ipv6_and_off),
