@@ -263,7 +263,8 @@ static int start_http(engine_t *e)
         return -1;
     }
     AMI_LOG(e->log, AMI_LOG_INFO, "metrics endpoint listening", AMI_F_STR("ip", e->cfg->metrics_ip),
-            AMI_F_UINT("port", ami_http_port(e->http)), AMI_F_STR("paths", "/metrics /healthz"));
+            AMI_F_UINT("port", ami_http_port(e->http)), AMI_F_STR("paths", "/metrics /healthz"),
+            AMI_F_UINT("max_connections", hc.max_connections));
     return 0;
 }
 
