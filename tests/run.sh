@@ -3,8 +3,9 @@
 #   1. a -Werror build with optimisations: unit, integration and spec tests
 #   2. the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #      (LeakSanitizer included)
-#   3. the parser and pattern fuzzers (libFuzzer, clang) for a bounded time
-# Environment: AMI_FUZZ_SECONDS (default 60), AMI_SKIP_SANITIZE=1, AMI_SKIP_FUZZ=1.
+#   3. the fuzz targets (libFuzzer, clang), AMI_FUZZ_SECONDS shared between them
+# Environment: AMI_FUZZ_SECONDS (default 60, all targets together), AMI_SKIP_SANITIZE=1,
+# AMI_SKIP_FUZZ=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/deps.sh
@@ -31,10 +32,10 @@ if [ "${AMI_SKIP_SANITIZE:-0}" != 1 ]; then
 fi
 
 if [ "${AMI_SKIP_FUZZ:-0}" != 1 ]; then
-  step "fuzzing the parser and Lua patterns (${AMI_FUZZ_SECONDS:-60} s each)"
+  step "fuzzing every untrusted input (${AMI_FUZZ_SECONDS:-60} s in all)"
   cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DAMI_FUZZ=ON -DAMI_WERROR=ON \
         -DAMI_FUZZ_SECONDS="${AMI_FUZZ_SECONDS:-60}" >/dev/null
-  cmake --build build-fuzz -j"$jobs" --target fuzz_parser fuzz_pattern
+  cmake --build build-fuzz -j"$jobs" --target fuzz_targets
   (cd build-fuzz && ctest -R '^fuzz\.' --timeout 600)
 fi
 

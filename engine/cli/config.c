@@ -52,7 +52,9 @@ static const char *const SCRIPT_KEYS[] = {
     "dir", "lua_path", "handler_budget_ms", "load_budget_ms", "reload_grace_ms", "max_coroutines",
     "max_handlers", "max_waiters", "memory_limit_mb", "watch", "reload_debounce_ms", "getenv",
     "log_lines_per_sec", "log_bytes_per_sec", "max_metric_series", "filter_max_steps"};
-static const char *const METRICS_KEYS[] = {"listen", "health_quorum"};
+static const char *const METRICS_KEYS[] = {"listen", "health_quorum", "max_connections", "request_timeout_ms",
+                                           "response_timeout_ms", "max_request_bytes", "max_response_mb",
+                                           "max_buffered_mb", "listen_backlog"};
 static const char *const LOG_KEYS[] = {"level", "format", "summary_interval_ms"};
 static const char *const LEVEL_NAMES[] = {"debug", "info", "warn", "error"};
 static const char *const FORMAT_NAMES[] = {"logfmt", "json"};
@@ -427,6 +429,29 @@ static void parse_listen(cfg_ctx_t *cx, const char *given)
     cx->cfg->metrics_port = (uint16_t)p;
 }
 
+/* The endpoint's limits against attacks (obs/http.h says what each bounds). */
+static void read_metrics_limits(cfg_ctx_t *cx, int t)
+{
+    ami_http_config_t *hc = &cx->cfg->metrics_http;
+    uint32_t request_bytes = 0, response_mb = 0, buffered_mb = 0;
+    read_u32(cx, t, "metrics", "max_connections", 1, 65536, &hc->max_connections);
+    read_u32(cx, t, "metrics", "request_timeout_ms", 10, 600000, &hc->request_timeout_ms);
+    read_u32(cx, t, "metrics", "response_timeout_ms", 10, 3600000, &hc->response_timeout_ms);
+    read_u32(cx, t, "metrics", "max_request_bytes", 1024, 1u << 20, &request_bytes);
+    read_u32(cx, t, "metrics", "max_response_mb", 1, 4096, &response_mb);
+    read_u32(cx, t, "metrics", "max_buffered_mb", 1, 65536, &buffered_mb);
+    read_u32(cx, t, "metrics", "listen_backlog", 1, 65535, &hc->backlog);
+    if (request_bytes)
+        hc->max_request = request_bytes;
+    if (response_mb)
+        hc->max_response = (size_t)response_mb << 20;
+    if (buffered_mb)
+        hc->max_buffered = (size_t)buffered_mb << 20;
+    if (hc->max_buffered < hc->max_response)
+        cfg_error(cx, "metrics.max_buffered_mb: %zu is less than max_response_mb (%zu); it must hold at least one "
+                      "whole answer", hc->max_buffered >> 20, hc->max_response >> 20);
+}
+
 static void load_metrics(cfg_ctx_t *cx, int t)
 {
     lua_State *L = cx->L;
@@ -466,6 +491,7 @@ static void load_metrics(cfg_ctx_t *cx, int t)
         }
     }
     lua_pop(L, 1);
+    read_metrics_limits(cx, t);
 }
 
 static void load_log(cfg_ctx_t *cx, int t)
@@ -538,7 +564,24 @@ static int extract(lua_State *L)
     return 0;
 }
 
-static void evaluate(cfg_ctx_t *cx, const char *path)
+/* The config's code: the file at path, or text already in memory. */
+typedef struct cfg_source {
+    const char *text; /* NULL: read the file */
+    size_t len;
+} cfg_source_t;
+
+/* Text only ("t"): LuaJIT does not verify bytecode, and a crafted binary
+ * chunk reads and writes wherever it says. */
+static int load_chunk(lua_State *L, const char *path, const cfg_source_t *src)
+{
+    if (!src->text)
+        return luaL_loadfilex(L, path, "t");
+    char chunkname[512]; /* "@name", as luaL_loadfile names a file's chunk */
+    snprintf(chunkname, sizeof chunkname, "@%s", path);
+    return luaL_loadbufferx(L, src->text, src->len, chunkname, "t");
+}
+
+static void evaluate(cfg_ctx_t *cx, const char *path, const cfg_source_t *src)
 {
     eval_mem_t mem = {.capped = true};
     lua_State *L = lua_newstate(eval_alloc, &mem);
@@ -551,8 +594,10 @@ static void evaluate(cfg_ctx_t *cx, const char *path)
     int st = lua_cpcall(L, open_sandbox, &mem);
     if (st != 0) {
         cfg_error(cx, "%s: cannot set up the config sandbox: %s", path, error_text(L));
-    } else if ((st = luaL_loadfile(L, path)) != 0) {
-        if (st == LUA_ERRSYNTAX)
+    } else if ((st = load_chunk(L, path, src)) != 0) {
+        if (st == LUA_ERRSYNTAX && (strstr(error_text(L), "wrong mode") || strstr(error_text(L), "binary chunk")))
+            cfg_error(cx, "%s: is compiled Lua (bytecode), which is refused; give the config's Lua text", path);
+        else if (st == LUA_ERRSYNTAX)
             cfg_error(cx, "%s; fix the Lua syntax", error_text(L));
         else if (st == LUA_ERRMEM)
             cfg_error(cx, "%s: larger than %zu MiB; a config file holds a few settings", path, MEMORY_CAP >> 20);
@@ -595,6 +640,8 @@ void ami_config_init(ami_engine_config_t *cfg)
     cfg->metrics_ip = default_metrics_ip;
     cfg->metrics_port = 9100;
     cfg->health_quorum = 0;
+    ami_http_config_default(&cfg->metrics_http);
+    cfg->metrics_http.bind_ip = NULL;
     cfg->log_level = AMI_LOG_INFO;
     cfg->log_format = AMI_LOG_FMT_LOGFMT;
     cfg->drain_grace_ms = 10000;
@@ -605,7 +652,8 @@ void ami_config_init(ami_engine_config_t *cfg)
     ami_callstate_config_default(&cfg->callstate);
 }
 
-int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_errors_t *errs)
+static int load_config(const char *path, const cfg_source_t *src, ami_engine_config_t *cfg,
+                       ami_config_errors_t *errs)
 {
     ami_config_errors_t scratch;
     if (!errs)
@@ -624,7 +672,7 @@ int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_error
     if (!cfg->path || (slash && !dir))
         cfg_error(&cx, "%s: out of memory loading the config", path);
     else
-        evaluate(&cx, path);
+        evaluate(&cx, path, src);
     ami_free(dir);
     if (cx.total > errs->count && errs->count > 0)
         snprintf(errs->msg[errs->count - 1], sizeof errs->msg[0],
@@ -633,6 +681,17 @@ int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_error
         return 0;
     ami_config_free(cfg);
     return -1;
+}
+
+int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_errors_t *errs)
+{
+    return load_config(path, &(cfg_source_t){NULL, 0}, cfg, errs);
+}
+
+int ami_config_load_text(const char *name, const char *text, size_t len, ami_engine_config_t *cfg,
+                         ami_config_errors_t *errs)
+{
+    return load_config(name, &(cfg_source_t){text ? text : "", len}, cfg, errs);
 }
 
 void ami_config_free(ami_engine_config_t *cfg)
@@ -719,6 +778,11 @@ void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out)
             ami_buf_printf(out, "%u of %zu\n", cfg->health_quorum, cfg->nservers);
         else
             ami_buf_printf(out, "all %zu\n", cfg->nservers);
+        const ami_http_config_t *hc = &cfg->metrics_http;
+        ami_buf_printf(out, "  connections: max %u (backlog %u); request head %u ms, %zu bytes; answer %u ms, "
+                            "%zu MiB; %zu MiB held for slow readers\n", hc->max_connections, hc->backlog,
+                       hc->request_timeout_ms, hc->max_request, hc->response_timeout_ms, hc->max_response >> 20,
+                       hc->max_buffered >> 20);
     }
     ami_buf_printf(out, "log: level %s, format %s, summary ", ami_log_level_name(cfg->log_level),
                    cfg->log_format == AMI_LOG_FMT_JSON ? "json" : "logfmt");

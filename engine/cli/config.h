@@ -8,7 +8,7 @@
  *   }
  *   defaults = { port = 5038, heartbeat_interval_ms = 5000 }   -- any server option
  *   scripts  = { dir = "scripts", handler_budget_ms = 20 }
- *   metrics  = { listen = "127.0.0.1:9100", health_quorum = "all" }
+ *   metrics  = { listen = "127.0.0.1:9100", health_quorum = "all", max_connections = 256 }
  *   log      = { level = "info", format = "logfmt" }
  *   routing  = "first_healthy"
  *   http     = { timeout_ms = 5000, ca_file = "/etc/ssl/crm-ca.pem" }  -- ami.http (off without it)
@@ -43,6 +43,7 @@
 #include "health/conn.h"
 #include "httpc/httpc.h"
 #include "lua/runtime.h"
+#include "obs/http.h"
 #include "obs/log.h"
 
 #define AMI_CONFIG_MAX_SERVERS 64
@@ -68,6 +69,7 @@ typedef struct ami_engine_config {
     char *metrics_ip;              /* default "127.0.0.1" */
     uint16_t metrics_port;         /* default 9100 */
     uint32_t health_quorum;        /* servers that must be connected for /healthz 200; 0 = all */
+    ami_http_config_t metrics_http; /* the endpoint's limits; bind_ip and port unset (above) */
     ami_log_level_t log_level;     /* default info */
     ami_log_format_t log_format;   /* default logfmt */
     uint32_t drain_grace_ms;       /* SIGTERM: coroutines get this long; default 10000 */
@@ -96,6 +98,11 @@ void ami_config_init(ami_engine_config_t *cfg);
 /* Load and validate. 0 on success; -1 with every problem in errs. On -1 the
  * config is freed (nothing to release). */
 int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_errors_t *errs);
+
+/* The same from text in memory (tools, fuzzing): name stands for the file
+ * in messages, and relative paths resolve against its folder. */
+int ami_config_load_text(const char *name, const char *text, size_t len, ami_engine_config_t *cfg,
+                         ami_config_errors_t *errs);
 
 void ami_config_free(ami_engine_config_t *cfg);
 

@@ -209,14 +209,21 @@ static void read_filters(cfg_ctx_t *cx, srv_t *s, int idx, const char *where)
 }
 
 /* Read a whole secret file; NULL with errno set on failure. *mode: its
- * permission bits. */
+ * type and permission bits. Only a regular file is read: a FIFO or a
+ * terminal would block the loop (SIGHUP reloads the config on it), so the
+ * open does not wait and anything else is refused (EINVAL). */
 static char *slurp_secret(const char *path, size_t *len, mode_t *mode)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return NULL;
     struct stat st;
     *mode = fstat(fd, &st) == 0 ? st.st_mode : 0;
+    if (!S_ISREG(*mode)) {
+        close(fd);
+        errno = EINVAL;
+        return NULL;
+    }
     char *buf = ami_malloc(MAX_SECRET_BYTES + 1);
     size_t n = 0;
     ssize_t r = 0;
@@ -263,7 +270,10 @@ static void load_secret_file(cfg_ctx_t *cx, srv_t *s, const char *where, const c
         cfg_warn(cx, "%s: \"%.120s\" is readable%s by every user of the machine (mode %03o); "
                      "chmod 600 it (or 640 with a group only the engine is in)",
                  where, path, mode & S_IWOTH ? " and writable" : "", (unsigned)(mode & 0777));
-    if (!text) {
+    if (!text && mode && !S_ISREG(mode)) {
+        cfg_error(cx, "%s: \"%.120s\" is not a regular file (a pipe, device or folder); give the file that "
+                      "holds the secret", where, path);
+    } else if (!text) {
         cfg_error(cx, "%s: cannot read \"%.120s\": %s; check the path and that the engine's user may read it",
                   where, path ? path : file, strerror(errno));
     } else if (len > MAX_SECRET_BYTES) {

@@ -184,7 +184,8 @@ static void warn_if_changed(engine_t *e, const ami_engine_config_t *fresh)
                   strcmp(fresh->servers[i].host, e->cfg->servers[i].host) != 0 ||
                   fresh->servers[i].port != e->cfg->servers[i].port ||
                   !ami_tls_options_equal(&fresh->servers[i].tls, &e->cfg->servers[i].tls);
-    bool metrics = fresh->metrics_port != e->cfg->metrics_port || fresh->metrics_enabled != e->cfg->metrics_enabled;
+    bool metrics = fresh->metrics_port != e->cfg->metrics_port || fresh->metrics_enabled != e->cfg->metrics_enabled ||
+                   memcmp(&fresh->metrics_http, &e->cfg->metrics_http, sizeof fresh->metrics_http) != 0;
     bool http = fresh->http_enabled != e->cfg->http_enabled;
     bool ha = ami_config_ha_changed(fresh, e->cfg);
     if (servers || metrics || http || ha)
@@ -327,8 +328,7 @@ static int start_http(engine_t *e)
 {
     if (!e->cfg->metrics_enabled)
         return 0;
-    ami_http_config_t hc;
-    ami_http_config_default(&hc);
+    ami_http_config_t hc = e->cfg->metrics_http;
     hc.bind_ip = e->cfg->metrics_ip;
     hc.port = e->cfg->metrics_port;
     ami_err_t err;
@@ -338,7 +338,8 @@ static int start_http(engine_t *e)
         return -1;
     }
     AMI_LOG(e->log, AMI_LOG_INFO, "metrics endpoint listening", AMI_F_STR("ip", e->cfg->metrics_ip),
-            AMI_F_UINT("port", ami_http_port(e->http)), AMI_F_STR("paths", "/metrics /healthz"));
+            AMI_F_UINT("port", ami_http_port(e->http)), AMI_F_STR("paths", "/metrics /healthz"),
+            AMI_F_UINT("max_connections", hc.max_connections));
     return 0;
 }
 

@@ -294,9 +294,12 @@ void script_close(script_t *sc)
     handlers_free_all(sc);
     if (sc->L) {
         watchdog_forget(rt, sc->L);
+        /* LuaJIT destroys its allocator's arena on close only when the
+         * state still uses that allocator: without this, every closed
+         * state (each script of each reload) left its mmap'd arena behind. */
+        lua_setallocf(sc->L, sc->base_alloc, sc->base_ud);
         lua_close(sc->L);
-        /* lua_close freed everything; a remainder is only the first
-         * estimate's rounding, not memory still held. */
+        /* Everything the state held went back with the arena. */
         ami_alloc_note_external(-sc->mem_bytes);
     }
     ami_free(sc);

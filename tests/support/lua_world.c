@@ -25,7 +25,7 @@ static void capture(void *ud, ami_log_level_t level, const char *line, size_t le
         fprintf(stderr, "%.*s\n", (int)len, line);
 }
 
-static void add_server(lua_world_t *w, const char *key, ami_sim_node_t *node)
+static void add_server(lua_world_t *w, const char *key, ami_sim_node_t *node, bool heartbeat)
 {
     ami_server_options_t o;
     ami_server_options_default(&o);
@@ -34,7 +34,7 @@ static void add_server(lua_world_t *w, const char *key, ami_sim_node_t *node)
     o.port = ami_sim_node_port(node);
     o.username = "engine";
     o.secret = "s3cret";
-    o.heartbeat_interval_ms = 200;
+    o.heartbeat_interval_ms = heartbeat ? 200 : 0;
     o.heartbeat_max_failures = 2;
     o.backoff_initial_ms = 20;
     o.backoff_max_ms = 100;
@@ -80,7 +80,7 @@ lua_world_t *lua_world_new(const lua_world_options_t *opt)
     for (int i = 0; i < nodes; i++) {
         ami_sim_node_config_t nc = {.name = names[i]};
         w->nodes[i] = ami_sim_add_node(w->sim, &nc, NULL);
-        add_server(w, names[i], w->nodes[i]);
+        add_server(w, names[i], w->nodes[i], !opt->no_heartbeat);
     }
     ami_client_start(w->client);
     if (!harness_run_until(w->loop, all_connected, w, 5000))

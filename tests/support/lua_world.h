@@ -34,6 +34,7 @@ typedef struct lua_world_options {
     uint32_t budget_ms;       /* handler budget; default 50 */
     uint32_t grace_ms;        /* reload grace; default 2000 */
     bool watch;               /* reload on file changes */
+    bool no_heartbeat;        /* no Ping every 200 ms: nothing wakes an idle loop */
     const ami_lua_config_t *lua; /* base runtime config (limits...); the world sets dir, path, budgets */
     const struct ami_httpc_config *http; /* turn ami.http on with these settings */
     bool callstate;           /* the live call state behind ami.channels */
