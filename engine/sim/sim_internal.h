@@ -17,6 +17,7 @@
 
 #include "protocol/parser.h"
 #include "sim/sim.h"
+#include "util/alloc.h"
 #include "util/buf.h"
 
 /* Per-session output bound. Real Asterisk drops a client that stops reading
@@ -339,5 +340,18 @@ void sim_replay_input(sim_session_t *s, size_t nmsgs);
 void sim_replay_stop(sim_session_t *s);
 
 #define SIM_LOG(n) ((n)->sim->log)
+
+/* Every way into the simulator (its public functions, its watchers'
+ * callbacks) starts with SIM_ACCOUNT(): what it allocates until it returns
+ * is charged to the simulator's own account (util/alloc.h), so a test that
+ * runs it in-process on the engine's loop still reads the engine's live
+ * bytes alone. The previous account comes back on every return path. */
+static inline void sim_account_restore(ami_alloc_account_t *previous)
+{
+    ami_alloc_use(*previous);
+}
+#define SIM_ACCOUNT()                                                                              \
+    ami_alloc_account_t sim_account_ __attribute__((cleanup(sim_account_restore), unused)) =      \
+        ami_alloc_use(AMI_ALLOC_SIMULATOR)
 
 #endif

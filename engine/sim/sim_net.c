@@ -335,6 +335,7 @@ static int read_some(sim_session_t *s)
 
 static void on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
+    SIM_ACCOUNT();
     sim_session_t *s = w->data;
     if (read_some(s) <= 0)
         return;
@@ -351,12 +352,14 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
 
 static void on_write(struct ev_loop *loop, ev_io *w, int revents)
 {
+    SIM_ACCOUNT();
     session_flush(w->data);
 }
 
 /* Resume after a delayed answer or a finished sync Originate. */
 static void on_delay(struct ev_loop *loop, ev_timer *w, int revents)
 {
+    SIM_ACCOUNT();
     sim_session_t *s = w->data;
     if (s->has_pending) {
         ami_msg_t m = s->pending;
@@ -383,6 +386,7 @@ void sim_session_resume_soon(sim_session_t *s)
 
 static void on_auth_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
+    SIM_ACCOUNT();
     sim_session_t *s = w->data;
     if (!s->logged_in)
         sim_session_close(s, "authtimeout");
@@ -457,6 +461,7 @@ static void session_open(ami_sim_node_t *n, int fd, const struct sockaddr_storag
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
+    SIM_ACCOUNT();
     ami_sim_node_t *n = w->data;
     for (int i = 0; i < ACCEPTS_PER_CALL; i++) {
         struct sockaddr_storage peer;

@@ -3,7 +3,9 @@
  * the recorded Asterisk sessions, every fault, replay, stop/restart, flood.
  * Each test owns a simulator on its own loop, driven from this thread by
  * the test client while it waits (see tests/support/sim_client.h), and
- * proves on teardown that every byte it allocated came back.
+ * proves on teardown that every byte it allocated came back (the
+ * simulator's own allocation account, and the engine's, which the test
+ * client's parser uses).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -32,7 +34,8 @@ static const char LOGIN_QUIET[] =
     "Action: Login\r\nActionID: login-1\r\nUsername: engine\r\nSecret: s3cret\r\nEvents: off\r\n\r\n";
 
 typedef struct env {
-    int64_t live_before;
+    int64_t live_before;     /* the engine's account */
+    int64_t sim_live_before; /* the simulator's */
     ami_sim_t *sim;
     struct ev_loop *loop;
     ami_sim_node_t *node;
@@ -43,6 +46,7 @@ static int env_open(void **state, const ami_sim_node_config_t *cfg)
 {
     env_t *e = calloc(1, sizeof *e);
     e->live_before = ami_alloc_live_bytes();
+    e->sim_live_before = ami_alloc_account_live_bytes(AMI_ALLOC_SIMULATOR);
     e->sim = ami_sim_new(NULL, NULL);
     assert_non_null(e->sim);
     e->loop = ami_sim_loop(e->sim);
@@ -66,6 +70,7 @@ static int teardown(void **state)
     env_t *e = *state;
     sim_client_close(&e->c);
     ami_sim_free(e->sim);
+    assert_int_equal(ami_alloc_account_live_bytes(AMI_ALLOC_SIMULATOR), e->sim_live_before);
     assert_int_equal(ami_alloc_live_bytes(), e->live_before);
     free(e);
     return 0;
@@ -955,7 +960,7 @@ static void test_replay_waits_for_client(void **state)
 static void test_bad_replay_file(void **state)
 {
     (void)state;
-    int64_t before = ami_alloc_live_bytes();
+    int64_t before = ami_alloc_account_live_bytes(AMI_ALLOC_SIMULATOR);
     ami_sim_t *sim = ami_sim_new(NULL, NULL);
     ami_err_t err;
     ami_sim_node_config_t cfg = {.replay_flow = AMI_FIXTURE_DIR "/no-such.flow"};
@@ -965,7 +970,34 @@ static void test_bad_replay_file(void **state)
     assert_null(ami_sim_add_node(sim, &bad_ip, &err));
     assert_int_equal(err.code, AMI_E_CONFIG);
     ami_sim_free(sim);
-    assert_int_equal(ami_alloc_live_bytes(), before);
+    assert_int_equal(ami_alloc_account_live_bytes(AMI_ALLOC_SIMULATOR), before);
+}
+
+/* In-process tests read the engine's live bytes while a simulator runs on
+ * the same thread: what the simulator allocates must not show there. */
+static void simulator_allocations_are_charged_to_its_own_account(void **state)
+{
+    (void)state;
+    int64_t engine_before = ami_alloc_live_bytes();
+    int64_t sim_before = ami_alloc_account_live_bytes(AMI_ALLOC_SIMULATOR);
+    ami_sim_t *sim = ami_sim_new(NULL, NULL);
+    ami_sim_node_config_t cfg = {.name = "pbx1", .calls_per_second = 50};
+    ami_sim_node_t *node = ami_sim_add_node(sim, &cfg, NULL);
+    assert_non_null(node);
+    sim_client_t c;
+    assert_int_equal(sim_client_connect(&c, ami_sim_loop(sim), ami_sim_node_port(node)), 0);
+    assert_int_equal(sim_client_send(&c, LOGIN), 0);
+    ami_msg_t m;
+    assert_int_equal(sim_client_wait_for(&c, &m, "Event", "Newchannel", T), 1);
+    int64_t engine_with_client = ami_alloc_live_bytes(); /* the test client's parser */
+    sim_client_pump(ami_sim_loop(sim), 50);              /* calls come and go meanwhile */
+    assert_true(ami_alloc_account_live_bytes(AMI_ALLOC_SIMULATOR) > sim_before);
+    assert_int_equal(ami_alloc_live_bytes(), engine_with_client);
+    sim_client_close(&c);
+    ami_sim_free(sim);
+    assert_int_equal(ami_alloc_account_live_bytes(AMI_ALLOC_SIMULATOR), sim_before);
+    assert_int_equal(ami_alloc_account_live_blocks(AMI_ALLOC_SIMULATOR), 0);
+    assert_int_equal(ami_alloc_live_bytes(), engine_before);
 }
 
 static void *stop_later(void *arg)
@@ -1008,6 +1040,7 @@ int main(void)
         TEST(test_login_plain),
         TEST(test_login_bad_secret_closes),
         cmocka_unit_test(test_md5_known_vectors),
+        cmocka_unit_test(simulator_allocations_are_charged_to_its_own_account),
         TEST(test_login_md5),
         TEST(test_permission_denied_before_login),
         TEST(test_ping),
