@@ -406,19 +406,47 @@ bool file_wait_contains(const char *path, const char *needle, uint32_t timeout_m
 
 /* ---- ports and folders ---------------------------------------------------------------- */
 
-uint16_t free_port(void)
+uint16_t port_file_lookup(const char *path, const char *name)
+{
+    char *text = file_read(path, NULL);
+    size_t nl = strlen(name);
+    unsigned long port = 0;
+    for (const char *line = text; line && *line && !port;) {
+        if (strncmp(line, name, nl) == 0 && line[nl] == ' ')
+            port = strtoul(line + nl + 1, NULL, 10);
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    free(text);
+    return port <= 65535 ? (uint16_t)port : 0;
+}
+
+int refusing_port(uint16_t *port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return 0;
+        return -1;
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t sl = sizeof sa;
-    uint16_t port = 0;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
-        port = ntohs(sa.sin_port);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
+        close(fd);
+        return -1;
+    }
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+bool ipv6_loopback_available(void)
+{
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
     close(fd);
-    return port;
+    return ok;
 }
 
 int tmpdir_make(const char *prefix, char *out, size_t out_size)
