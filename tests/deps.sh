@@ -9,6 +9,7 @@ packages=(
   lua-busted
   clang libclang-rt-14-dev
   curl procps
+  gcovr
 )
 
 missing=()

@@ -32,7 +32,9 @@ void ami_server_options_default(ami_server_options_t *opt)
 {
     memset(opt, 0, sizeof *opt);
     opt->port = 5038;
+    /* coverage-begin: seed-2.1 (on by default) */
     opt->enforce_ip_endpoints = true;
+    /* coverage-end: seed-2.1 */
     opt->connect_timeout_ms = 5000;
     opt->login_timeout_ms = 5000;
     opt->action_timeout_ms = 10000;
@@ -54,11 +56,13 @@ int ami_server_options_validate(const ami_server_options_t *o, ami_err_t *err)
         return ami_err_set(err, AMI_E_CONFIG, "server_key \"%.20s...\" is longer than 63 bytes", key);
     if (!o->host || !*o->host)
         return ami_err_set(err, AMI_E_CONFIG, "server %s: host is missing", key);
+    /* coverage-begin: seed-2.1 (hostnames refused in the options) */
     if (o->enforce_ip_endpoints && !ami_tcp_is_ip_literal(o->host))
         return ami_err_set(err, AMI_E_CONFIG,
                            "server %s: host \"%.64s\" is not an IP address; enforce_ip_endpoints is on "
                            "(DNS lookups can block), so give an IP, or set enforce_ip_endpoints = false",
                            key, o->host);
+    /* coverage-end: seed-2.1 */
     if (o->port == 0)
         return ami_err_set(err, AMI_E_CONFIG, "server %s: port must be 1..65535", key);
     if (!o->username || !*o->username)
@@ -145,6 +149,7 @@ static uint32_t backoff_delay(ami_conn_t *c)
     return c->opt.backoff_initial_ms + (uint32_t)(span ? next_random(c) % (span + 1) : 0);
 }
 
+/* coverage-begin: seed-3.1 (force close: reset the session) */
 static void stop_session_timers(ami_conn_t *c)
 {
     ev_timer_stop(c->env.loop, &c->heartbeat_timer);
@@ -162,6 +167,7 @@ static void reset_session(ami_conn_t *c)
     c->ping_id = 0;
     c->logoff_id = 0;
 }
+/* coverage-end: seed-3.1 */
 
 static void finish_stop(ami_conn_t *c, const char *reason)
 {
@@ -173,6 +179,7 @@ static void finish_stop(ami_conn_t *c, const char *reason)
     conn_arm_action_timer(c);
 }
 
+/* coverage-begin: seed-3.1 (force close: fail pending, close, back off) */
 static void schedule_reconnect(ami_conn_t *c)
 {
     c->backoff_ms = backoff_delay(c);
@@ -202,6 +209,7 @@ void ami_conn_force_close(ami_conn_t *c, ami_status_t status, const char *reason
     ami_registry_fail_all(c->reg, status, reason);
     conn_arm_action_timer(c);
 }
+/* coverage-end: seed-3.1 */
 
 static void connect_now(ami_conn_t *c)
 {
