@@ -291,6 +291,8 @@ static char *read_buffer(void *ud, size_t want, size_t *got)
 
 static void handle_message(ami_conn_t *c, const ami_msg_t *msg)
 {
+    if (c->obs.on_message)
+        c->obs.on_message(c->obs.ud, c, msg);
     if (msg->kind == AMI_MSG_BANNER) {
         if (c->phase == WAIT_BANNER)
             conn_begin_login(c);
@@ -437,6 +439,14 @@ void ami_conn_free(ami_conn_t *c)
 }
 
 /* ---- accessors --------------------------------------------------------------------------- */
+
+void ami_conn_set_observer(ami_conn_t *c, const ami_conn_observer_t *obs)
+{
+    if (obs)
+        c->obs = *obs;
+    else
+        memset(&c->obs, 0, sizeof c->obs);
+}
 
 ami_conn_state_t ami_conn_state(const ami_conn_t *c)
 {

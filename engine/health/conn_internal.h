@@ -46,6 +46,7 @@ struct ami_conn {
     ev_timer stop_timer;
     ami_conn_stats_t stats;
     ami_conn_metrics_t m;
+    ami_conn_observer_t obs;  /* all NULL unless a tool set one */
     char last_error[AMI_ERR_MSG_MAX];
 };
 

@@ -65,6 +65,7 @@ static void node_free(ami_sim_node_t *n)
     ami_buf_deinit(&n->reply);
     sim_vars_free(&n->globals);
     sim_flow_free(n->flow);
+    sim_counts_free(n);
     ami_free(n->name);
     ami_free(n->bind_ip);
     ami_free(n->username);
@@ -145,7 +146,7 @@ static ami_sim_node_t *node_new(ami_sim_t *sim, const ami_sim_node_config_t *cfg
     ev_init(&n->traffic_timer, NULL);
     sim_queues_init(n);
     sim_calls_init(n);
-    if (node_strings(n, cfg, sim->nnodes) < 0) {
+    if (node_strings(n, cfg, sim->nnodes) < 0 || (cfg->count_events && sim_counts_new(n) < 0)) {
         ami_err_set(err, AMI_E_NOMEM, "out of memory");
         node_free(n);
         return NULL;

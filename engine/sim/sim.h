@@ -42,6 +42,8 @@ typedef struct ami_sim_node_config {
     uint32_t call_duration_ms;  /* mean talk time of generated calls; default 3000 */
     uint32_t seed;              /* for the traffic generator; 0 = fixed default */
     const char *replay_flow;    /* path of a .flow file: serve that recorded session instead */
+    bool count_events;          /* count events per name (ami_sim_node_event_counts); off by
+                                   default: it scans every byte sent to a session once more */
 } ami_sim_node_config_t;
 
 /* Faults, applied to the node's current and future sessions. Zero = off.
@@ -72,6 +74,8 @@ typedef struct ami_sim_faults {
     bool half_close_after_login;   /* shutdown(SHUT_WR) right after a successful login */
     bool send_garbage;             /* send one garbage line (no colon) to each logged-in session */
     double flood_events_per_sec;   /* extra events to logged-in sessions; <0 = as fast as possible */
+    bool mute_events;              /* send sessions no events (answers still go); with all_silent,
+                                      a frozen server: not a byte more. Counted per name as muted */
 } ami_sim_faults_t;
 
 typedef struct ami_sim_node_stats {
@@ -90,6 +94,7 @@ typedef struct ami_sim_node_stats {
     uint64_t calls_active;
     uint64_t sessions_dropped_slow; /* closed because they did not read (output bound hit) */
     uint64_t calls_refused;         /* calls not started: the per-node call cap was reached */
+    uint64_t bytes_unsent_at_close; /* queued for a session when it closed, never written */
 } ami_sim_node_stats_t;
 
 /* loop NULL: the simulator creates and owns its own loop (ami_sim_run). */
@@ -125,6 +130,20 @@ void ami_sim_node_set_replay_speed(ami_sim_node_t *node, double speed);
 void ami_sim_node_inject(ami_sim_node_t *node, const char *raw, size_t len);
 
 ami_sim_node_stats_t ami_sim_node_stats(const ami_sim_node_t *node);
+
+/* Per event name, on a node made with count_events: the events queued to
+ * its sessions (broadcast events, list items, completion events; the
+ * max-speed flood, which bypasses the queue, is not counted), and those the
+ * mute_events fault kept from a session that would have received them.
+ * Fills up to max entries, returns how many names there are. Names past the
+ * table's 255 land in "(other)". */
+typedef struct ami_sim_event_count {
+    char name[48];
+    uint64_t sent;
+    uint64_t muted;
+} ami_sim_event_count_t;
+
+size_t ami_sim_node_event_counts(const ami_sim_node_t *node, ami_sim_event_count_t *out, size_t max);
 
 /* Run the simulator's own loop until ami_sim_stop or duration_ms (0 = forever). */
 int ami_sim_run(ami_sim_t *sim, uint32_t duration_ms);

@@ -57,6 +57,7 @@ enum {
 typedef struct sim_filter sim_filter_t;
 typedef struct sim_call sim_call_t;
 typedef struct sim_flow sim_flow_t;
+typedef struct sim_counts sim_counts_t;
 
 /* A run of pre-rendered events and where each one starts (offs[count] = bytes). */
 typedef struct sim_evblock {
@@ -216,6 +217,8 @@ struct ami_sim_node {
     /* replay */
     sim_flow_t *flow;
     double replay_speed;
+    /* per-name event counts (count_events nodes only) */
+    sim_counts_t *counts;
 };
 
 struct ami_sim {
@@ -331,6 +334,14 @@ bool sim_flood_max_active(sim_session_t *s);
 /* Max mode: write flood bytes to a writable socket. -1 session closed; 0 stop for now (would
  * block, or this turn's budget is spent); 1 nothing to flood; 2 a queued reply goes first. */
 int sim_flood_write(sim_session_t *s);
+
+/* sim_count.c: events per name, for exact accounting (config count_events) */
+int sim_counts_new(ami_sim_node_t *n);
+void sim_counts_free(ami_sim_node_t *n);
+/* The complete messages of data (bytes queued to a session) that are events. */
+void sim_count_sent(ami_sim_node_t *n, const char *data, size_t len);
+/* One event (starting "Event: ") a muted session did not get. */
+void sim_count_muted(ami_sim_node_t *n, const char *ev, size_t len);
 
 /* sim_replay.c */
 int sim_flow_load(const char *path, sim_flow_t **out, ami_err_t *err);

@@ -130,6 +130,7 @@ void sim_session_close(sim_session_t *s, const char *why)
     ev_timer_stop(loop, &s->auth_timer);
     sim_replay_stop(s);
     sim_session_forget_call(s);
+    n->stats.bytes_unsent_at_close += s->out.len - s->out_pos;
     close(s->fd);
     s->fd = -1;
     if (s->prev)
@@ -248,6 +249,7 @@ int sim_session_send(sim_session_t *s, const void *p, size_t len)
         sim_session_close(s, "output buffer full");
         return -1;
     }
+    sim_count_sent(s->node, p, len);
     sim_session_want_write(s);
     return 0;
 }

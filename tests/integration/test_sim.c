@@ -929,6 +929,127 @@ static void test_flood_drops_slow_client(void **state)
         sim_client_pump(e->loop, 10); /* never read */
     assert_int_equal(ami_sim_node_stats(e->node).sessions_dropped_slow, 1);
     assert_int_equal(ami_sim_node_stats(e->node).sessions_live, 0);
+    assert_true(ami_sim_node_stats(e->node).bytes_unsent_at_close > 0); /* what it never wrote */
+}
+
+/* ---- event accounting: counts per name, muted events ------------------------- */
+
+static int setup_counted(void **state)
+{
+    ami_sim_node_config_t cfg = {.name = "counted", .calls_per_second = 40, .call_duration_ms = 200,
+                                 .seed = 11, .count_events = true};
+    return env_open(state, &cfg);
+}
+
+typedef struct tally {
+    char name[32][48];
+    uint64_t n[32];
+    size_t used;
+} tally_t;
+
+static void tally_add(tally_t *t, const char *name)
+{
+    for (size_t i = 0; i < t->used; i++)
+        if (strcmp(t->name[i], name) == 0) {
+            t->n[i]++;
+            return;
+        }
+    assert_true(t->used < 32);
+    snprintf(t->name[t->used], sizeof t->name[0], "%s", name);
+    t->n[t->used++] = 1;
+}
+
+static uint64_t tally_of(const tally_t *t, const char *name)
+{
+    for (size_t i = 0; i < t->used; i++)
+        if (strcmp(t->name[i], name) == 0)
+            return t->n[i];
+    return 0;
+}
+
+/* Read everything until `quiet_ms` pass without a message. */
+static void read_all(env_t *e, tally_t *t, int quiet_ms)
+{
+    ami_msg_t m;
+    while (sim_client_next(&e->c, &m, quiet_ms) == 1)
+        if (m.kind == AMI_MSG_EVENT)
+            tally_add(t, ami_msg_name(&m));
+}
+
+static bool no_calls(void *ud)
+{
+    return ami_sim_node_stats(ud).calls_active == 0;
+}
+
+static void events_are_counted_per_name_exactly_as_the_client_reads_them(void **state)
+{
+    env_t *e = *state;
+    tally_t got = {0};
+    connect_client(e);
+    skip_banner(e);
+    sim_client_send(&e->c, LOGIN); /* every event from here on is tallied */
+    sim_client_send(&e->c, "Action: CoreShowChannels\r\nActionID: list\r\n\r\n");
+    read_all(e, &got, 100);
+    ami_sim_node_set_call_rate(e->node, 0); /* the calls in progress end by themselves */
+    int64_t deadline = ami_now_ms() + 5000;
+    while (!no_calls(e->node) && ami_now_ms() < deadline)
+        read_all(e, &got, 20);
+    read_all(e, &got, 100);
+    ami_sim_event_count_t counts[64];
+    size_t n = ami_sim_node_event_counts(e->node, counts, 64);
+    if (n <= 5 || n > 64)
+        fail_msg("%zu event names counted", n);
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (counts[i].sent != tally_of(&got, counts[i].name))
+            fail_msg("%s: the simulator counts %llu sent, the client read %llu", counts[i].name,
+                     (unsigned long long)counts[i].sent, (unsigned long long)tally_of(&got, counts[i].name));
+        assert_int_equal(counts[i].muted, 0);
+        total += counts[i].sent;
+    }
+    size_t names = got.used;
+    assert_int_equal(names, n); /* and the client read no name the simulator did not count */
+    assert_true(tally_of(&got, "Newchannel") > 0);
+    assert_int_equal(tally_of(&got, "CoreShowChannelsComplete"), 1);
+    print_message("%llu events in %zu names, counted exactly\n", (unsigned long long)total, n);
+}
+
+static void muted_events_are_not_sent_but_counted(void **state)
+{
+    env_t *e = *state;
+    ami_sim_node_set_call_rate(e->node, 0);
+    login(e, true);
+    tally_t ignored = {0};
+    read_all(e, &ignored, 100);
+    set_faults(e, (ami_sim_faults_t){.mute_events = true});
+    static const char EV[] = "Event: UserEvent\r\nPrivilege: user,all\r\nUserEvent: Probe\r\n\r\n";
+    ami_sim_node_inject(e->node, EV, sizeof EV - 1);
+    ami_sim_node_inject(e->node, EV, sizeof EV - 1);
+    sim_client_send(&e->c, "Action: Ping\r\nActionID: still\r\n\r\n");
+    expect_response(e, "Success", "still", NULL); /* answers still go */
+    expect_silence(e, 100);
+    set_faults(e, (ami_sim_faults_t){0});
+    ami_sim_node_inject(e->node, EV, sizeof EV - 1);
+    ami_msg_t m;
+    assert_int_equal(sim_client_wait_for(&e->c, &m, "Event", "UserEvent", T), 1);
+    ami_sim_event_count_t counts[64];
+    size_t n = ami_sim_node_event_counts(e->node, counts, 64);
+    bool found = false;
+    for (size_t i = 0; i < n && i < 64; i++)
+        if (strcmp(counts[i].name, "UserEvent") == 0) {
+            found = true;
+            assert_int_equal(counts[i].sent, 1);
+            assert_int_equal(counts[i].muted, 2);
+        }
+    assert_true(found);
+}
+
+static void nodes_without_count_events_count_nothing(void **state)
+{
+    env_t *e = *state;
+    login(e, true);
+    ami_sim_event_count_t counts[4];
+    assert_int_equal(ami_sim_node_event_counts(e->node, counts, 4), 0);
 }
 
 /* ---- replay and the runner ---------------------------------------------------- */
@@ -1087,6 +1208,10 @@ int main(void)
         TEST(test_drop_sessions),
         TEST(test_flood),
         TEST(test_flood_drops_slow_client),
+        cmocka_unit_test_setup_teardown(events_are_counted_per_name_exactly_as_the_client_reads_them,
+                                        setup_counted, teardown),
+        cmocka_unit_test_setup_teardown(muted_events_are_not_sent_but_counted, setup_counted, teardown),
+        TEST(nodes_without_count_events_count_nothing),
         cmocka_unit_test_setup_teardown(test_replay_ping, setup_replay, teardown),
         cmocka_unit_test_setup_teardown(test_replay_waits_for_client, setup_replay, teardown),
         cmocka_unit_test(test_bad_replay_file),
