@@ -145,6 +145,23 @@ typedef struct ami_sim_event_count {
 
 size_t ami_sim_node_event_counts(const ami_sim_node_t *node, ami_sim_event_count_t *out, size_t max);
 
+/* Per session, on a node made with count_events: the events queued to it
+ * and the bytes written to its socket (and those still queued when it
+ * closed). Set against what a client read session by session, this says
+ * where events were lost in flight: written after the client had stopped
+ * reading. The first 65536 closed sessions come first, in closing order,
+ * then the live ones; ids give the order they were accepted in. Fills up to
+ * max, returns how many exist. */
+typedef struct ami_sim_session_record {
+    uint64_t id;
+    uint64_t events_queued;
+    uint64_t bytes_written;
+    uint64_t bytes_unsent; /* closed with this much still queued */
+    bool open;
+} ami_sim_session_record_t;
+
+size_t ami_sim_node_sessions(const ami_sim_node_t *node, ami_sim_session_record_t *out, size_t max);
+
 /* Run the simulator's own loop until ami_sim_stop or duration_ms (0 = forever). */
 int ami_sim_run(ami_sim_t *sim, uint32_t duration_ms);
 void ami_sim_stop(ami_sim_t *sim);

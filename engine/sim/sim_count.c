@@ -12,9 +12,13 @@
 #define SLOTS 256 /* a power of two; one slot stays free for "(other)" */
 #define OTHER "(other)"
 
+#define MAX_RECORDS 65536
+
 struct sim_counts {
     ami_sim_event_count_t slot[SLOTS];
     size_t used;
+    ami_sim_session_record_t *records; /* closed sessions, in closing order */
+    size_t nrecords, records_cap;
 };
 
 int sim_counts_new(ami_sim_node_t *n)
@@ -25,6 +29,8 @@ int sim_counts_new(ami_sim_node_t *n)
 
 void sim_counts_free(ami_sim_node_t *n)
 {
+    if (n->counts)
+        ami_free(n->counts->records);
     ami_free(n->counts);
     n->counts = NULL;
 }
@@ -73,8 +79,9 @@ static const char *event_name(const char *msg, size_t len, size_t *name_len)
     return *name_len ? name : NULL;
 }
 
-void sim_count_sent(ami_sim_node_t *n, const char *data, size_t len)
+void sim_count_sent(sim_session_t *s, const char *data, size_t len)
 {
+    ami_sim_node_t *n = s->node;
     if (!n->counts)
         return;
     const char *p = data, *end = data + len;
@@ -84,8 +91,10 @@ void sim_count_sent(ami_sim_node_t *n, const char *data, size_t len)
             return; /* half a message (a fault cutting it): never a whole event */
         size_t nl;
         const char *name = event_name(p, (size_t)(stop + 2 - p), &nl);
-        if (name)
+        if (name) {
             lookup(n->counts, name, nl)->sent++;
+            s->events_queued++;
+        }
         p = stop + 4;
     }
 }
@@ -96,6 +105,44 @@ void sim_count_muted(ami_sim_node_t *n, const char *ev, size_t len)
     const char *name = n->counts ? event_name(ev, len, &nl) : NULL;
     if (name)
         lookup(n->counts, name, nl)->muted++;
+}
+
+static ami_sim_session_record_t record_of(const sim_session_t *s)
+{
+    return (ami_sim_session_record_t){.id = s->id, .events_queued = s->events_queued,
+                                      .bytes_written = s->bytes_out,
+                                      .bytes_unsent = s->out.len - s->out_pos, .open = !s->closed};
+}
+
+void sim_count_session_closed(sim_session_t *s)
+{
+    sim_counts_t *c = s->node->counts;
+    if (!c || c->nrecords == MAX_RECORDS)
+        return;
+    if (c->nrecords == c->records_cap) {
+        size_t cap = c->records_cap ? c->records_cap * 2 : 64;
+        ami_sim_session_record_t *grown = ami_realloc(c->records, cap * sizeof *grown);
+        if (!grown)
+            return;
+        c->records = grown;
+        c->records_cap = cap;
+    }
+    c->records[c->nrecords] = record_of(s);
+    c->records[c->nrecords++].open = false;
+}
+
+size_t ami_sim_node_sessions(const ami_sim_node_t *n, ami_sim_session_record_t *out, size_t max)
+{
+    if (!n->counts)
+        return 0;
+    size_t k = 0;
+    for (size_t i = 0; i < n->counts->nrecords; i++, k++)
+        if (k < max)
+            out[k] = n->counts->records[i];
+    for (const sim_session_t *s = n->sessions; s; s = s->next, k++)
+        if (k < max)
+            out[k] = record_of(s);
+    return k;
 }
 
 size_t ami_sim_node_event_counts(const ami_sim_node_t *n, ami_sim_event_count_t *out, size_t max)

@@ -80,6 +80,7 @@ typedef struct sim_session {
     ami_buf_t held;        /* events held back while a sync Originate runs */
     uint64_t id;
     uint64_t bytes_out;    /* for faults.close_after_bytes */
+    uint64_t events_queued; /* count_events nodes only */
     double started_wall;
     char local[80], remote[80];
     char username[64];
@@ -338,8 +339,10 @@ int sim_flood_write(sim_session_t *s);
 /* sim_count.c: events per name, for exact accounting (config count_events) */
 int sim_counts_new(ami_sim_node_t *n);
 void sim_counts_free(ami_sim_node_t *n);
-/* The complete messages of data (bytes queued to a session) that are events. */
-void sim_count_sent(ami_sim_node_t *n, const char *data, size_t len);
+/* The complete messages of data (bytes queued to s) that are events. */
+void sim_count_sent(sim_session_t *s, const char *data, size_t len);
+/* s is closing: keep its record. */
+void sim_count_session_closed(sim_session_t *s);
 /* One event (starting "Event: ") a muted session did not get. */
 void sim_count_muted(ami_sim_node_t *n, const char *ev, size_t len);
 

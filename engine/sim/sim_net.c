@@ -131,6 +131,7 @@ void sim_session_close(sim_session_t *s, const char *why)
     sim_replay_stop(s);
     sim_session_forget_call(s);
     n->stats.bytes_unsent_at_close += s->out.len - s->out_pos;
+    sim_count_session_closed(s);
     close(s->fd);
     s->fd = -1;
     if (s->prev)
@@ -249,7 +250,7 @@ int sim_session_send(sim_session_t *s, const void *p, size_t len)
         sim_session_close(s, "output buffer full");
         return -1;
     }
-    sim_count_sent(s->node, p, len);
+    sim_count_sent(s, p, len);
     sim_session_want_write(s);
     return 0;
 }
