@@ -97,6 +97,9 @@ uint16_t port_file_lookup(const char *path, const char *name);
  * descriptor. -1 on failure. */
 int refusing_port(uint16_t *port);
 
+/* VmRSS of this process in KiB (from /proc/self/status), or -1. */
+long proc_vmrss_kib(void);
+
 /* Milliseconds on a monotonic clock. */
 int64_t mono_ms(void);
 
