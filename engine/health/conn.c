@@ -482,5 +482,6 @@ const ami_conn_stats_t *ami_conn_stats(const ami_conn_t *c)
 {
     ami_conn_t *mut = (ami_conn_t *)c;
     mut->stats.bytes_out = ami_tcp_stats(c->tcp)->bytes_out;
+    mut->stats.buffer_bytes = ami_parser_footprint(&c->parser) + ami_tcp_wbuf(c->tcp)->cap;
     return &c->stats;
 }

@@ -189,6 +189,7 @@ typedef struct ami_conn_stats {
     uint64_t protocol_errors;
     uint64_t bytes_in;
     uint64_t bytes_out;
+    uint64_t buffer_bytes;      /* allocated now by the parser and the write buffer */
 } ami_conn_stats_t;
 
 const ami_conn_stats_t *ami_conn_stats(const ami_conn_t *c);

@@ -100,7 +100,7 @@ typedef struct soak {
     soak_account_t acct;
     soak_trend_t trend;
     double t0;
-    ev_timer cycle_t, reload_t, list_t, sample_t, end_t;
+    ev_timer cycle_t, reload_t, list_t, sample_t, sample_ready_t, end_t;
     bool frozen[SOAK_NODES];
     double frozen_at[SOAK_NODES];
     uint64_t next_node, freezes, stop_freezes, hb_closes, closes_while_frozen, other_closes, stuck;
@@ -207,16 +207,31 @@ static void sample(soak_t *s)
     ami_lua_runtime_stats(s->rt, &st);
     soak_sample_t v = {.t = bench_now_s() - s->t0, .live = ami_alloc_live_bytes(), .lua = st.lua_memory,
                        .rss_kib = bench_vmrss_kib(), .fds = soak_open_fds(), .cycles = s->hb_closes};
+    for (size_t i = 0; i < SOAK_NODES; i++)
+        v.buffers += (int64_t)ami_conn_stats(ami_client_conn(s->client, i))->buffer_bytes;
     soak_trend_add(&s->trend, &v);
+}
+
+/* A sample waits until the last reload's old generation is closed (its
+ * heap would count twice), checking every 50 ms. */
+static void on_sample_ready(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    soak_t *s = w->data;
+    ami_lua_stats_t st;
+    ami_lua_runtime_stats(s->rt, &st);
+    if (st.generations_live > 1)
+        return;
+    ev_timer_stop(loop, w);
+    sample(s);
 }
 
 static void on_sample(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void)loop;
     (void)revents;
     soak_t *s = w->data;
-    if (bench_now_s() - s->t0 >= s->o->warmup)
-        sample(s);
+    if (bench_now_s() - s->t0 >= s->o->warmup && !ev_is_active(&s->sample_ready_t))
+        ev_timer_start(loop, &s->sample_ready_t);
 }
 
 static void on_end(struct ev_loop *loop, ev_timer *w, int revents)
@@ -319,6 +334,8 @@ static void start_timers(soak_t *s)
     ev_timer_init(&s->reload_t, on_reload, o->reload_every, o->reload_every);
     ev_timer_init(&s->list_t, on_list, o->list_every, o->list_every);
     ev_timer_init(&s->sample_t, on_sample, o->sample_every, o->sample_every);
+    ev_timer_init(&s->sample_ready_t, on_sample_ready, 0., 0.05);
+    s->sample_ready_t.data = s;
     ev_timer_init(&s->end_t, on_end, o->duration, 0.);
     ev_timer *all[] = {&s->cycle_t, &s->reload_t, &s->list_t, &s->sample_t, &s->end_t};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
@@ -329,7 +346,7 @@ static void start_timers(soak_t *s)
 
 static void stop_timers(soak_t *s)
 {
-    ev_timer *all[] = {&s->cycle_t, &s->reload_t, &s->list_t, &s->sample_t, &s->end_t};
+    ev_timer *all[] = {&s->cycle_t, &s->reload_t, &s->list_t, &s->sample_t, &s->sample_ready_t, &s->end_t};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         ev_timer_stop(s->loop, all[i]);
 }
@@ -400,8 +417,10 @@ static bool cycles_report(soak_t *s)
            (unsigned long long)s->closes_while_frozen, (unsigned long long)s->other_closes,
            (unsigned long long)s->stuck, (unsigned long long)logins(s), (unsigned long long)s->reloads,
            (unsigned long long)s->reload_failures);
-    return s->hb_closes > 0 && s->hb_closes == s->freezes && s->other_closes == 0 && s->stuck == 0 &&
-           s->reloads > 0 && s->reload_failures == 0 && logins(s) == SOAK_NODES + s->hb_closes + s->closes_while_frozen;
+    bool want_cycles = s->o->disconnect_every < s->o->duration, want_reloads = s->o->reload_every < s->o->duration;
+    return (s->hb_closes > 0 || !want_cycles) && s->hb_closes == s->freezes && s->other_closes == 0 &&
+           s->stuck == 0 && (s->reloads > 0 || !want_reloads) && s->reload_failures == 0 &&
+           logins(s) == SOAK_NODES + s->hb_closes + s->closes_while_frozen;
 }
 
 static int report(soak_t *s, bool wound_down)

@@ -116,6 +116,7 @@ typedef struct soak_sample {
     double t;           /* seconds since the start */
     int64_t live;       /* ami_alloc_live_bytes: C and Lua heaps */
     int64_t lua;        /* the Lua heaps */
+    int64_t buffers;    /* the connections' parser and write buffers (kept at their high water) */
     long rss_kib;
     long fds;
     uint64_t cycles;    /* forced heartbeat disconnects so far */

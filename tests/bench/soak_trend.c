@@ -8,10 +8,14 @@
  *   over a few minutes of noisy samples says little);
  *
  *   troughs, as the short runs need: (min of the last samples) - (min of
- *   all), for the C engine alone per forced-disconnect cycle between the two
- *   minima. The C engine's troughs are flat to the byte; a per-cycle leak
- *   shows there first (the 4 KiB floor is for one-off growth such as a
- *   metric series for a hangup cause seen for the first time).
+ *   all), for the C engine per forced-disconnect cycle between the two
+ *   minima. The C engine is judged without its connections' buffers: a
+ *   parser's buffer keeps its high-water mark (up to 512 KiB, by design),
+ *   so it steps up by 64 KiB when a burst first needs it, at a random
+ *   moment of the run, and that step is not a leak. What is left is flat to
+ *   the byte; a per-cycle leak shows there first (the 4 KiB floor is for
+ *   one-off growth such as a metric series for a hangup cause seen for the
+ *   first time).
  */
 #include <dirent.h>
 #include <math.h>
@@ -66,7 +70,8 @@ long soak_open_fds(void)
 typedef double (*series_fn)(const soak_sample_t *s);
 
 static double total_of(const soak_sample_t *s) { return (double)s->live; }
-static double c_of(const soak_sample_t *s) { return (double)(s->live - s->lua); }
+static double c_of(const soak_sample_t *s) { return (double)(s->live - s->lua - s->buffers); }
+static double buffers_of(const soak_sample_t *s) { return (double)s->buffers; }
 static double lua_of(const soak_sample_t *s) { return (double)s->lua; }
 static double rss_of(const soak_sample_t *s) { return (double)s->rss_kib * 1024.0; }
 static double fds_of(const soak_sample_t *s) { return (double)s->fds; }
@@ -134,7 +139,8 @@ bool soak_trend_report(const soak_trend_t *tr, bool judge_slopes, size_t tail_mi
            tr->n > 1 ? (tr->v[tr->n - 1].t - tr->v[0].t) / (double)(tr->n - 1) : 0, tr->v[0].t,
            tr->v[tr->n - 1].t);
     print_series(tr, "live bytes (C + Lua)", total_of, "B", 1);
-    print_series(tr, "C engine alone", c_of, "B", 1);
+    print_series(tr, "C engine w/o buffers", c_of, "B", 1);
+    print_series(tr, "connection buffers", buffers_of, "B", 1);
     print_series(tr, "Lua heaps", lua_of, "B", 1);
     print_series(tr, "VmRSS", rss_of, "KiB", 1024);
     print_series(tr, "open descriptors", fds_of, "", 1);
@@ -143,7 +149,7 @@ bool soak_trend_report(const soak_trend_t *tr, bool judge_slopes, size_t tail_mi
     if (tail > tr->n / 2)
         tail = tr->n / 2;
     trough_t all = trough(tr, total_of, tail), c = trough(tr, c_of, tail);
-    printf("troughs: live bytes %+.0f (min of the last %zu samples - min of all); C engine alone %+.0f, "
+    printf("troughs: live bytes %+.0f (min of the last %zu samples - min of all); C engine w/o buffers %+.0f, "
            "%+.1f per forced-disconnect cycle over %llu cycles\n",
            all.growth, tail, c.growth, c.per_cycle, (unsigned long long)c.cycles);
     bool ok = true;
@@ -152,7 +158,7 @@ bool soak_trend_report(const soak_trend_t *tr, bool judge_slopes, size_t tail_mi
         ok = false;
     }
     if (c.growth > TROUGH_C_FLOOR && c.per_cycle > TROUGH_C_PER_CYCLE) {
-        printf("memory: FAIL: the C engine's troughs grew by %.0f, %.1f per cycle (tolerance %.0f per "
+        printf("memory: FAIL: the C engine's troughs (without buffers) grew by %.0f, %.1f per cycle (tolerance %.0f per "
                "cycle above %d)\n", c.growth, c.per_cycle, TROUGH_C_PER_CYCLE, TROUGH_C_FLOOR);
         ok = false;
     }
@@ -162,7 +168,7 @@ bool soak_trend_report(const soak_trend_t *tr, bool judge_slopes, size_t tail_mi
     }
     struct { const char *name; series_fn f; double limit; } judged[] = {
         {"live bytes", total_of, SLOPE_TOTAL},
-        {"C engine alone", c_of, SLOPE_C},
+        {"C engine w/o buffers", c_of, SLOPE_C},
         {"VmRSS", rss_of, SLOPE_RSS},
         {"open descriptors", fds_of, SLOPE_FDS},
     };
