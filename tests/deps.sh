@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   libev-dev libluajit-5.1-dev luajit libcmocka-dev
+  libcurl4-openssl-dev lua-cjson lua-cjson-dev libssl-dev openssl
   lua-busted
   clang libclang-rt-14-dev
   curl procps

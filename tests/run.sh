@@ -5,7 +5,7 @@
 #      (LeakSanitizer included)
 #   3. the coverage gate (gcc --coverage, gcovr): line and branch coverage
 #      per file; fails below the floors of tests/coverage/thresholds.txt
-#   4. the parser fuzzer (libFuzzer, clang) for a bounded time
+#   4. the parser and pattern fuzzers (libFuzzer, clang) for a bounded time
 # Environment: AMI_FUZZ_SECONDS (default 60), AMI_SKIP_SANITIZE=1,
 #   AMI_SKIP_COVERAGE=1, AMI_SKIP_FUZZ=1.
 set -euo pipefail
@@ -39,10 +39,10 @@ if [ "${AMI_SKIP_COVERAGE:-0}" != 1 ]; then
 fi
 
 if [ "${AMI_SKIP_FUZZ:-0}" != 1 ]; then
-  step "fuzzing the parser (${AMI_FUZZ_SECONDS:-60} s)"
+  step "fuzzing the parser and Lua patterns (${AMI_FUZZ_SECONDS:-60} s each)"
   cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DAMI_FUZZ=ON -DAMI_WERROR=ON \
         -DAMI_FUZZ_SECONDS="${AMI_FUZZ_SECONDS:-60}" >/dev/null
-  cmake --build build-fuzz -j"$jobs" --target fuzz_parser
+  cmake --build build-fuzz -j"$jobs" --target fuzz_parser fuzz_pattern
   (cd build-fuzz && ctest -R '^fuzz\.' --timeout 600)
 fi
 

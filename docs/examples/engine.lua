@@ -25,11 +25,21 @@ defaults = {
   action_timeout_ms = 10000,
 }
 
+-- demo.sh --tls: ami-sim serves AMI over TLS with a certificate for 127.0.0.1
+-- signed by a CA the demo made; every server verifies it against that CA.
+local tls_dir = os.getenv("AMI_DEMO_TLS_DIR")
+if tls_dir then
+  defaults.tls = { ca_file = tls_dir .. "/ca.crt" }
+end
+
 scripts = {
   dir = "../../scripts",            -- relative to this file
   handler_budget_ms = 20,
   reload_grace_ms = 30000,
   watch = true,                     -- edit a script: it reloads by itself
+  -- The environment variables scripts may read with os.getenv (the example
+  -- scripts' settings). Nothing else, and never a secret_env variable.
+  getenv = { "AFTER_HOURS_*", "CLICK_TO_CALL_*", "HANGUP_CAUSES_*", "QUEUE_STATS_*" },
 }
 
 metrics = {

@@ -29,6 +29,7 @@
 
 #include "cli/config.h"
 #include "cli/config_internal.h"
+#include "lua/lua_strpat.h"
 #include "transport/tcp.h"
 #include "util/alloc.h"
 #include "util/buf.h"
@@ -43,12 +44,13 @@ static const char ENV_KEY = 'e'; /* registry key: the address is unique */
 static char default_metrics_ip[] = "127.0.0.1";
 
 static const char *const TOP_KEYS[] = {"servers", "defaults", "scripts", "metrics",
-                                       "log",     "routing",  "drain_grace_ms"};
+                                       "log",     "routing",  "drain_grace_ms", "http"};
 #define N_TOP_KEYS (sizeof TOP_KEYS / sizeof TOP_KEYS[0])
 
 static const char *const SCRIPT_KEYS[] = {
     "dir", "lua_path", "handler_budget_ms", "load_budget_ms", "reload_grace_ms", "max_coroutines",
-    "max_handlers", "max_waiters", "memory_limit_mb", "watch", "reload_debounce_ms"};
+    "max_handlers", "max_waiters", "memory_limit_mb", "watch", "reload_debounce_ms", "getenv",
+    "log_lines_per_sec", "log_bytes_per_sec", "max_metric_series", "filter_max_steps"};
 static const char *const METRICS_KEYS[] = {"listen", "health_quorum"};
 static const char *const LOG_KEYS[] = {"level", "format", "summary_interval_ms"};
 static const char *const LEVEL_NAMES[] = {"debug", "info", "warn", "error"};
@@ -61,6 +63,7 @@ static const char *const ROUTE_NAMES[] = {"first_healthy", "round_robin", "least
 typedef struct eval_mem {
     size_t used;
     bool capped;
+    uint32_t pattern_checks; /* pattern matching's budget checks so far */
 } eval_mem_t;
 
 static void *eval_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -83,12 +86,17 @@ static void *eval_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return p;
 }
 
+static const char BUDGET_SPENT_KEY = 'b'; /* registry key: set once the budget is spent */
+
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     /* From now on every instruction fails, so a pcall in the config cannot
      * swallow the error and loop on. */
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+    lua_pushlightuserdata(L, (void *)&BUDGET_SPENT_KEY);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, LUA_REGISTRYINDEX);
     luaL_where(L, 0); /* in a hook, level 0 is the config code that was running */
     lua_pushstring(L, LOOP_MSG);
     lua_concat(L, 2);
@@ -105,21 +113,75 @@ static int sandbox_getenv(lua_State *L)
     return 1;
 }
 
+/* xpcall's message handler, behind a guard: for the budget's own error
+ * LuaJIT runs the handler inside the hook, where no hook runs, so a loop in
+ * it could never be stopped. Then the error goes on unhandled. */
+static int xpcall_guard(lua_State *L)
+{
+    lua_pushlightuserdata(L, (void *)&BUDGET_SPENT_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_toboolean(L, -1)) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static int guard_handler(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    lua_pushcclosure(L, xpcall_guard, 1);
+    return 1;
+}
+
+static const char xpcall_src[] =
+    "local xpcall, guard = ...\n"
+    "return function(f, handler, ...) return xpcall(f, guard(handler), ...) end\n";
+
+/* Pattern matching is one C call the instruction budget cannot stop: the
+ * matcher checks in every few thousand steps, and the config as a whole
+ * gets a fixed number of them (a few hundred million steps at most). */
+#define PATTERN_CHECKS_MAX 20000u
+
+static int pattern_budget(lua_State *L, void *ud)
+{
+    (void)L;
+    eval_mem_t *mem = ud;
+    return ++mem->pattern_checks > PATTERN_CHECKS_MAX;
+}
+
 static int open_sandbox(lua_State *L)
 {
+    eval_mem_t *mem = lua_touserdata(L, 1);
+    lua_settop(L, 0);
     static const lua_CFunction libs[] = {luaopen_base, luaopen_string, luaopen_table, luaopen_math};
     for (size_t i = 0; i < COUNT(libs); i++) {
         lua_pushcfunction(L, libs[i]);
         lua_call(L, 0, 0);
     }
+    lua_getglobal(L, "string");
+    ami_strpat_budget_t b = {pattern_budget, mem};
+    ami_strpat_install(L, lua_gettop(L), &b);
+    lua_pop(L, 1);
     static const char *const allowed[] = {"assert", "error",  "ipairs",   "next",   "pairs",
                                           "pcall",  "select", "tonumber", "tostring", "type",
-                                          "unpack", "xpcall", "string",   "table",  "math"};
+                                          "unpack", "string", "table",    "math"};
     lua_newtable(L); /* base: what the config may read */
     for (size_t i = 0; i < COUNT(allowed); i++) {
         lua_getglobal(L, allowed[i]);
         lua_setfield(L, -2, allowed[i]);
     }
+    if (luaL_loadbuffer(L, xpcall_src, sizeof xpcall_src - 1, "=config.xpcall") != 0)
+        return lua_error(L);
+    lua_getglobal(L, "xpcall");
+    lua_pushcfunction(L, guard_handler);
+    lua_call(L, 2, 1);
+    lua_setfield(L, -2, "xpcall");
     lua_newtable(L);
     lua_pushcfunction(L, sandbox_getenv);
     lua_setfield(L, -2, "getenv");
@@ -239,6 +301,47 @@ static void read_lua_path(cfg_ctx_t *cx, int v)
     ami_buf_deinit(&out);
 }
 
+/* scripts.getenv: the variables scripts may read, as names or "PREFIX_*". */
+static void read_getenv(cfg_ctx_t *cx, int v)
+{
+    lua_State *L = cx->L;
+    if (lua_isnil(L, v) || !cfg_expect_table(cx, v, "scripts.getenv"))
+        return;
+    size_t n = lua_objlen(L, v), kept = 0;
+    if (n > AMI_CONFIG_MAX_GETENV) {
+        cfg_error(cx, "scripts.getenv: more than %d entries; use prefixes such as \"CRM_*\"", AMI_CONFIG_MAX_GETENV);
+        return;
+    }
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, v, (int)i);
+        char where[48];
+        snprintf(where, sizeof where, "scripts.getenv[%zu]", i);
+        const char *name;
+        if (cfg_read_string(cx, lua_gettop(L), where, true, &name)) {
+            size_t len = strlen(name);
+            if (strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") != len &&
+                !(len > 1 && name[len - 1] == '*' &&
+                  strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") == len - 1))
+                cfg_error(cx, "%s: \"%.60s\" is not a variable name (letters, digits, _) or a prefix ending "
+                              "in *", where, name);
+            else
+                cx->cfg->getenv_allow[kept++] = ami_strdup(name);
+        }
+        lua_pop(L, 1);
+    }
+    cx->cfg->lua.getenv_allow = (const char *const *)cx->cfg->getenv_allow;
+}
+
+/* Every secret_env variable is kept from scripts, whatever scripts.getenv says. */
+static void deny_secret_variables(ami_engine_config_t *cfg)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->nservers && i < AMI_CONFIG_MAX_SERVERS; i++)
+        if (strncmp(cfg->secret_source[i], "env ", 4) == 0)
+            cfg->getenv_deny[n++] = ami_strdup(cfg->secret_source[i] + 4);
+    cfg->lua.getenv_deny = (const char *const *)cfg->getenv_deny;
+}
+
 static void load_scripts(cfg_ctx_t *cx, int t)
 {
     lua_State *L = cx->L;
@@ -264,6 +367,13 @@ static void load_scripts(cfg_ctx_t *cx, int t)
     read_u32(cx, t, "scripts", "max_handlers", 1, 1000000, &lc->max_handlers);
     read_u32(cx, t, "scripts", "max_waiters", 1, 10000000, &lc->max_waiters);
     read_u32(cx, t, "scripts", "reload_debounce_ms", 0, 60000, &lc->reload_debounce_ms);
+    read_u32(cx, t, "scripts", "log_lines_per_sec", 1, 1000000, &lc->log_lines_per_sec);
+    read_u32(cx, t, "scripts", "log_bytes_per_sec", 1024, 1u << 30, &lc->log_bytes_per_sec);
+    read_u32(cx, t, "scripts", "max_metric_series", 1, 100000, &lc->max_metric_series);
+    read_u32(cx, t, "scripts", "filter_max_steps", 1000, 100000000, &lc->filter_max_steps);
+    cfg_rawfield(L, t, "getenv");
+    read_getenv(cx, lua_gettop(L));
+    lua_pop(L, 1);
     uint32_t mb = 0;
     read_u32(cx, t, "scripts", "memory_limit_mb", 1, 65536, &mb);
     if (mb)
@@ -397,7 +507,7 @@ static void check_top_keys(cfg_ctx_t *cx, int env)
             cfg_error(cx, "%.60s: unknown setting; did you mean \"%s\"?", key, s);
         else
             cfg_error(cx, "%.60s: unknown setting; the config may set servers, defaults, scripts, metrics, "
-                          "log, routing and drain_grace_ms (make helper variables local)", key);
+                          "log, routing, drain_grace_ms and http (make helper variables local)", key);
     }
 }
 
@@ -411,6 +521,7 @@ static int extract(lua_State *L)
     for (size_t i = 0; i < N_TOP_KEYS; i++)
         cfg_rawfield(L, 1, TOP_KEYS[i]); /* at 2 + i, in TOP_KEYS order */
     cfg_load_servers(cx, 2, 3);
+    deny_secret_variables(cx->cfg);
     load_scripts(cx, 4);
     load_metrics(cx, 5);
     load_log(cx, 6);
@@ -422,6 +533,7 @@ static int extract(lua_State *L)
     uint64_t grace;
     if (!lua_isnil(L, 8) && cfg_read_uint(cx, 8, "drain_grace_ms", 0, 3600000, &grace))
         cx->cfg->drain_grace_ms = (uint32_t)grace;
+    cfg_load_http(cx, 9);
     return 0;
 }
 
@@ -435,7 +547,7 @@ static void evaluate(cfg_ctx_t *cx, const char *path)
     }
     cx->L = L;
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-    int st = lua_cpcall(L, open_sandbox, NULL);
+    int st = lua_cpcall(L, open_sandbox, &mem);
     if (st != 0) {
         cfg_error(cx, "%s: cannot set up the config sandbox: %s", path, error_text(L));
     } else if ((st = luaL_loadfile(L, path)) != 0) {
@@ -486,6 +598,8 @@ void ami_config_init(ami_engine_config_t *cfg)
     cfg->log_format = AMI_LOG_FMT_LOGFMT;
     cfg->drain_grace_ms = 10000;
     cfg->summary_interval_ms = 0;
+    cfg->http_enabled = false;
+    ami_httpc_config_default(&cfg->http);
 }
 
 int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_errors_t *errs)
@@ -527,8 +641,13 @@ void ami_config_free(ami_engine_config_t *cfg)
         cfg_free_server(&cfg->servers[i]);
     ami_free((char *)cfg->lua.scripts_dir);
     ami_free((char *)cfg->lua.lua_path);
+    for (size_t i = 0; cfg->getenv_allow[i]; i++)
+        ami_free(cfg->getenv_allow[i]);
+    for (size_t i = 0; cfg->getenv_deny[i]; i++)
+        ami_free(cfg->getenv_deny[i]);
     if (cfg->metrics_ip != default_metrics_ip)
         ami_free(cfg->metrics_ip);
+    cfg_free_http(cfg);
     ami_config_init(cfg); /* a second free, or a free after a failed load, is harmless */
 }
 
@@ -555,6 +674,7 @@ static void describe_server(const ami_server_options_t *o, const char *src, ami_
     if (o->events || o->nfilters)
         ami_buf_printf(out, "    events %s, %zu filter%s\n", o->events ? o->events : "(unchanged)",
                        o->nfilters, o->nfilters == 1 ? "" : "s");
+    cfg_describe_tls(o, out);
 }
 
 void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out)
@@ -572,10 +692,18 @@ void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out)
         ami_buf_printf(out, "scripts: none\n");
     if (lc->lua_path)
         ami_buf_printf(out, "  lua_path: %s\n", lc->lua_path);
-    ami_buf_printf(out, "  budgets: handler %u ms, load %u ms, reload grace %u ms; memory %zu MiB; "
-                        "max coroutines %u, handlers %u, waiters %u\n", lc->handler_budget_ms,
+    ami_buf_printf(out, "  per script: handler budget %u ms, load %u ms, reload grace %u ms; memory %zu MiB; "
+                        "max coroutines %u, handlers %u, waiters %u; log %u lines/s, %u bytes/s; "
+                        "%u metric series\n", lc->handler_budget_ms,
                    lc->load_budget_ms, lc->reload_grace_ms, lc->memory_limit >> 20, lc->max_coroutines,
-                   lc->max_handlers, lc->max_waiters);
+                   lc->max_handlers, lc->max_waiters, lc->log_lines_per_sec, lc->log_bytes_per_sec,
+                   lc->max_metric_series);
+    ami_buf_printf(out, "  os.getenv:");
+    if (!cfg->getenv_allow[0])
+        ami_buf_printf(out, " nothing (scripts.getenv is empty)");
+    for (size_t i = 0; cfg->getenv_allow[i]; i++)
+        ami_buf_printf(out, " %s", cfg->getenv_allow[i]);
+    ami_buf_printf(out, "%s\n", cfg->getenv_deny[0] ? " (never the secret_env variables)" : "");
     if (!cfg->metrics_enabled)
         ami_buf_printf(out, "metrics: off\n");
     else {
@@ -595,4 +723,7 @@ void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out)
     else
         ami_buf_printf(out, "off\n");
     ami_buf_printf(out, "drain_grace_ms: %u\n", cfg->drain_grace_ms);
+    for (size_t i = 0; i < cfg->nwarnings; i++)
+        ami_buf_printf(out, "warning: %s\n", cfg->warnings[i]);
+    cfg_describe_http(cfg, out);
 }

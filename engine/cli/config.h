@@ -11,6 +11,7 @@
  *   metrics  = { listen = "127.0.0.1:9100", health_quorum = "all" }
  *   log      = { level = "info", format = "logfmt" }
  *   routing  = "first_healthy"
+ *   http     = { timeout_ms = 5000, ca_file = "/etc/ssl/crm-ca.pem" }  -- ami.http (off without it)
  *
  * The file is evaluated in an empty sandbox (no io, no os but os.getenv), with
  * an instruction budget: a config cannot hang or touch the system. Then
@@ -36,11 +37,14 @@
 
 #include "cluster/client.h"
 #include "health/conn.h"
+#include "httpc/httpc.h"
 #include "lua/runtime.h"
 #include "obs/log.h"
 
 #define AMI_CONFIG_MAX_SERVERS 64
 #define AMI_CONFIG_MAX_ERRORS 64
+#define AMI_CONFIG_MAX_WARNINGS 16
+#define AMI_CONFIG_MAX_GETENV 64
 
 typedef struct ami_config_errors {
     size_t count;
@@ -64,6 +68,16 @@ typedef struct ami_engine_config {
     ami_log_format_t log_format;   /* default logfmt */
     uint32_t drain_grace_ms;       /* SIGTERM: coroutines get this long; default 10000 */
     uint32_t summary_interval_ms;  /* one-line summary per server in the log; default 0 = off */
+    /* os.getenv for scripts (scripts.getenv) and the secret_env variables
+     * never given to them; lua.getenv_allow/deny point into these. */
+    char *getenv_allow[AMI_CONFIG_MAX_GETENV + 1];
+    char *getenv_deny[AMI_CONFIG_MAX_SERVERS + 1];
+    /* What is valid but unwise (a world-readable secret file): printed by
+     * --check-config and logged at start. */
+    size_t nwarnings;
+    char warnings[AMI_CONFIG_MAX_WARNINGS][256];
+    bool http_enabled;             /* an http section turns ami.http on (config_http.c) */
+    ami_httpc_config_t http;       /* ca_file and proxy owned by this config */
 } ami_engine_config_t;
 
 /* Defaults only (no servers). */

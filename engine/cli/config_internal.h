@@ -38,6 +38,8 @@ static inline void cfg_rawfield(lua_State *L, int t, const char *key)
 }
 
 void cfg_error(cfg_ctx_t *cx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Valid but unwise: kept in the config's warnings (--check-config prints them). */
+void cfg_warn(cfg_ctx_t *cx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* "string \"5s\"", "number 1.5", "boolean true", "table": for "got ..." */
 void cfg_value_text(lua_State *L, int idx, char *out, size_t n);
@@ -62,6 +64,18 @@ char *cfg_resolve_path(const cfg_ctx_t *cx, const char *path);
 
 /* servers and defaults (either index may hold nil). */
 void cfg_load_servers(cfg_ctx_t *cx, int servers_idx, int defaults_idx);
+
+/* The http section (config_http.c): load (idx may hold nil or false),
+ * free its strings, describe it. */
+void cfg_load_http(cfg_ctx_t *cx, int idx);
+void cfg_free_http(ami_engine_config_t *cfg);
+void cfg_describe_http(const ami_engine_config_t *cfg, ami_buf_t *out);
+/* config_tls.c: a server's tls table (or false/true) into o->tls; the
+ * checks once the server is complete (its files are loaded now); the
+ * --check-config line. */
+void cfg_read_tls(cfg_ctx_t *cx, ami_server_options_t *o, int idx, const char *where);
+void cfg_check_tls(cfg_ctx_t *cx, const char *label, const ami_server_options_t *o);
+void cfg_describe_tls(const ami_server_options_t *o, ami_buf_t *out);
 
 /* A server's secret block holds "value\0source": the source ("env NAME",
  * "file PATH", "inline") is what describe shows instead of the value. */

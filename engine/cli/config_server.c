@@ -15,6 +15,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,7 +73,7 @@ static const char *const SERVER_KEYS[] = {
     "heartbeat_interval_ms", "heartbeat_timeout_ms", "heartbeat_max_failures",
     "backoff_initial_ms", "backoff_max_ms", "max_pending", "write_hwm_bytes", "read_chunk_bytes",
     "max_line_bytes", "max_headers", "max_message_bytes", "max_list_items", "max_command_lines",
-    "max_completion_events", "events", "filters"};
+    "max_completion_events", "events", "filters", "tls"};
 #define N_SERVER_KEYS (sizeof SERVER_KEYS / sizeof SERVER_KEYS[0])
 
 static const char *const AUTH_NAMES[] = {"plain", "md5"};
@@ -89,6 +90,7 @@ typedef struct srv {
     char *source;      /* where the secret came from: 160 bytes, owned by the caller */
     const char *label;
     bool secret_named; /* some table named a secret source, valid or not */
+    bool port_named;   /* some table set the port (else TLS takes 5039) */
 } srv_t;
 
 static void set_int(ami_server_options_t *o, const int_opt_t *spec, uint64_t v)
@@ -205,12 +207,15 @@ static void read_filters(cfg_ctx_t *cx, srv_t *s, int idx, const char *where)
         s->o->filters[s->o->nfilters++] = ami_strdup(vals[i]);
 }
 
-/* Read a whole secret file; NULL with errno set on failure. */
-static char *slurp_secret(const char *path, size_t *len)
+/* Read a whole secret file; NULL with errno set on failure. *mode: its
+ * permission bits. */
+static char *slurp_secret(const char *path, size_t *len, mode_t *mode)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return NULL;
+    struct stat st;
+    *mode = fstat(fd, &st) == 0 ? st.st_mode : 0;
     char *buf = ami_malloc(MAX_SECRET_BYTES + 1);
     size_t n = 0;
     ssize_t r = 0;
@@ -251,7 +256,12 @@ static void load_secret_file(cfg_ctx_t *cx, srv_t *s, const char *where, const c
 {
     char *path = cfg_resolve_path(cx, file);
     size_t len = 0;
-    char *text = path ? slurp_secret(path, &len) : NULL;
+    mode_t mode = 0;
+    char *text = path ? slurp_secret(path, &len, &mode) : NULL;
+    if (text && (mode & (S_IROTH | S_IWOTH)))
+        cfg_warn(cx, "%s: \"%.120s\" is readable%s by every user of the machine (mode %03o); "
+                     "chmod 600 it (or 640 with a group only the engine is in)",
+                 where, path, mode & S_IWOTH ? " and writable" : "", (unsigned)(mode & 0777));
     if (!text) {
         cfg_error(cx, "%s: cannot read \"%.120s\": %s; check the path and that the engine's user may read it",
                   where, path ? path : file, strerror(errno));
@@ -387,6 +397,8 @@ static void apply_one(cfg_ctx_t *cx, srv_t *s, int v, const char *key, const cha
         }
     } else if (strcmp(key, "filters") == 0) {
         read_filters(cx, s, v, where);
+    } else if (strcmp(key, "tls") == 0) {
+        cfg_read_tls(cx, s->o, v, where);
     }
     /* secret, secret_env, secret_file: apply_secret */
 }
@@ -408,6 +420,7 @@ static void apply_table(cfg_ctx_t *cx, srv_t *s, int idx, bool is_defaults)
             cfg_error(cx, "%s: each server needs its own %s; move it into the server's table", where, key);
         } else {
             apply_one(cx, s, v, key, where);
+            s->port_named = s->port_named || strcmp(key, "port") == 0;
         }
         lua_pop(L, 1);
     }
@@ -438,6 +451,9 @@ static void check_server(cfg_ctx_t *cx, srv_t *s, size_t errors_before)
         cfg_error(cx, "%s: max_line_bytes (%zu) is larger than max_message_bytes (%zu); a line is part of "
                       "a message, lower the first or raise the second", s->label, o->parser.max_line,
                   o->parser.max_message);
+    if (o->tls.enabled && !s->port_named)
+        o->port = AMI_TLS_DEFAULT_PORT;
+    cfg_check_tls(cx, s->label, o);
     if (cx->total != errors_before || !o->secret)
         return;
     ami_err_t err;
@@ -457,6 +473,7 @@ void cfg_free_server(ami_server_options_t *o)
     ami_free((char *)o->events);
     for (size_t i = 0; i < o->nfilters && i < AMI_MAX_FILTERS; i++)
         ami_free((char *)o->filters[i]);
+    ami_tls_options_free(&o->tls);
     ami_server_options_default(o);
 }
 

@@ -28,6 +28,17 @@ void cfg_error(cfg_ctx_t *cx, const char *fmt, ...)
     e->count++;
 }
 
+void cfg_warn(cfg_ctx_t *cx, const char *fmt, ...)
+{
+    ami_engine_config_t *cfg = cx->cfg;
+    if (cfg->nwarnings >= AMI_CONFIG_MAX_WARNINGS)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cfg->warnings[cfg->nwarnings++], sizeof cfg->warnings[0], fmt, ap);
+    va_end(ap);
+}
+
 /* A string as the operator typed it, short and printable. */
 static void quote(const char *s, size_t len, char *out, size_t n)
 {

@@ -50,7 +50,8 @@ static int check_config(const char *path)
     ami_buf_t out;
     ami_buf_init(&out, 0);
     ami_config_describe(&cfg, &out);
-    printf("%s: valid\n%.*s", path, (int)out.len, out.data ? out.data : "");
+    printf("%s: valid%s\n%.*s", path, cfg.nwarnings ? " (with warnings, at the end)" : "", (int)out.len,
+           out.data ? out.data : "");
     ami_buf_deinit(&out);
     ami_config_free(&cfg);
     return 0;
@@ -67,6 +68,8 @@ static int run(const char *path, uint32_t duration)
             fprintf(stderr, "  - %s\n", errs.msg[i]);
         return 1;
     }
+    for (size_t i = 0; i < cfg.nwarnings; i++)
+        fprintf(stderr, "ami-engine: warning: %s\n", cfg.warnings[i]);
     ami_run_options_t opt = {.duration_s = duration};
     int rc = ami_cli_run(&cfg, &opt);
     ami_config_free(&cfg);

@@ -9,8 +9,8 @@
  *
  * SIGHUP: re-reads the config file. The log level and format, the handler
  * budget and the summary interval apply at once; the scripts are reloaded.
- * Changes to servers, the metrics listener or the scripts folder need a
- * restart (they are logged as such).
+ * Changes to servers, the metrics listener, the scripts folder or the http
+ * section need a restart (they are logged as such).
  */
 #include <ev.h>
 #include <signal.h>
@@ -19,6 +19,8 @@
 
 #include "cli/cli.h"
 #include "obs/http.h"
+#include "obs/loopmon.h"
+#include "obs/sdnotify.h"
 #include "util/alloc.h"
 
 #define LOGOFF_GRACE_MS 2000u
@@ -31,6 +33,9 @@ typedef struct engine {
     ami_client_t *client;
     ami_lua_runtime_t *rt;
     ami_http_t *http;
+    ami_loopmon_t *loopmon;
+    ami_sdnotify_t *notify;
+    ami_httpc_t *httpc;            /* ami.http's client; NULL without an http section */
     ev_signal sigterm, sigint, sighup;
     ev_timer duration;
     ev_timer drain_check;
@@ -49,9 +54,15 @@ static int health(void *ud, ami_buf_t *body)
     size_t n = ami_client_server_count(e->client);
     size_t up = ami_client_connected_count(e->client);
     size_t quorum = e->cfg->health_quorum ? e->cfg->health_quorum : n;
-    bool ok = up >= quorum && e->draining == 0;
+    ami_loopmon_stats_t ls;
+    bool stalled = e->loopmon && ami_loopmon_recent_stall(e->loopmon, &ls);
+    bool ok = up >= quorum && e->draining == 0 && !stalled;
     ami_buf_printf(body, "%s: %zu of %zu servers connected (quorum %zu)%s\n", ok ? "ok" : "unhealthy", up,
                    n, quorum, e->draining ? ", draining" : "");
+    if (stalled)
+        ami_buf_printf(body, "event loop stalled for %.3f s, %.0f s ago (%llu stalls since start); "
+                             "every server waited meanwhile\n",
+                       ls.last_stall_s, ls.last_stall_ago_s, (unsigned long long)ls.stalls);
     for (size_t i = 0; i < n; i++) {
         ami_server_info_t info;
         ami_client_server_info(e->client, i, &info);
@@ -128,6 +139,7 @@ static void begin_drain(engine_t *e, const char *why)
         return;
     }
     e->draining = 1;
+    ami_sdnotify_send(e->notify, "STOPPING=1");
     e->drain_deadline = (int64_t)(ev_now(e->loop) * 1000) + e->cfg->drain_grace_ms;
     AMI_LOG(e->log, AMI_LOG_INFO, "draining: no new events to handlers; waiting coroutines may finish",
             AMI_F_STR("why", why), AMI_F_UINT("waiting", ami_lua_runtime_waiting(e->rt)),
@@ -159,11 +171,13 @@ static void warn_if_changed(engine_t *e, const ami_engine_config_t *fresh)
     for (size_t i = 0; !servers && i < fresh->nservers; i++)
         servers = strcmp(fresh->servers[i].server_key, e->cfg->servers[i].server_key) != 0 ||
                   strcmp(fresh->servers[i].host, e->cfg->servers[i].host) != 0 ||
-                  fresh->servers[i].port != e->cfg->servers[i].port;
+                  fresh->servers[i].port != e->cfg->servers[i].port ||
+                  !ami_tls_options_equal(&fresh->servers[i].tls, &e->cfg->servers[i].tls);
     bool metrics = fresh->metrics_port != e->cfg->metrics_port || fresh->metrics_enabled != e->cfg->metrics_enabled;
-    if (servers || metrics)
+    bool http = fresh->http_enabled != e->cfg->http_enabled;
+    if (servers || metrics || http)
         AMI_LOG(e->log, AMI_LOG_WARN, "config changes that need a restart were not applied",
-                AMI_F_BOOL("servers", servers), AMI_F_BOOL("metrics_listener", metrics));
+                AMI_F_BOOL("servers", servers), AMI_F_BOOL("metrics_listener", metrics), AMI_F_BOOL("http", http));
 }
 
 static void apply_live_settings(engine_t *e, ami_engine_config_t *fresh)
@@ -186,6 +200,7 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
     engine_t *e = w->data;
     ami_engine_config_t fresh;
     ami_config_errors_t errs;
+    ami_sdnotify_send(e->notify, "RELOADING=1");
     if (ami_config_load(e->cfg->path, &fresh, &errs) < 0) {
         for (size_t i = 0; i < errs.count; i++)
             AMI_LOG(e->log, AMI_LOG_ERROR, "SIGHUP: config error; keeping the running config",
@@ -195,6 +210,7 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
         ami_config_free(&fresh);
     }
     ami_lua_runtime_reload(e->rt, "SIGHUP", NULL);
+    ami_sdnotify_send(e->notify, "READY=1");
 }
 
 /* ---- setup ---------------------------------------------------------------------------------- */
@@ -239,6 +255,7 @@ static int start_scripts(engine_t *e)
     snprintf(e->lua_path, sizeof e->lua_path, "%s%s%s", ami_cli_engine_lua_path(),
              lc.lua_path && *lc.lua_path ? ";" : "", lc.lua_path ? lc.lua_path : "");
     lc.lua_path = e->lua_path;
+    lc.http = e->httpc;
     ami_err_t err;
     e->rt = ami_lua_runtime_new(e->client, &lc, &err);
     if (!e->rt) {
@@ -246,6 +263,21 @@ static int start_scripts(engine_t *e)
         return -1;
     }
     return ami_lua_runtime_load(e->rt, &err);
+}
+
+/* Refusing to start beats running with an HTTP client that could stall
+ * the loop (a libcurl without the threaded resolver). */
+static int start_http_client(engine_t *e)
+{
+    if (!e->cfg->http_enabled)
+        return 0;
+    ami_httpc_err_t err = {0};
+    e->httpc = ami_httpc_new(e->loop, &e->cfg->http, e->metrics, e->log, &err);
+    if (!e->httpc) {
+        AMI_LOG(e->log, AMI_LOG_ERROR, "cannot start the HTTP client (ami.http)", AMI_F_STR("error", err.msg));
+        return -1;
+    }
+    return 0;
 }
 
 static int start_http(engine_t *e)
@@ -308,7 +340,10 @@ static int setup(engine_t *e, const ami_run_options_t *opt)
     if (!e->loop || !e->log || !e->metrics || !e->client)
         return -1;
     ami_metrics_add_collector(e->metrics, collect_log_stats, e);
-    if (add_servers(e) < 0 || start_scripts(e) < 0 || start_http(e) < 0)
+    e->loopmon = ami_loopmon_new(e->loop, NULL, e->metrics, e->log, &err);
+    e->notify = ami_sdnotify_new(e->loop, e->metrics, e->log);
+    if (!e->loopmon || add_servers(e) < 0 || start_http_client(e) < 0 || start_scripts(e) < 0 ||
+        start_http(e) < 0)
         return -1;
     watch_signals(e);
     init_timers(e, opt);
@@ -326,7 +361,10 @@ static void teardown(engine_t *e)
         ev_timer_stop(e->loop, &e->duration);
     }
     ami_http_free(e->http);
+    ami_sdnotify_free(e->notify);
+    ami_loopmon_free(e->loopmon);
     ami_lua_runtime_free(e->rt);
+    ami_httpc_free(e->httpc); /* after the runtime: its waits cancel their transfers */
     ami_client_free(e->client);
     ami_metrics_free(e->metrics);
     ami_logger_free(e->log);
@@ -340,7 +378,12 @@ int ami_cli_run(ami_engine_config_t *cfg, const ami_run_options_t *opt)
         AMI_LOG(e.log, AMI_LOG_INFO, "ami-engine started", AMI_F_STR("version", AMI_VERSION),
                 AMI_F_STR("config", cfg->path), AMI_F_UINT("servers", cfg->nservers),
                 AMI_F_STR("routing", ami_route_policy_name(cfg->route)));
+        for (size_t i = 0; i < cfg->nwarnings; i++)
+            AMI_LOG(e.log, AMI_LOG_WARN, "config warning", AMI_F_STR("warning", cfg->warnings[i]));
         ami_client_start(e.client);
+        char status[96];
+        snprintf(status, sizeof status, "serving %zu servers", cfg->nservers);
+        ami_sdnotify_ready(e.notify, status);
         ev_run(e.loop, 0);
         AMI_LOG(e.log, AMI_LOG_INFO, "ami-engine stopped");
     }

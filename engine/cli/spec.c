@@ -12,6 +12,11 @@
  *   T.sim.inject("pbx1", raw_event)       -- plus the simulator's controls
  *   T.sim.faults("pbx1", {ping_silent = true})
  *   T.logs("handler failed")              -- captured log lines containing the text
+ *   T.http.url("/webhook")                -- a simulated web service on loopback
+ *   T.http.fail_next(2, 503)              -- (engine/sim/sim_http.h lists its routes)
+ *   T.http.requests()                     -- what it received: {method, path, headers, body}
+ *
+ * ami.http is on with the default http settings (TLS verified, no proxy).
  */
 #include <ev.h>
 #include <stdio.h>
@@ -23,6 +28,7 @@
 
 #include "cli/cli.h"
 #include "sim/sim.h"
+#include "sim/sim_http.h"
 #include "util/alloc.h"
 
 #define MAX_NODES 8
@@ -38,6 +44,8 @@ typedef struct spec_run {
     ami_metrics_t *metrics;
     ami_client_t *client;
     ami_lua_runtime_t *rt;
+    ami_httpc_t *httpc;
+    ami_sim_http_t *web;
     char *lines[LOG_RING];
     size_t nlines, first;
     bool verbose;
@@ -210,6 +218,78 @@ static int sim_stats(lua_State *L)
     return 1;
 }
 
+/* ---- the simulated web service (T.http) ------------------------------------------ */
+
+static int web_url(lua_State *L)
+{
+    spec_run_t *s = run_of(L);
+    lua_pushfstring(L, "http://127.0.0.1:%d%s", (int)ami_sim_http_port(s->web), luaL_optstring(L, 1, "/"));
+    return 1;
+}
+
+static int web_refused_url(lua_State *L)
+{
+    spec_run_t *s = run_of(L);
+    lua_pushfstring(L, "http://127.0.0.1:%d%s", (int)ami_sim_http_refused_port(s->web), luaL_optstring(L, 1, "/"));
+    return 1;
+}
+
+static int web_fail_next(lua_State *L)
+{
+    lua_Number n = luaL_checknumber(L, 1);
+    lua_Integer status = luaL_optinteger(L, 2, 500);
+    luaL_argcheck(L, n >= 0 && n <= 1e6, 1, "a count from 0 to 1000000");
+    luaL_argcheck(L, status >= 100 && status <= 599, 2, "an HTTP status");
+    ami_sim_http_fail_next(run_of(L)->web, (uint32_t)n, (int)status);
+    return 0;
+}
+
+static int web_requests(lua_State *L)
+{
+    spec_run_t *s = run_of(L);
+    size_t n = ami_sim_http_seen_count(s->web);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        ami_sim_http_seen_t seen;
+        if (!ami_sim_http_seen(s->web, i, &seen))
+            break;
+        lua_createtable(L, 0, 4);
+        lua_pushstring(L, seen.method);
+        lua_setfield(L, -2, "method");
+        lua_pushstring(L, seen.path);
+        lua_setfield(L, -2, "path");
+        lua_pushstring(L, seen.headers);
+        lua_setfield(L, -2, "headers");
+        lua_pushlstring(L, seen.body, seen.body_len);
+        lua_setfield(L, -2, "body");
+        ami_sim_http_seen_free(&seen);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    return 1;
+}
+
+static int web_forget(lua_State *L)
+{
+    ami_sim_http_forget(run_of(L)->web);
+    ami_sim_http_fail_next(run_of(L)->web, 0, 200);
+    return 0;
+}
+
+static void extend_web(lua_State *L, void *ud)
+{
+    static const luaL_Reg web[] = {
+        {"url", web_url},           {"refused_url", web_refused_url}, {"fail_next", web_fail_next},
+        {"requests", web_requests}, {"forget", web_forget},           {NULL, NULL},
+    };
+    lua_newtable(L);
+    for (const luaL_Reg *r = web; r->name; r++) {
+        lua_pushlightuserdata(L, ud);
+        lua_pushcclosure(L, r->func, 1);
+        lua_setfield(L, -2, r->name);
+    }
+    lua_setfield(L, -2, "http");
+}
+
 static void extend(lua_State *L, void *ud)
 {
     static const luaL_Reg top[] = {
@@ -231,6 +311,7 @@ static void extend(lua_State *L, void *ud)
         lua_setfield(L, -2, r->name);
     }
     lua_setfield(L, -2, "sim");
+    extend_web(L, ud);
 }
 
 /* ---- setup ------------------------------------------------------------------------- */
@@ -334,6 +415,14 @@ static int setup(spec_run_t *s, double cps, uint32_t budget_ms)
     s->client = ami_client_new(&cc, NULL);
     if (!s->log || !s->metrics || !s->sim || !s->client || add_nodes(s, cps) < 0)
         return -1;
+    ami_err_t werr;
+    ami_httpc_err_t herr = {0};
+    s->web = ami_sim_http_start(&werr);
+    s->httpc = ami_httpc_new(s->loop, NULL, s->metrics, s->log, &herr);
+    if (!s->web || !s->httpc) {
+        fprintf(stderr, "spec: %s\n", !s->web ? werr.msg : herr.msg);
+        return -1;
+    }
     ami_lua_config_t lc2;
     ami_lua_config_default(&lc2);
     lc2.lua_path = ami_cli_engine_lua_path();
@@ -341,8 +430,13 @@ static int setup(spec_run_t *s, double cps, uint32_t budget_ms)
     lc2.load_budget_ms = budget_ms;
     lc2.watch_scripts = false;
     lc2.testing = true;
+    /* Specs set the variables a script reads (spec.helpers.env); a spec
+     * run has no secrets to hide. */
+    static const char *const every_variable[] = {"*", NULL};
+    lc2.getenv_allow = every_variable;
     lc2.testing_extend = extend;
     lc2.testing_ud = s;
+    lc2.http = s->httpc;
     ami_err_t err;
     s->rt = ami_lua_runtime_new(s->client, &lc2, &err);
     if (!s->rt || ami_lua_runtime_load(s->rt, &err) < 0) {
@@ -361,6 +455,8 @@ static void teardown(spec_run_t *s)
 {
     ev_timer_stop(s->loop, &s->timeout);
     ami_lua_runtime_free(s->rt);
+    ami_httpc_free(s->httpc);
+    ami_sim_http_stop(s->web);
     ami_client_free(s->client);
     ami_sim_free(s->sim);
     ami_metrics_free(s->metrics);

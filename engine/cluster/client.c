@@ -327,6 +327,16 @@ int ami_client_on_state(ami_client_t *c, ami_state_fn fn, void *ud)
     return 0;
 }
 
+void ami_client_off_state(ami_client_t *c, ami_state_fn fn, void *ud)
+{
+    for (uint32_t i = 0; i < c->nwatchers; i++)
+        if (c->watchers[i].fn == fn && c->watchers[i].ud == ud) {
+            memmove(&c->watchers[i], &c->watchers[i + 1], (c->nwatchers - i - 1) * sizeof c->watchers[0]);
+            c->nwatchers--;
+            return;
+        }
+}
+
 static void on_conn_event(void *ud, ami_conn_t *conn, const ami_msg_t *msg)
 {
     server_t *srv = ud;

@@ -89,7 +89,10 @@ bool ami_client_stopped(const ami_client_t *c);
 ami_subscription_t *ami_client_subscribe(ami_client_t *c, const char *event, ami_event_fn fn,
                                          void *ud, ami_err_t *err);
 void ami_client_unsubscribe(ami_client_t *c, ami_subscription_t *sub);
+/* Watch every server's state changes (at most 16 watchers); -1 when full.
+ * Watchers are called in registration order. off removes one. */
 int ami_client_on_state(ami_client_t *c, ami_state_fn fn, void *ud);
+void ami_client_off_state(ami_client_t *c, ami_state_fn fn, void *ud);
 
 typedef struct ami_action_handle {
     uint32_t server;

@@ -76,6 +76,9 @@ int ami_server_options_validate(const ami_server_options_t *o, ami_err_t *err)
                            "server %s: backoff needs 0 < backoff_initial_ms <= backoff_max_ms", key);
     if (o->nfilters > AMI_MAX_FILTERS)
         return ami_err_set(err, AMI_E_CONFIG, "server %s: at most %d filters", key, AMI_MAX_FILTERS);
+    ami_err_t terr;
+    if (ami_tls_options_validate(&o->tls, &terr) < 0)
+        return ami_err_set(err, AMI_E_CONFIG, "server %s: %s", key, terr.msg);
     return 0;
 }
 
@@ -88,6 +91,7 @@ static void free_option_strings(ami_server_options_t *o)
     ami_free((char *)o->events);
     for (size_t i = 0; i < o->nfilters; i++)
         ami_free((char *)o->filters[i]);
+    ami_tls_options_free(&o->tls);
 }
 
 static bool copy_options(ami_server_options_t *dst, const ami_server_options_t *src)
@@ -104,6 +108,7 @@ static bool copy_options(ami_server_options_t *dst, const ami_server_options_t *
         dst->filters[i] = ami_strdup(src->filters[i]);
         ok = ok && dst->filters[i];
     }
+    ok = ami_tls_options_copy(&dst->tls, &src->tls) == 0 && ok;
     if (!dst->heartbeat_timeout_ms)
         dst->heartbeat_timeout_ms = dst->heartbeat_interval_ms;
     return ok;
@@ -369,10 +374,21 @@ static bool init_parts(ami_conn_t *c, ami_err_t *err)
     rc.on_final = conn_on_final;
     rc.on_final_ud = c;
     c->reg = ami_registry_new(&rc, err);
+    if (!c->reg)
+        return false;
+    if (c->opt.tls.enabled) {
+        ami_err_t terr;
+        c->tls = ami_tls_client_new(&c->opt.tls, c->opt.host, c->opt.server_key, c->env.metrics, c->env.log, &terr);
+        if (!c->tls) {
+            ami_err_set(err, terr.code, "server %s: %s", c->opt.server_key, terr.msg);
+            return false;
+        }
+    }
     ami_tcp_options_t to = {.enforce_ip = c->opt.enforce_ip_endpoints,
                             .connect_timeout_ms = c->opt.connect_timeout_ms,
                             .read_chunk = c->opt.read_chunk,
-                            .write_hwm = c->opt.write_hwm};
+                            .write_hwm = c->opt.write_hwm,
+                            .tls = c->tls};
     ami_tcp_callbacks_t tcb = {.on_open = on_open, .read_buffer = read_buffer,
                                .on_read = on_read, .on_close = on_transport_close};
     c->tcp = ami_tcp_new(c->env.loop, &to, &tcb, c, c->env.log);
@@ -431,6 +447,7 @@ void ami_conn_free(ami_conn_t *c)
     if (c->reg)
         ami_registry_fail_all(c->reg, AMI_E_SHUTDOWN, "the connection was freed");
     ami_tcp_free(c->tcp);
+    ami_tls_ctx_free(c->tls);
     ami_registry_free(c->reg);
     ami_parser_deinit(&c->parser);
     ami_conn_metrics_deinit(&c->m);

@@ -28,6 +28,11 @@
  * Originate is always sent with "Async: true" and completes on its
  * OriginateResponse: a synchronous Originate stalls the whole AMI session.
  *
+ * TLS (opt.tls.enabled): the connection creates its server's TLS context
+ * (ami_conn_new fails with the file's problem if it cannot) and the
+ * transport runs the handshake before the banner; a failed handshake is a
+ * force-close like a failed connect, with the reason in last_error.
+ *
  * Everything runs on the loop thread; nothing waits. Callbacks (events,
  * state changes, action notes) may send and cancel actions; they must not
  * free the connection.
@@ -46,6 +51,7 @@
 #include "protocol/message.h"
 #include "protocol/parser.h"
 #include "protocol/writer.h"
+#include "transport/tls.h"
 #include "util/err.h"
 
 struct ev_loop;
@@ -91,6 +97,7 @@ typedef struct ami_server_options {
     const char *events;            /* Events mask sent after login ("on", "off", "call,system"); NULL = leave */
     const char *filters[AMI_MAX_FILTERS]; /* Filter actions applied after login */
     size_t nfilters;
+    ami_tls_options_t tls;         /* AMI over TLS when tls.enabled (see transport/tls.h) */
 } ami_server_options_t;
 
 void ami_server_options_default(ami_server_options_t *opt);

@@ -25,6 +25,7 @@ struct ami_conn {
     ami_conn_callbacks_t cb;
     void *ud;
     ami_tcp_t *tcp;
+    ami_tls_ctx_t *tls;       /* NULL for plain TCP; the transport borrows it */
     ami_parser_t parser;
     ami_registry_t *reg;
     ami_conn_state_t state;

@@ -23,11 +23,32 @@
 #include "lua/lua_internal.h"
 #include "protocol/writer.h"
 
+/* The correlation registry keeps a completion event's name in 40 bytes: a
+ * longer one could never match, so it is refused here. */
+#define COMPLETE_ON_MAX 39
+
 typedef struct headers {
     ami_kv_t kv[AMI_WRITER_MAX_LINES];
     size_t n;
     int anchor; /* stack slot for a table keeping converted strings alive (nil until needed) */
 } headers_t;
+
+/* A number becomes its shortest text; NaN and infinities are no value
+ * Asterisk understands, and a script that sends one has a bug to hear of. */
+static const char *number_text(lua_State *L, int idx, headers_t *h, size_t *len)
+{
+    double d = lua_tonumber(L, idx);
+    if (d != d || d - d != 0)
+        return NULL;
+    if (lua_isnil(L, h->anchor)) { /* the first conversion: make the table */
+        lua_newtable(L);
+        lua_replace(L, h->anchor);
+    }
+    lua_pushvalue(L, idx);
+    const char *s = lua_tolstring(L, -1, len);
+    lua_rawseti(L, h->anchor, (int)lua_objlen(L, h->anchor) + 1);
+    return s;
+}
 
 static const char *value_text(lua_State *L, int idx, headers_t *h, size_t *len)
 {
@@ -39,16 +60,7 @@ static const char *value_text(lua_State *L, int idx, headers_t *h, size_t *len)
         *len = b ? 4 : 5;
         return b ? "true" : "false";
     }
-    if (t != LUA_TNUMBER)
-        return NULL;
-    if (lua_isnil(L, h->anchor)) { /* the first conversion: make the table */
-        lua_newtable(L);
-        lua_replace(L, h->anchor);
-    }
-    lua_pushvalue(L, idx);
-    const char *s = lua_tolstring(L, -1, len);
-    lua_rawseti(L, h->anchor, (int)lua_objlen(L, h->anchor) + 1);
-    return s;
+    return t == LUA_TNUMBER ? number_text(L, idx, h, len) : NULL;
 }
 
 /* false (and *why) when the headers cannot be sent. The stack may be left
@@ -64,11 +76,37 @@ static bool add_header(lua_State *L, headers_t *h, const char *key, size_t klen,
     const char *v = value_text(L, vidx, h, &vlen);
     if (!v) {
         snprintf(why, why_size,
-                 "invalid: header %.64s must be a string, number, boolean or array of those", key);
+                 "invalid: header %.64s must be a string, a finite number, a boolean or an array of those",
+                 key);
         return false;
     }
     h->kv[h->n++] = (ami_kv_t){key, klen, v, vlen};
     return true;
+}
+
+/* An array value gives one line per element, in order. A table that is not
+ * a proper array (a hole, or other keys) would lose values silently: refused. */
+static bool array_length(lua_State *L, int t, size_t *n)
+{
+    size_t count = 0, max = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TNUMBER) {
+            lua_pop(L, 1);
+            return false;
+        }
+        double k = lua_tonumber(L, -1);
+        if (k < 1 || k != (double)(size_t)k || k > AMI_WRITER_MAX_LINES) {
+            lua_pop(L, 1);
+            return false;
+        }
+        count++;
+        if ((size_t)k > max)
+            max = (size_t)k;
+    }
+    *n = count;
+    return count == max;
 }
 
 static bool add_entry(lua_State *L, headers_t *h, const char *key, size_t klen, char *why,
@@ -77,7 +115,13 @@ static bool add_entry(lua_State *L, headers_t *h, const char *key, size_t klen, 
     int v = lua_gettop(L);
     if (!lua_istable(L, v))
         return add_header(L, h, key, klen, v, why, why_size);
-    size_t n = lua_objlen(L, v);
+    size_t n;
+    if (!array_length(L, v, &n)) {
+        snprintf(why, why_size,
+                 "invalid: header %.64s is a table but not an array of values 1..n without holes "
+                 "(nil inside it would drop lines silently)", key);
+        return false;
+    }
     for (size_t i = 1; i <= n; i++) {
         lua_rawgeti(L, v, (int)i);
         if (!add_header(L, h, key, klen, lua_gettop(L), why, why_size))
@@ -109,31 +153,57 @@ static bool collect_headers(lua_State *L, int t, headers_t *h, char *why, size_t
     return true;
 }
 
-MAY_RAISE static void parse_opts(lua_State *L, int idx, ami_action_req_t *req)
+/* opts: raw reads (no metamethod of the script's table runs here); every
+ * problem is an error value. */
+static bool parse_opts(lua_State *L, int idx, ami_action_req_t *req, char *why, size_t why_size)
 {
     if (lua_isnoneornil(L, idx))
-        return;
-    luaL_checktype(L, idx, LUA_TTABLE);
-    lua_getfield(L, idx, "timeout");
-    if (!lua_isnil(L, -1)) {
-        lua_Number ms = lua_tonumber(L, -1);
-        if (ms <= 0 || ms > 86400000)
-            luaL_error(L, "opts.timeout must be milliseconds between 1 and 86400000");
+        return true;
+    if (!lua_istable(L, idx)) {
+        snprintf(why, why_size, "ami.action: opts must be a table ({timeout = ms, ...})");
+        return false;
+    }
+    lua_pushliteral(L, "timeout");
+    lua_rawget(L, idx);
+    double ms;
+    if (!lua_isnil(L, -1) && !arg_number(L, -1, "ami.action", "opts.timeout", &RANGE_TIMEOUT_MS, &ms, why, why_size))
+        return false;
+    if (!lua_isnil(L, -1))
         req->timeout_ms = (uint32_t)ms;
-    }
-    lua_getfield(L, idx, "strategy");
+    lua_pushliteral(L, "strategy");
+    lua_rawget(L, idx);
     if (!lua_isnil(L, -1)) {
-        static const char *const names[] = {"auto", "single", "list", "command", "event", NULL};
-        req->strategy = (ami_strategy_t)luaL_checkoption(L, -1, NULL, names);
+        static const char *const names[] = {"auto", "single", "list", "command", "event"};
+        const char *given = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+        size_t i = 0;
+        while (i < 5 && strcmp(names[i], given) != 0)
+            i++;
+        if (i == 5) {
+            snprintf(why, why_size, "ami.action: opts.strategy must be \"auto\", \"single\", \"list\", "
+                                    "\"command\" or \"event\"");
+            return false;
+        }
+        req->strategy = (ami_strategy_t)i;
     }
-    lua_getfield(L, idx, "complete_on");
+    lua_pushliteral(L, "complete_on");
+    lua_rawget(L, idx);
     if (!lua_isnil(L, -1)) {
-        req->completion_event = luaL_checkstring(L, -1); /* kept alive by opts */
-        req->strategy = AMI_STRATEGY_EVENT;
+        size_t n;
+        req->completion_event = arg_text(L, -1, "ami.action", "opts.complete_on", &n, why, why_size);
+        if (!req->completion_event)
+            return false;
+        if (n == 0 || n > COMPLETE_ON_MAX) {
+            snprintf(why, why_size, "ami.action: opts.complete_on must be an event name of 1 to %d bytes",
+                     COMPLETE_ON_MAX);
+            return false;
+        }
+        req->strategy = AMI_STRATEGY_EVENT; /* kept alive by opts */
     }
-    lua_pop(L, 3);
-    if (req->strategy == AMI_STRATEGY_EVENT && !req->completion_event)
-        luaL_error(L, "opts.strategy \"event\" needs opts.complete_on = \"EventName\"");
+    if (req->strategy == AMI_STRATEGY_EVENT && !req->completion_event) {
+        snprintf(why, why_size, "ami.action: opts.strategy \"event\" needs opts.complete_on = \"EventName\"");
+        return false;
+    }
+    return true;
 }
 
 /* ---- results ------------------------------------------------------------------------ */
@@ -154,11 +224,11 @@ static void push_items(lua_State *L, wait_t *w)
 
 static void push_result(lua_State *L, wait_t *w, const ami_pending_note_t *n)
 {
-    gen_t *g = w->co->gen;
+    script_t *sc = w->co->sc;
     lua_createtable(L, 0, 6);
     int t = lua_gettop(L);
     if (n->msg) {
-        event_push(g, L, n->msg, w->server);
+        event_push(sc, L, n->msg, w->server);
         lua_setfield(L, t, "final");
     }
     if (w->response_ref != LUA_NOREF)
@@ -176,7 +246,7 @@ static void push_result(lua_State *L, wait_t *w, const ami_pending_note_t *n)
     }
     lua_pushboolean(L, n->signal == AMI_PENDING_DONE);
     lua_setfield(L, t, "ok");
-    lua_rawgeti(L, LUA_REGISTRYINDEX, g->result_mt_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->result_mt_ref);
     lua_setmetatable(L, t);
 }
 
@@ -209,10 +279,10 @@ static int on_note_protected(lua_State *L)
     lua_pop(L, 1);
     wait_t *w = a->w;
     const ami_pending_note_t *n = a->n;
-    gen_t *g = w->co->gen;
+    script_t *sc = w->co->sc;
     switch (n->signal) {
     case AMI_PENDING_RESPONSE:
-        event_push(g, L, n->msg, w->server);
+        event_push(sc, L, n->msg, w->server);
         w->response_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         return 0;
     case AMI_PENDING_ITEM:
@@ -221,7 +291,7 @@ static int on_note_protected(lua_State *L)
             w->items_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         }
         lua_rawgeti(L, LUA_REGISTRYINDEX, w->items_ref);
-        event_push(g, L, n->msg, w->server);
+        event_push(sc, L, n->msg, w->server);
         lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
         lua_pop(L, 1);
         return 0;
@@ -235,65 +305,87 @@ static int on_note_protected(lua_State *L)
 static void on_note(void *ud, const ami_pending_note_t *n)
 {
     wait_t *w = ud;
-    gen_t *g = w->co->gen;
+    script_t *sc = w->co->sc;
     bool final = n->signal == AMI_PENDING_DONE || n->signal == AMI_PENDING_FAILED;
     if (final)
         w->action_live = false;
     if (w->state != WAIT_ARMED)
         return; /* cannot happen: unarmed waits cancel their action */
     cb_args_t a = {w, n, 0};
-    int top = lua_gettop(g->L);
-    if (gen_pcall_ref(g->L, g->note_ref, &a) != 0) {
-        log_lua_error(g->rt, "action result lost", w->co->label, g->L, lua_tostring(g->L, -1));
-        lua_settop(g->L, top);
+    int top = lua_gettop(sc->L);
+    if (script_pcall_ref(sc, sc->note_ref, &a) != 0) {
+        log_lua_error(sc->gen->rt, "action result lost", w->co->label, sc->L, lua_tostring(sc->L, -1));
+        lua_settop(sc->L, top);
         if (!final)
             return;
+        lua_settop(w->co->L, 0);
         lua_pushnil(w->co->L);
-        lua_pushliteral(w->co->L, "nomem: the action's result could not be built");
+        lua_pushliteral(w->co->L, "nomem: the action's result could not be built (the script's memory_limit)");
         a.nres = 2;
     }
-    lua_settop(g->L, top);
+    lua_settop(sc->L, top);
     if (final)
         sched_wake(w, a.nres);
 }
 
 /* ---- ami.action / ami.collect ------------------------------------------------------------- */
 
+/* Everything that can be refused is checked before anything is sent. */
+static bool build_request(lua_State *L, bool collect, ami_action_req_t *req, const char **server,
+                          headers_t *h, char *why, size_t why_size)
+{
+    const char *fn = collect ? "ami.collect" : "ami.action";
+    *server = NULL;
+    if (!lua_isnil(L, 1) && !(*server = arg_text(L, 1, fn, "the server key", NULL, why, why_size)))
+        return false;
+    size_t nlen;
+    if (!(req->name = arg_text(L, 2, fn, "the action name", &nlen, why, why_size)))
+        return false;
+    if (!lua_isnil(L, 3) && !lua_istable(L, 3)) {
+        snprintf(why, why_size, "%s: headers must be a table ({Key = \"value\"}) or nil", fn);
+        return false;
+    }
+    if (!parse_opts(L, 4, req, why, why_size))
+        return false;
+    if (collect && req->strategy == AMI_STRATEGY_AUTO)
+        req->strategy = AMI_STRATEGY_LIST;
+    if (!collect_headers(L, 3, h, why, why_size))
+        return false;
+    req->hdrs = h->kv;
+    req->nhdrs = h->n;
+    return true;
+}
+
 static int send_action(lua_State *L, bool collect)
 {
     co_t *co = sched_require_co(L, collect ? "ami.collect" : "ami.action");
-    gen_t *g = co->gen;
+    ami_lua_runtime_t *rt = co->sc->gen->rt;
     lua_settop(L, 4); /* absent headers/opts become nil: indices 1..4 are fixed from here */
-    const char *server = luaL_optstring(L, 1, NULL);
-    ami_action_req_t req = {.name = luaL_checkstring(L, 2)};
-    if (!lua_isnoneornil(L, 3))
-        luaL_checktype(L, 3, LUA_TTABLE);
-    parse_opts(L, 4, &req);
-    if (collect && req.strategy == AMI_STRATEGY_AUTO)
-        req.strategy = AMI_STRATEGY_LIST;
-    headers_t hs; /* pointers into Lua strings only: nothing to free if anything raises */
-    headers_t *h = &hs;
-    char why[160];
-    if (!collect_headers(L, 3, h, why, sizeof why)) {
+    ami_action_req_t req = {0};
+    const char *server;
+    headers_t h; /* pointers into Lua strings only: nothing to free if anything raises */
+    char why[240];
+    if (!build_request(L, collect, &req, &server, &h, why, sizeof why)) {
         lua_pushnil(L);
-        lua_pushstring(L, why);
+        if (strncmp(why, "invalid: ", 9) == 0 || strncmp(why, "limit: ", 7) == 0)
+            lua_pushstring(L, why);
+        else
+            lua_pushfstring(L, "invalid: %s", why);
         return 2;
     }
-    req.hdrs = h->kv;
-    req.nhdrs = h->n;
     wait_t *w = sched_wait_new(co, WAIT_ACTION);
     if (!w)
         return luaL_error(L, "out of memory in ami.action");
     w->collect = collect;
     ami_err_t err;
-    if (ami_client_send(g->rt->client, server, &req, on_note, w, &w->action, &err) < 0) {
+    if (ami_client_send(rt->client, server, &req, on_note, w, &w->action, &err) < 0) {
         sched_wait_cancel(w);
         lua_pushnil(L);
         push_error(L, err.code, err.msg);
         return 2;
     }
     w->action_live = true;
-    w->server = ami_client_server_key(g->rt->client, w->action.server);
+    w->server = ami_client_server_key(rt->client, w->action.server);
     return sched_yield_for(L, w);
 }
 
@@ -307,16 +399,22 @@ static int l_collect(lua_State *L)
     return send_action(L, true);
 }
 
-/* res.X: the final message's header, then the response's. */
+/* res.X: a method (get, all, headers, totable; upvalue 1), else the final
+ * message's header, then the response's. */
 static int result_index(lua_State *L)
 {
-    if (lua_type(L, 2) != LUA_TSTRING)
+    if (!lua_istable(L, 1) || lua_type(L, 2) != LUA_TSTRING)
         return 0;
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    if (!lua_isnil(L, -1))
+        return 1;
+    lua_pop(L, 1);
     static const char *const parts[] = {"final", "response"};
     for (int i = 0; i < 2; i++) {
         lua_pushstring(L, parts[i]);
         lua_rawget(L, 1);
-        if (lua_isuserdata(L, -1)) {
+        if (lua_type(L, -1) == LUA_TUSERDATA) {
             lua_pushvalue(L, 2);
             lua_gettable(L, -2);
             if (!lua_isnil(L, -1))
@@ -328,14 +426,67 @@ static int result_index(lua_State *L)
     return 0;
 }
 
-void ami_lua_inject_action(lua_State *L, gen_t *g)
+/* A result reads like the answer: the event methods over final, then response. */
+static const char result_methods_src[] =
+    "local rawget, type, pairs, select = ...\n"
+    "local function parts(res)\n"
+    "  if type(res) ~= 'table' then error('bad argument #1 (action result expected)', 3) end\n"
+    "  local f, r = rawget(res, 'final'), rawget(res, 'response')\n"
+    "  if r == f then r = nil end\n"
+    "  return f, r\n"
+    "end\n"
+    "local M = {}\n"
+    "function M.get(res, key)\n"
+    "  local f, r = parts(res)\n"
+    "  local v = f and f:get(key)\n"
+    "  if v == nil and r then v = r:get(key) end\n"
+    "  return v\n"
+    "end\n"
+    "function M.all(res, key)\n"
+    "  local f, r = parts(res)\n"
+    "  local t = f and f:all(key) or {}\n"
+    "  if #t == 0 and r then t = r:all(key) end\n"
+    "  return t\n"
+    "end\n"
+    "function M.headers(res)\n"
+    "  local f, r = parts(res)\n"
+    "  local list = {}\n"
+    "  for _, m in pairs({f or false, r or false}) do\n"
+    "    if m then for k, v in m:headers() do list[#list + 1] = k; list[#list + 1] = v end end\n"
+    "  end\n"
+    "  local i = -1\n"
+    "  return function() i = i + 2; if list[i] then return list[i], list[i + 1] end end\n"
+    "end\n"
+    "function M.totable(res)\n"
+    "  local f, r = parts(res)\n"
+    "  local t = r and r:totable() or {}\n"
+    "  if f then for k, v in pairs(f:totable()) do t[k] = v end end\n"
+    "  return t\n"
+    "end\n"
+    "return M\n";
+
+MAY_RAISE static void push_result_methods(lua_State *L)
+{
+    if (luaL_loadbuffer(L, result_methods_src, sizeof result_methods_src - 1, "=ami.result") != 0)
+        lua_error(L);
+    lua_getglobal(L, "rawget");
+    lua_getglobal(L, "type");
+    lua_getglobal(L, "pairs");
+    lua_getglobal(L, "select");
+    lua_call(L, 4, 1);
+}
+
+void ami_lua_inject_action(lua_State *L, script_t *sc)
 {
     lua_pushcfunction(L, on_note_protected);
-    g->note_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sc->note_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_newtable(L);
-    lua_pushcfunction(L, result_index);
+    push_result_methods(L);
+    lua_pushcclosure(L, result_index, 1);
     lua_setfield(L, -2, "__index");
-    g->result_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushliteral(L, "ami.result");
+    lua_setfield(L, -2, "__metatable");
+    sc->result_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     static const luaL_Reg fns[] = {{"action", l_action}, {"collect", l_collect}, {NULL, NULL}};
     luaL_register(L, NULL, fns);
 }

@@ -34,7 +34,10 @@ typedef struct hdr_small {
     uint8_t pad;
 } hdr_small_t;
 
+#define EVENT_MAGIC 0x45564e54u /* "EVNT": engine userdata are told apart by a tag */
+
 typedef struct event_obj {
+    uint32_t magic;
     uint32_t nhdrs;
     uint32_t text_len;
     uint8_t kind;
@@ -157,7 +160,7 @@ static void copy_slices(event_obj_t *e, const ami_msg_t *msg)
     }
 }
 
-void event_push(gen_t *g, lua_State *L, const ami_msg_t *msg, const char *server_key)
+void event_push(script_t *sc, lua_State *L, const ami_msg_t *msg, const char *server_key)
 {
     size_t slen = server_key ? strlen(server_key) : 0;
     if (slen > 255)
@@ -165,6 +168,7 @@ void event_push(gen_t *g, lua_State *L, const ami_msg_t *msg, const char *server
     bool small = fits_small(msg);
     size_t slices = msg->nhdrs * slice_size(small);
     event_obj_t *e = lua_newuserdata(L, OBJ_HEAD + slices + msg->wire_len + slen);
+    e->magic = EVENT_MAGIC;
     e->nhdrs = (uint32_t)msg->nhdrs;
     e->text_len = (uint32_t)msg->wire_len;
     e->kind = (uint8_t)msg->kind;
@@ -174,21 +178,25 @@ void event_push(gen_t *g, lua_State *L, const ami_msg_t *msg, const char *server
     char *text = (char *)e + OBJ_HEAD + slices;
     memcpy(text, msg->base, msg->wire_len);
     memcpy(text + msg->wire_len, server_key, slen);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, g->event_mt_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->event_mt_ref);
     lua_setmetatable(L, -2);
 }
 
-static event_obj_t *check_event(lua_State *L, int idx) MAY_RAISE;
-
-static event_obj_t *check_event(lua_State *L, int idx)
+/* The event object at idx, or NULL: a full userdata of at least our
+ * header's size with our tag (only the engine makes userdata, and no other
+ * kind of ours carries this tag). Cheap enough for every field read. */
+static event_obj_t *to_event(lua_State *L, int idx)
 {
+    if (lua_type(L, idx) != LUA_TUSERDATA || lua_objlen(L, idx) < OBJ_HEAD)
+        return NULL;
     event_obj_t *e = lua_touserdata(L, idx);
-    if (!e || !lua_getmetatable(L, idx))
-        luaL_argerror(L, idx, "event object expected");
-    lua_rawgeti(L, LUA_REGISTRYINDEX, gen_of(L)->event_mt_ref);
-    bool same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    if (!same)
+    return e->magic == EVENT_MAGIC ? e : NULL;
+}
+
+MAY_RAISE static event_obj_t *check_event(lua_State *L, int idx)
+{
+    event_obj_t *e = to_event(L, idx);
+    if (!e)
         luaL_argerror(L, idx, "event object expected");
     return e;
 }
@@ -197,11 +205,11 @@ static event_obj_t *check_event(lua_State *L, int idx)
  * (case-insensitive). The methods table is upvalue 1. */
 static int event_index(lua_State *L)
 {
-    const event_obj_t *e = lua_touserdata(L, 1);
+    const event_obj_t *e = to_event(L, 1);
+    if (!e || lua_type(L, 2) != LUA_TSTRING)
+        return 0;
     size_t klen;
     const char *key = lua_tolstring(L, 2, &klen);
-    if (!key)
-        return 0;
     if (klen == 6 && memcmp(key, "server", 6) == 0) {
         lua_pushlstring(L, server_of(e), e->server_len);
         return 1;
@@ -253,7 +261,7 @@ static int event_all(lua_State *L)
 
 static int headers_iter(lua_State *L)
 {
-    const event_obj_t *e = lua_touserdata(L, lua_upvalueindex(1));
+    const event_obj_t *e = check_event(L, lua_upvalueindex(1));
     uint32_t i = (uint32_t)lua_tointeger(L, lua_upvalueindex(2));
     if (i >= e->nhdrs)
         return 0;
@@ -335,14 +343,14 @@ static int event_is_response(lua_State *L)
 
 static int event_len(lua_State *L)
 {
-    const event_obj_t *e = lua_touserdata(L, 1);
+    const event_obj_t *e = check_event(L, 1);
     lua_pushinteger(L, (lua_Integer)e->nhdrs);
     return 1;
 }
 
 static int event_tostring(lua_State *L)
 {
-    const event_obj_t *e = lua_touserdata(L, 1);
+    const event_obj_t *e = check_event(L, 1);
     const char *kind = e->kind == AMI_MSG_RESPONSE ? "response" : "event";
     if (e->nhdrs == 0) {
         lua_pushfstring(L, "empty %s", kind);
@@ -355,7 +363,7 @@ static int event_tostring(lua_State *L)
     return 1;
 }
 
-void ami_lua_inject_event(lua_State *L, gen_t *g)
+void ami_lua_inject_event(lua_State *L, script_t *sc)
 {
     static const luaL_Reg methods[] = {
         {"get", event_get},       {"all", event_all},   {"headers", event_headers},
@@ -375,5 +383,5 @@ void ami_lua_inject_event(lua_State *L, gen_t *g)
     lua_setfield(L, -2, "__tostring");
     lua_pushliteral(L, "ami.event");
     lua_setfield(L, -2, "__metatable");
-    g->event_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sc->event_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }

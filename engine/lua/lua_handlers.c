@@ -13,10 +13,13 @@
  *   ami.on("*", fn)                                                -- every event
  *   local ev, err = ami.wait_for({Event = "Hangup", Uniqueid = id}, 30000)
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "lua/lua_internal.h"
+#include "lua/lua_strpat.h"
 #include "util/alloc.h"
+#include "util/clock.h"
 
 static inline unsigned char lower(unsigned char c)
 {
@@ -29,7 +32,7 @@ static bool is_pattern(lua_State *L, int idx)
 {
     if (!lua_istable(L, idx) || !lua_getmetatable(L, idx))
         return false;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, gen_of(L)->pattern_mt_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, script_of(L)->pattern_mt_ref);
     bool yes = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
     return yes;
@@ -136,52 +139,61 @@ void filter_free(filter_t *f)
     memset(f, 0, sizeof *f);
 }
 
-/* string.find(value, pattern) in L, protected: a bad pattern is no match. */
-static bool pattern_match(lua_State *L, const char *v, size_t vlen, const cond_t *c)
+/* Counted, and said once a second per script: which filter gave up. */
+static void filter_over_budget(script_t *sc, const cond_t *c)
 {
-    lua_getglobal(L, "string");
-    lua_getfield(L, -1, "find");
-    lua_remove(L, -2);
-    lua_pushlstring(L, v, vlen);
-    lua_pushlstring(L, c->value, c->value_len);
-    if (lua_pcall(L, 2, 1, 0) != 0) {
-        lua_pop(L, 1);
-        return false;
-    }
-    bool hit = !lua_isnil(L, -1);
-    lua_pop(L, 1);
-    return hit;
+    ami_counter_inc(sc->gen->rt->m_filter_budget);
+    int64_t now = ami_now_coarse_ns();
+    if (now - sc->filter_log_ns < 1000000000LL)
+        return;
+    sc->filter_log_ns = now;
+    AMI_LOG(sc->gen->rt->log, AMI_LOG_WARN, "filter pattern over its step budget; treated as no match",
+            AMI_F_STR("script", sc->name), AMI_F_STRN("header", c->key, c->key_len),
+            AMI_F_STRN("pattern", c->value, c->value_len > 80 ? 80 : c->value_len),
+            AMI_F_UINT("filter_max_steps", sc->gen->rt->cfg.filter_max_steps));
 }
 
-static bool cond_match(const cond_t *c, lua_State *L, const ami_msg_t *msg)
+/* The pattern under a step budget (no Lua involved): past it, or for a bad
+ * pattern, no match. A 60 KB value against "(.*)@(.*)" costs a bounded
+ * fraction of a millisecond instead of seconds. */
+static bool pattern_match(script_t *sc, const char *v, size_t vlen, const cond_t *c)
+{
+    ami_lua_runtime_t *rt = sc->gen->rt;
+    int rc = ami_strpat_match_budget(v, vlen, c->value, c->value_len, rt->cfg.filter_max_steps, NULL);
+    if (rc == AMI_STRPAT_OVERBUDGET)
+        filter_over_budget(sc, c);
+    return rc == AMI_STRPAT_MATCH;
+}
+
+static bool cond_match(const cond_t *c, script_t *sc, const ami_msg_t *msg)
 {
     for (long i = ami_msg_next_index(msg, c->key, c->key_len, 0); i >= 0;
          i = ami_msg_next_index(msg, c->key, c->key_len, (size_t)i + 1)) {
         size_t vlen;
         const char *v = ami_msg_value(msg, (size_t)i, &vlen);
-        if (c->pattern ? pattern_match(L, v, vlen, c)
+        if (c->pattern ? pattern_match(sc, v, vlen, c)
                        : (vlen == c->value_len && memcmp(v, c->value, vlen) == 0))
             return true; /* a repeated header matches if any of its values does */
     }
     return false;
 }
 
-bool filter_match(const filter_t *f, lua_State *L, const ami_msg_t *msg, uint32_t name_hash,
+bool filter_match(script_t *sc, const filter_t *f, const ami_msg_t *msg, uint32_t name_hash,
                   const char *name, size_t name_len)
 {
     if (f->event && (f->event_hash != name_hash || !ami_str_ieq(f->event, f->event_len, name, name_len)))
         return false;
     for (size_t i = 0; i < f->nconds; i++)
-        if (!cond_match(&f->conds[i], L, msg))
+        if (!cond_match(&f->conds[i], sc, msg))
             return false;
     return true;
 }
 
 /* ---- ami.on / ami.off --------------------------------------------------------------- */
 
-static handler_t **list_for(gen_t *g, const filter_t *f)
+static handler_t **list_for(script_t *sc, const filter_t *f)
 {
-    return f->event ? &g->buckets[f->event_hash % HANDLER_BUCKETS] : &g->every;
+    return f->event ? &sc->buckets[f->event_hash % HANDLER_BUCKETS] : &sc->every;
 }
 
 static void label_handler(lua_State *L, handler_t *h)
@@ -194,167 +206,215 @@ static void label_handler(lua_State *L, handler_t *h)
         snprintf(h->label, sizeof h->label, "%s handler", what);
 }
 
-static int l_on(lua_State *L)
+static void link_handler(handler_t **list, handler_t *h)
 {
-    gen_t *g = gen_of(L);
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    if (g->nhandlers >= g->rt->cfg.max_handlers) {
-        ami_counter_inc(g->rt->m_handlers_refused);
-        return luaL_error(L, "too many handlers (max_handlers = %d)", (int)g->rt->cfg.max_handlers);
-    }
-    filter_t f;
-    filter_from_lua(L, 1, &f);
-    handler_t *h = ami_calloc(1, sizeof *h);
-    if (!h) {
-        filter_free(&f);
-        return luaL_error(L, "out of memory registering a handler");
-    }
-    h->filter = f;
-    h->id = ++g->next_handler_id;
-    h->since = g->rt->event_seq;
-    label_handler(L, h);
-    lua_pushvalue(L, 2);
-    h->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    handler_t **list = list_for(g, &h->filter);
     while (*list)
         list = &(*list)->next;
     *list = h;
-    g->nhandlers++;
+}
+
+/* Both kinds of registration: filter at 1 (or nothing for on_server), fn at fn_idx. */
+MAY_RAISE static int register_handler(lua_State *L, int fn_idx, bool server_state)
+{
+    script_t *sc = script_of(L);
+    ami_lua_runtime_t *rt = sc->gen->rt;
+    luaL_checktype(L, fn_idx, LUA_TFUNCTION);
+    if (sc->nhandlers >= rt->cfg.max_handlers) {
+        ami_counter_inc(rt->m_handlers_refused);
+        return luaL_error(L, "too many handlers (max_handlers = %d)", (int)rt->cfg.max_handlers);
+    }
+    /* The function's ref before the filter (C memory): if anything raises,
+     * what stays behind is a registry slot of the script's own state. */
+    lua_pushvalue(L, fn_idx);
+    int fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    filter_t f;
+    if (server_state) {
+        lua_pushliteral(L, "ServerState");
+        filter_from_lua(L, -1, &f);
+        lua_pop(L, 1);
+    } else {
+        filter_from_lua(L, 1, &f);
+    }
+    handler_t *h = ami_calloc(1, sizeof *h);
+    if (!h) {
+        filter_free(&f);
+        luaL_unref(L, LUA_REGISTRYINDEX, fn_ref);
+        return luaL_error(L, "out of memory registering a handler");
+    }
+    h->filter = f;
+    h->fn_ref = fn_ref;
+    h->id = ++sc->next_handler_id;
+    h->order = h->id;
+    h->since = rt->event_seq;
+    label_handler(L, h);
+    link_handler(server_state ? &sc->server_handlers : list_for(sc, &h->filter), h);
+    sc->nhandlers++;
     lua_pushinteger(L, h->id);
     return 1;
 }
 
-static void free_handler(gen_t *g, handler_t *h)
+static int l_on(lua_State *L)
 {
-    luaL_unref(g->L, LUA_REGISTRYINDEX, h->fn_ref);
+    return register_handler(L, 2, false);
+}
+
+MAY_RAISE int handlers_on_server(lua_State *L)
+{
+    return register_handler(L, 1, true);
+}
+
+static void free_handler(script_t *sc, handler_t *h)
+{
+    luaL_unref(sc->L, LUA_REGISTRYINDEX, h->fn_ref);
     filter_free(&h->filter);
     ami_free(h);
 }
 
-static void sweep_list(gen_t *g, handler_t **list)
+static void sweep_list(script_t *sc, handler_t **list)
 {
     while (*list) {
         handler_t *h = *list;
         if (h->dead) {
             *list = h->next;
-            free_handler(g, h);
-            g->nhandlers--;
+            free_handler(sc, h);
+            sc->nhandlers--;
         } else {
             list = &h->next;
         }
     }
 }
 
-static void sweep(gen_t *g)
+static void sweep(script_t *sc)
 {
     for (unsigned b = 0; b < HANDLER_BUCKETS; b++)
-        sweep_list(g, &g->buckets[b]);
-    sweep_list(g, &g->every);
-    g->rt->handlers_dead = false;
+        sweep_list(sc, &sc->buckets[b]);
+    sweep_list(sc, &sc->every);
+    sweep_list(sc, &sc->server_handlers);
 }
 
-static handler_t *find_handler(gen_t *g, uint32_t id)
+/* Bucket b of sc's handler lists: HANDLER_BUCKETS is "*", +1 the server handlers. */
+static handler_t *list_at(script_t *sc, unsigned b)
 {
-    for (unsigned b = 0; b <= HANDLER_BUCKETS; b++)
-        for (handler_t *h = b < HANDLER_BUCKETS ? g->buckets[b] : g->every; h; h = h->next)
+    return b < HANDLER_BUCKETS ? sc->buckets[b] : b == HANDLER_BUCKETS ? sc->every : sc->server_handlers;
+}
+
+/* Every script of the runtime: ami.off inside a dispatch marks, the
+ * outermost dispatch sweeps. */
+static void sweep_all(ami_lua_runtime_t *rt)
+{
+    for (script_t *sc = rt->current ? rt->current->scripts : NULL; sc; sc = sc->next)
+        sweep(sc);
+    for (gen_t *g = rt->draining; g; g = g->next)
+        for (script_t *sc = g->scripts; sc; sc = sc->next)
+            sweep(sc);
+    rt->handlers_dead = false;
+}
+
+static handler_t *find_handler(script_t *sc, uint32_t id)
+{
+    for (unsigned b = 0; b <= HANDLER_BUCKETS + 1; b++)
+        for (handler_t *h = list_at(sc, b); h; h = h->next)
             if (h->id == id && !h->dead)
                 return h;
     return NULL;
 }
 
+static void mark_dead(script_t *sc, handler_t *h)
+{
+    h->dead = true;
+    sc->gen->rt->handlers_dead = true;
+    if (sc->gen->rt->dispatch_depth == 0)
+        sweep(sc);
+}
+
 static int l_off(lua_State *L)
 {
-    gen_t *g = gen_of(L);
-    handler_t *h = find_handler(g, (uint32_t)luaL_checkinteger(L, 1));
+    script_t *sc = script_of(L);
+    static const num_range_t ids = {1, UINT32_MAX, true, "handler id"};
+    double id;
+    char why[160];
+    if (!arg_number(L, 1, "ami.off", "the id ami.on returned", &ids, &id, why, sizeof why))
+        return push_invalid(L, why);
+    handler_t *h = find_handler(sc, (uint32_t)id);
     lua_pushboolean(L, h != NULL);
-    if (!h)
-        return 1;
-    h->dead = true;
-    g->rt->handlers_dead = true;
-    if (g->rt->dispatch_depth == 0)
-        sweep(g);
+    if (h)
+        mark_dead(sc, h);
     return 1;
 }
 
-void handlers_remove_all(gen_t *g)
+void handlers_remove_all(script_t *sc)
 {
-    for (unsigned b = 0; b <= HANDLER_BUCKETS; b++)
-        for (handler_t *h = b < HANDLER_BUCKETS ? g->buckets[b] : g->every; h; h = h->next)
+    for (unsigned b = 0; b <= HANDLER_BUCKETS + 1; b++)
+        for (handler_t *h = list_at(sc, b); h; h = h->next)
             h->dead = true;
-    g->rt->handlers_dead = true;
-    if (g->rt->dispatch_depth == 0)
-        sweep(g);
+    sc->gen->rt->handlers_dead = true;
+    if (sc->gen->rt->dispatch_depth == 0)
+        sweep(sc);
 }
 
-void handlers_free_all(gen_t *g)
+void handlers_free_all(script_t *sc)
 {
-    for (unsigned b = 0; b < HANDLER_BUCKETS; b++)
-        for (handler_t *h = g->buckets[b], *next; h; h = next) {
+    for (unsigned b = 0; b <= HANDLER_BUCKETS + 1; b++)
+        for (handler_t *h = list_at(sc, b), *next; h; h = next) {
             next = h->next;
-            free_handler(g, h);
+            free_handler(sc, h);
         }
-    for (handler_t *h = g->every, *next; h; h = next) {
-        next = h->next;
-        free_handler(g, h);
-    }
-    memset(g->buckets, 0, sizeof g->buckets);
-    g->every = NULL;
-    g->nhandlers = 0;
+    memset(sc->buckets, 0, sizeof sc->buckets);
+    sc->every = NULL;
+    sc->server_handlers = NULL;
+    sc->nhandlers = 0;
 }
 
 /* ---- ami.pattern ------------------------------------------------------------------------ */
 
 static int l_pattern(lua_State *L)
 {
-    gen_t *g = gen_of(L);
+    script_t *sc = script_of(L);
     size_t n;
     const char *p = luaL_checklstring(L, 1, &n);
-    /* Check it compiles now, where the script can see the error. */
-    lua_getglobal(L, "string");
-    lua_getfield(L, -1, "find");
-    lua_pushliteral(L, "");
-    lua_pushlstring(L, p, n);
-    if (lua_pcall(L, 2, 0, 0) != 0)
-        return luaL_error(L, "ami.pattern(%s): %s", p, lua_tostring(L, -1));
-    lua_pop(L, 1);
+    /* Check it now, where the script can see the error (as LuaJIT does, an
+     * error deeper in the pattern shows only when a value reaches it). */
+    const char *why = NULL;
+    if (ami_strpat_match_budget("", 0, p, n, 100000, &why) == AMI_STRPAT_BADPATTERN)
+        return luaL_error(L, "ami.pattern(%s): %s", p, why ? why : "malformed pattern");
     lua_createtable(L, 1, 0);
     lua_pushlstring(L, p, n);
     lua_rawseti(L, -2, 1);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, g->pattern_mt_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->pattern_mt_ref);
     lua_setmetatable(L, -2);
     return 1;
 }
 
 /* ---- ami.wait_for ------------------------------------------------------------------------ */
 
-static void waiter_link(gen_t *g, wait_t *w)
+static void waiter_link(script_t *sc, wait_t *w)
 {
     w->wnext = NULL;
-    w->wprev = g->waiters_tail;
-    if (g->waiters_tail)
-        g->waiters_tail->wnext = w;
+    w->wprev = sc->waiters_tail;
+    if (sc->waiters_tail)
+        sc->waiters_tail->wnext = w;
     else
-        g->waiters = w;
-    g->waiters_tail = w;
+        sc->waiters = w;
+    sc->waiters_tail = w;
     w->linked = true;
-    g->nwaiters++;
+    sc->nwaiters++;
 }
 
-void waiter_unlink(gen_t *g, wait_t *w)
+void waiter_unlink(script_t *sc, wait_t *w)
 {
     if (!w->linked)
         return;
     if (w->wprev)
         w->wprev->wnext = w->wnext;
     else
-        g->waiters = w->wnext;
+        sc->waiters = w->wnext;
     if (w->wnext)
         w->wnext->wprev = w->wprev;
     else
-        g->waiters_tail = w->wprev;
+        sc->waiters_tail = w->wprev;
     w->wprev = w->wnext = NULL;
     w->linked = false;
-    g->nwaiters--;
+    sc->nwaiters--;
 }
 
 static void on_wait_timeout(struct ev_loop *loop, ev_timer *t, int revents)
@@ -371,12 +431,15 @@ static void on_wait_timeout(struct ev_loop *loop, ev_timer *t, int revents)
 static int l_wait_for(lua_State *L)
 {
     co_t *co = sched_require_co(L, "ami.wait_for");
-    gen_t *g = co->gen;
-    lua_Number ms = luaL_optnumber(L, 2, 30000);
-    if (ms <= 0)
-        return luaL_argerror(L, 2, "timeout must be positive milliseconds");
-    if (g->nwaiters >= g->rt->cfg.max_waiters) {
-        ami_counter_inc(g->rt->m_waiters_refused);
+    script_t *sc = co->sc;
+    ami_lua_runtime_t *rt = sc->gen->rt;
+    double ms = 30000;
+    char why[200];
+    if (!lua_isnoneornil(L, 2) &&
+        !arg_number(L, 2, "ami.wait_for", "the timeout", &RANGE_TIMEOUT_MS, &ms, why, sizeof why))
+        return push_invalid(L, why);
+    if (sc->nwaiters >= rt->cfg.max_waiters) {
+        ami_counter_inc(rt->m_waiters_refused);
         lua_pushnil(L);
         push_error(L, AMI_E_LIMIT, "too many ami.wait_for waiting at once (max_waiters)");
         return 2;
@@ -389,80 +452,97 @@ static int l_wait_for(lua_State *L)
         return luaL_error(L, "out of memory in ami.wait_for");
     }
     w->filter = f;
-    w->since = g->rt->event_seq;
-    waiter_link(g, w);
+    w->since = rt->event_seq;
+    waiter_link(sc, w);
     ev_timer_init(&w->timer, on_wait_timeout, ms / 1000.0, 0.);
     w->timer.data = w;
     w->timeout_ms = (uint32_t)ms;
-    ev_now_update(g->rt->loop); /* not from the loop's cached time: see ami.sleep */
-    ev_timer_start(g->rt->loop, &w->timer);
+    ev_now_update(rt->loop); /* not from the loop's cached time: see ami.sleep */
+    ev_timer_start(rt->loop, &w->timer);
     return sched_yield_for(L, w);
 }
 
 /* ---- dispatch ------------------------------------------------------------------------------- */
 
 typedef struct dispatch {
-    gen_t *g;
+    script_t *sc;
     const ami_msg_t *msg;
     const char *server_key;
     const char *name;
     size_t name_len;
     uint32_t hash;
-    int ev_idx;    /* stack index of the shared event object in g->L, 0 until made */
+    int ev_idx;    /* stack index of the shared event object in sc->L, 0 until made */
     uint64_t seq;
+    bool engine;   /* the engine's ServerState event, not one from Asterisk */
 } dispatch_t;
 
 static int event_index_in(dispatch_t *d)
 {
     if (!d->ev_idx) {
-        event_push(d->g, d->g->L, d->msg, d->server_key);
-        d->ev_idx = lua_gettop(d->g->L);
+        event_push(d->sc, d->sc->L, d->msg, d->server_key);
+        d->ev_idx = lua_gettop(d->sc->L);
     }
     return d->ev_idx;
 }
 
 static void run_handler(dispatch_t *d, handler_t *h)
 {
-    gen_t *g = d->g;
-    co_t *co = sched_co_get(g);
+    script_t *sc = d->sc;
+    ami_lua_runtime_t *rt = sc->gen->rt;
+    int ev = event_index_in(d);
+    co_t *co = sched_co_get(sc);
     if (!co) {
-        g->rt->stats.refused++;
-        ami_counter_inc(g->rt->m_refused);
+        rt->stats.refused++;
+        ami_counter_inc(rt->m_refused);
         return;
     }
-    int ev = event_index_in(d);
     co->label = h->label;
     lua_rawgeti(co->L, LUA_REGISTRYINDEX, h->fn_ref);
-    lua_pushvalue(g->L, ev);
-    lua_xmove(g->L, co->L, 1);
+    lua_pushvalue(sc->L, ev);
+    lua_xmove(sc->L, co->L, 1);
     sched_resume(co, 1);
 }
 
-static void run_list(dispatch_t *d, handler_t *h, bool *matched)
+static bool wants(dispatch_t *d, handler_t *h)
 {
-    for (; h; h = h->next) {
-        if (h->dead || h->since == d->seq)
+    return !h->dead && h->since != d->seq &&
+           filter_match(d->sc, &h->filter, d->msg, d->hash, d->name, d->name_len);
+}
+
+/* The named handlers and the "*" handlers, merged in registration order. */
+static bool run_handlers(dispatch_t *d)
+{
+    handler_t *named = d->sc->buckets[d->hash % HANDLER_BUCKETS], *any = d->sc->every;
+    if (d->engine) {
+        named = d->sc->server_handlers;
+        any = NULL;
+    }
+    bool matched = false;
+    while (named || any) {
+        handler_t **pick = !any || (named && named->order < any->order) ? &named : &any;
+        handler_t *h = *pick;
+        *pick = h->next;
+        if (!wants(d, h))
             continue;
-        if (!filter_match(&h->filter, d->g->L, d->msg, d->hash, d->name, d->name_len))
-            continue;
-        *matched = true;
+        matched = true;
         run_handler(d, h);
     }
+    return matched;
 }
 
 static void wake_waiters(dispatch_t *d)
 {
-    gen_t *g = d->g;
-    for (wait_t *w = g->waiters, *next; w; w = next) {
+    script_t *sc = d->sc;
+    for (wait_t *w = sc->waiters, *next; w; w = next) {
         next = w->wnext;
-        if (w->since == d->seq || w->state != WAIT_ARMED)
+        if (w->since == d->seq || w->state != WAIT_ARMED || (d->engine && !w->filter.event))
             continue;
-        if (!filter_match(&w->filter, g->L, d->msg, d->hash, d->name, d->name_len))
+        if (!filter_match(sc, &w->filter, d->msg, d->hash, d->name, d->name_len))
             continue;
-        waiter_unlink(g, w);
-        next = g->waiters; /* waking runs Lua, which may unlink others: restart safely */
-        lua_pushvalue(g->L, event_index_in(d));
-        lua_xmove(g->L, w->co->L, 1);
+        waiter_unlink(sc, w);
+        next = sc->waiters; /* waking runs Lua, which may unlink others: restart safely */
+        lua_pushvalue(sc->L, event_index_in(d));
+        lua_xmove(sc->L, w->co->L, 1);
         sched_wake(w, 1);
     }
 }
@@ -471,51 +551,79 @@ static int dispatch_protected(lua_State *L)
 {
     dispatch_t *d = lua_touserdata(L, 1);
     lua_pop(L, 1);
+    script_t *sc = d->sc;
+    ami_lua_runtime_t *rt = sc->gen->rt;
     bool matched = false;
-    if (d->g->state == GEN_ACTIVE && !d->g->rt->drained) {
-        run_list(d, d->g->buckets[d->hash % HANDLER_BUCKETS], &matched);
-        run_list(d, d->g->every, &matched);
-    }
-    if (d->g->waiters)
+    if (sc->gen->state == GEN_ACTIVE && !rt->drained)
+        matched = run_handlers(d);
+    if (sc->waiters)
         wake_waiters(d);
     if (matched)
-        d->g->rt->stats.events_dispatched++;
+        rt->stats.events_dispatched++;
     return 0;
 }
 
-void handlers_dispatch(gen_t *g, const ami_msg_t *msg, const char *server_key, bool handlers_too)
+static void dispatch_failed(script_t *sc, int status)
 {
-    (void)handlers_too;
-    ami_lua_runtime_t *rt = g->rt;
-    dispatch_t d = {.g = g, .msg = msg, .server_key = server_key, .seq = rt->event_seq};
+    ami_counter_inc(sc->m_events_refused);
+    int64_t now = ami_now_coarse_ns();
+    if (now - sc->refusal_log_ns < 1000000000LL)
+        return; /* one line a second is enough to say it goes on */
+    sc->refusal_log_ns = now;
+    AMI_LOG(sc->gen->rt->log, AMI_LOG_ERROR, "event not given to a script's handlers",
+            AMI_F_STR("script", sc->name),
+            AMI_F_STR("reason", status == LUA_ERRMEM ? "the script is at its memory_limit" : lua_tostring(sc->L, -1)));
+}
+
+static void dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key, bool engine)
+{
+    ami_lua_runtime_t *rt = sc->gen->rt;
+    dispatch_t d = {.sc = sc, .msg = msg, .server_key = server_key, .seq = rt->event_seq, .engine = engine};
     d.name = ami_msg_name(msg);
     d.name_len = msg->nhdrs ? msg->hdrs[0].val_len : 0;
     d.hash = msg->name_hash;
-    int top = lua_gettop(g->L);
+    lua_State *L = sc->L;
+    int top = lua_gettop(L);
     rt->dispatch_depth++;
-    if (gen_pcall_ref(g->L, g->dispatch_ref, &d) != 0) {
-        log_lua_error(rt, "event dispatch failed", "dispatch", g->L, lua_tostring(g->L, -1));
-    }
-    lua_settop(g->L, top);
+    int rc = script_pcall_ref(sc, sc->dispatch_ref, &d);
+    if (rc != 0)
+        dispatch_failed(sc, rc);
+    lua_settop(L, top);
     if (--rt->dispatch_depth == 0 && rt->handlers_dead)
-        sweep(g);
+        sweep_all(rt);
+}
+
+void handlers_dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key)
+{
+    dispatch(sc, msg, server_key, false);
+}
+
+void handlers_dispatch_server_state(script_t *sc, const ami_msg_t *msg, const char *server_key)
+{
+    dispatch(sc, msg, server_key, true);
 }
 
 static int pattern_tostring(lua_State *L)
 {
+    if (!lua_istable(L, 1))
+        return luaL_argerror(L, 1, "ami.pattern object expected");
     lua_rawgeti(L, 1, 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+        return luaL_argerror(L, 1, "ami.pattern object expected");
     lua_pushfstring(L, "ami.pattern(%s)", lua_tostring(L, -1));
     return 1;
 }
 
-void ami_lua_inject_handlers(lua_State *L, gen_t *g)
+void ami_lua_inject_handlers(lua_State *L, script_t *sc)
 {
     lua_pushcfunction(L, dispatch_protected);
-    g->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sc->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_newtable(L);
     lua_pushcfunction(L, pattern_tostring);
     lua_setfield(L, -2, "__tostring");
-    g->pattern_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushliteral(L, "ami.pattern");
+    lua_setfield(L, -2, "__metatable");
+    sc->pattern_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     static const luaL_Reg fns[] = {
         {"on", l_on}, {"off", l_off}, {"wait_for", l_wait_for}, {"pattern", l_pattern}, {NULL, NULL},
     };

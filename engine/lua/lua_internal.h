@@ -1,222 +1,67 @@
 /*
- * Private to engine/lua: the runtime's structures and the functions its
- * files share. One file per area of the `ami` API (lua_action.c,
- * lua_events.c, lua_timer.c, lua_log.c, ...), each with one
- * ami_lua_inject_<area>(L, gen) that puts its functions into the module.
+ * Private to engine/lua: the functions the runtime's files share (the
+ * types are in lua_types.h). One file per area of the `ami` API
+ * (lua_action.c, lua_handlers.c, lua_timer.c, lua_log.c, ...), each with
+ * one ami_lua_inject_<area>(L, sc) that puts its functions into the module.
  *
  * Longjmp discipline: functions marked MAY_RAISE can luaL_error (longjmp out
  * of the C frame). Before calling one, nothing may be half-built: no
  * malloc'd memory only a local holds, no half-linked structure.
+ *
+ * Every C function reachable from Lua checks its arguments' types (an
+ * engine object by its metatable or tag, never by assumption), and every
+ * metatable the engine creates is locked (__metatable): scripts are
+ * untrusted code.
  */
 #ifndef AMI_LUA_INTERNAL_H
 #define AMI_LUA_INTERNAL_H
 
-#include <ev.h>
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stdint.h>
-
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "cluster/client.h"
-#include "lua/runtime.h"
-#include "obs/log.h"
-#include "obs/metrics.h"
+#include "lua/lua_types.h"
 
 #define MAY_RAISE /* this function can luaL_error */
 
-typedef struct gen gen_t;
-typedef struct co co_t;
-typedef struct wait wait_t;
-typedef struct handler handler_t;
-typedef struct filter filter_t;
+/* ---- lua_script.c: one script's Lua state ----------------------------------------- */
 
-/* ---- filters (ami.on, ami.wait_for) ------------------------------------------- */
+/* A new state with the ami module and the sandbox built, not yet running
+ * anything. NULL and err on failure. */
+script_t *script_new(gen_t *g, const char *name, ami_err_t *err);
+/* Cancel its coroutines, free its handlers, close the state. */
+void script_close(script_t *sc);
+/* The script owning L (any thread of its state). */
+script_t *script_of(lua_State *L);
+/* Allocations past the memory limit are refused between enter and leave
+ * (script code, and the engine's protected pushes); elsewhere the engine's
+ * own small pushes may pass it so they never fail unprotected. */
+static inline void script_strict_enter(script_t *sc) { sc->strict++; }
+static inline void script_strict_leave(script_t *sc) { sc->strict--; }
+/* After a run: collect garbage early when close to the limit. */
+void script_after_run(script_t *sc);
+/* Is thread L one of the engine's own coroutines? */
+bool script_owns_thread(script_t *sc, lua_State *L, int idx);
 
-typedef struct cond {
-    char *key;
-    size_t key_len;
-    char *value;       /* exact value, or the Lua pattern */
-    size_t value_len;
-    bool pattern;      /* value is a Lua pattern (ami.pattern(...)) */
-} cond_t;
+/* ---- lua_gen.c: generations ------------------------------------------------------ */
 
-struct filter {
-    char *event;       /* lowercased event name, NULL = any */
-    size_t event_len;
-    uint32_t event_hash;
-    cond_t *conds;
-    size_t nconds;
-};
-
-/* Build a filter from the value at idx: an event name string, "*", or a table
- * {Event = "Hangup", Channel = "x", Cause = ami.pattern("^1")}. MAY_RAISE. */
-MAY_RAISE void filter_from_lua(lua_State *L, int idx, filter_t *f);
-void filter_free(filter_t *f);
-/* Does msg match? Patterns run string.find in L (no yield, no error escapes). */
-bool filter_match(const filter_t *f, lua_State *L, const ami_msg_t *msg, uint32_t name_hash,
-                  const char *name, size_t name_len);
-
-/* ---- handlers and waiters ---------------------------------------------------------- */
-
-#define HANDLER_BUCKETS 128u
-
-struct handler {
-    uint32_t id;
-    int fn_ref;          /* registry ref of the function */
-    filter_t filter;
-    char label[128];     /* "Hangup handler at scripts/x.lua:12" */
-    uint64_t since;      /* registered during this event: it does not see it */
-    bool dead;
-    handler_t *next;
-};
-
-/* ---- coroutines and what they wait for ---------------------------------------- */
-
-typedef enum co_state { CO_IDLE = 0, CO_RUNNING, CO_PARKED, CO_QUEUED } co_state_t;
-
-struct co {
-    lua_State *L;
-    int ref;             /* anchors the thread in the registry */
-    gen_t *gen;
-    co_state_t state;
-    wait_t *wait;        /* set while parked */
-    const char *label;   /* what it runs, for logs (points into a handler or "spawn") */
-    char label_buf[96];
-    int nargs;           /* queued runs: arguments already on its stack */
-    co_t *prev, *next;   /* idle pool, parked list or run queue */
-};
-
-typedef enum wait_kind { WAIT_SLEEP = 0, WAIT_ACTION, WAIT_EVENT } wait_kind_t;
-typedef enum wait_state { WAIT_PREPARED = 0, WAIT_ARMED } wait_state_t;
-
-struct wait {
-    wait_kind_t kind;
-    wait_state_t state;
-    co_t *co;
-    ev_timer timer;                  /* sleep; wait_for timeout */
-    bool idle;                       /* ami.every between runs: no work in progress */
-    uint32_t timeout_ms;             /* wait_for: for the timeout message */
-    /* WAIT_ACTION */
-    ami_action_handle_t action;
-    bool action_live;                /* still registered with the client */
-    bool collect;                    /* ami.collect: return the items list */
-    int items_ref;                   /* table of item events, LUA_NOREF if none */
-    int response_ref;                /* the first response, LUA_NOREF if none */
-    const char *server;              /* the server's key (the client's string) */
-    /* WAIT_EVENT */
-    filter_t filter;
-    uint64_t since;                  /* armed during this event: it does not see it */
-    wait_t *wprev, *wnext;           /* in gen->waiters */
-    bool linked;
-};
-
-/* ---- generations ------------------------------------------------------------------- */
-
-typedef enum gen_state { GEN_LOADING = 0, GEN_ACTIVE, GEN_DRAINING } gen_state_t;
-
-struct gen {
-    ami_lua_runtime_t *rt;
-    lua_State *L;
-    uint64_t id;
-    gen_state_t state;
-    int64_t mem_bytes;
-    size_t mem_limit;
-    lua_Alloc base_alloc;            /* LuaJIT's own allocator, wrapped for accounting */
-    void *base_ud;
-    bool mem_refused;
-    handler_t *buckets[HANDLER_BUCKETS];
-    handler_t *every;                /* "*" handlers */
-    uint32_t nhandlers;
-    uint32_t next_handler_id;
-    wait_t *waiters;                 /* ami.wait_for, in arrival order */
-    wait_t *waiters_tail;
-    uint32_t nwaiters;
-    co_t *idle;                      /* pool of finished coroutines */
-    uint32_t nidle;
-    co_t *parked;                    /* waiting coroutines */
-    uint32_t nparked;
-    uint32_t nidle_waits;            /* of which idle (ami.every between runs) */
-    int env_ref;                     /* the shared base environment */
-    int server_names_ref;            /* table: server index -> key string */
-    int event_mt_ref;                /* metatable of event objects */
-    int result_mt_ref;               /* metatable of action results */
-    int pattern_mt_ref;              /* metatable marking ami.pattern values */
-    int dispatch_ref;                /* dispatch's protected entry, made once */
-    int note_ref;                    /* action notes' protected entry, made once */
-    ev_timer grace_timer;
-    gen_t *next;                     /* runtime's list of draining generations */
-};
-
-/* ---- the runtime --------------------------------------------------------------------- */
-
-typedef struct watchdog {
-    pthread_t thread;
-    bool running;
-    pthread_mutex_t lock;            /* held while touching `target` or closing a state */
-    pthread_cond_t wake;
-    bool stop;
-    _Atomic int64_t started_ns;      /* 0 when no handler runs */
-    _Atomic uint64_t seq;            /* bumps at each resume */
-    lua_State *target;               /* state of the running handler (under lock) */
-    uint64_t fired_seq;
-    _Atomic int64_t budget_ns;
-} watchdog_t;
-
-struct ami_lua_runtime {
-    ami_lua_config_t cfg;
-    char *scripts_dir;
-    char *lua_path;
-    ami_client_t *client;
-    struct ev_loop *loop;
-    ami_logger_t *log;
-    ami_metrics_t *metrics;
-    ami_subscription_t *sub;
-    gen_t *current;
-    gen_t *draining;                 /* list of old generations */
-    uint64_t next_gen_id;
-    bool drained;                    /* no new events to handlers */
-    uint64_t event_seq;              /* bumps per dispatched event */
-    uint32_t dispatch_depth;
-    bool handlers_dead;              /* ami.off during dispatch: sweep later */
-    co_t *running;                   /* coroutine being resumed, NULL outside Lua */
-    wait_t *preparing;               /* wait set up by an ami.* call about to yield */
-    int64_t budget_ns;               /* for the running resume */
-    bool watchdog_fired;             /* the hook stopped the running coroutine */
-    co_t *runq, *runq_tail;          /* spawned coroutines to start */
-    uint32_t nrunq;
-    ev_idle runq_idle;
-    watchdog_t wd;
-    ami_lua_stats_t stats;
-    int inotify_fd;
-    ev_io inotify_io;
-    ev_timer debounce;
-    /* metrics */
-    ami_counter_t *m_handler_runs;
-    ami_counter_t *m_handler_errors;
-    ami_counter_t *m_handler_kills;
-    ami_counter_t *m_refused;
-    ami_counter_t *m_waiters_refused;
-    ami_counter_t *m_handlers_refused;
-    ami_counter_t *m_memory_refused;
-    ami_counter_t *m_reloads;
-    ami_counter_t *m_reload_failures;
-    ami_counter_t *m_events_unhandled;
-    ami_gauge_t *m_parked;
-    ami_gauge_t *m_memory;
-    ami_gauge_t *m_generations;
-};
+gen_t *gen_new(ami_lua_runtime_t *rt, ami_err_t *err);
+/* Load every script of the folder into g; -1 with a message naming file and line. */
+int gen_load_scripts(gen_t *g, ami_err_t *err);
+/* The generation's script for tools and specs (created on first use). */
+script_t *gen_console(gen_t *g, ami_err_t *err);
+void gen_activate(ami_lua_runtime_t *rt, gen_t *g);
+void gen_close(gen_t *g);
+/* A draining generation closes once nothing waits in it. */
+void gen_maybe_finish_draining(gen_t *g);
 
 /* ---- lua_sched.c: coroutines -------------------------------------------------------- */
 
-co_t *sched_co_get(gen_t *g);                 /* from the pool or new; NULL if refused */
+co_t *sched_co_get(script_t *sc);             /* from the pool or new; NULL if refused */
 void sched_co_release(co_t *co);              /* back to the pool or freed */
 /* Resume co with nargs arguments already on its stack. Handles yield/park,
  * completion, errors (logged), the watchdog. */
 void sched_resume(co_t *co, int nargs);
-/* The running coroutine if L is it; else raises a clear error. MAY_RAISE */
+/* The running coroutine if L is it and may yield; else raises a clear error. MAY_RAISE */
 MAY_RAISE co_t *sched_require_co(lua_State *L, const char *fn_name);
 /* Start a wait for the running coroutine; returns lua_yield's value. */
 wait_t *sched_wait_new(co_t *co, wait_kind_t kind);
@@ -229,10 +74,10 @@ void sched_wait_cancel(wait_t *w);
 bool sched_enqueue(co_t *co, int nargs);
 void sched_init(ami_lua_runtime_t *rt);
 void sched_deinit(ami_lua_runtime_t *rt);
-/* Cancel every parked/queued coroutine of g (no resume). */
-void sched_cancel_gen(gen_t *g);
-/* Cancel g's coroutines that sit idle between periodic runs (drain). */
-void sched_cancel_idle(gen_t *g);
+/* Cancel every parked/queued coroutine of sc (no resume). */
+void sched_cancel_script(script_t *sc);
+/* Cancel sc's coroutines that sit idle between periodic runs (drain). */
+void sched_cancel_idle(script_t *sc);
 
 /* ---- lua_watchdog.c ---------------------------------------------------------------- */
 
@@ -242,48 +87,92 @@ void watchdog_enter(ami_lua_runtime_t *rt, lua_State *L, int64_t budget_ns);
 void watchdog_leave(ami_lua_runtime_t *rt, lua_State *L);
 /* Called before a state is closed: the watchdog must let go of it. */
 void watchdog_forget(ami_lua_runtime_t *rt, lua_State *L);
+/* For C loops that no hook can interrupt (pattern matching): raise the
+ * watchdog's error if the running code is past its budget. MAY_RAISE */
+MAY_RAISE void watchdog_check(lua_State *L);
+
+/* ---- lua_args.c: validated arguments --------------------------------------------------- */
+
+typedef struct num_range {
+    double min;
+    double max;
+    bool integer;
+    const char *unit;                /* "milliseconds", "seconds" */
+} num_range_t;
+
+extern const num_range_t RANGE_TIMEOUT_MS;  /* integer 1 .. 86400000 */
+extern const num_range_t RANGE_SECONDS;     /* 0 .. one year */
+
+/* The number at idx, checked against r: true and *out, or false and a
+ * message naming fn and what ("ami.sleep: seconds must be a finite number
+ * from 0 to 31536000, got nan"). Never raises. */
+bool arg_number(lua_State *L, int idx, const char *fn, const char *what, const num_range_t *r,
+                double *out, char *why, size_t why_size);
+/* Push nil, "invalid: <why>"; returns 2 (for `return push_invalid(...)`). */
+int push_invalid(lua_State *L, const char *why);
+/* A string argument without NUL bytes: the text, or NULL and a message. */
+const char *arg_text(lua_State *L, int idx, const char *fn, const char *what, size_t *len, char *why,
+                     size_t why_size);
 
 /* ---- lua_event.c: event objects ------------------------------------------------------ */
 
-/* Push a copy of msg as an event object (valid forever, unchanged). */
-void event_push(gen_t *g, lua_State *L, const ami_msg_t *msg, const char *server_key);
-void ami_lua_inject_event(lua_State *L, gen_t *g);
+/* Push a copy of msg as an event object (valid forever, unchanged). MAY_RAISE (memory) */
+void event_push(script_t *sc, lua_State *L, const ami_msg_t *msg, const char *server_key);
+void ami_lua_inject_event(lua_State *L, script_t *sc);
 
 /* ---- per-area injections ------------------------------------------------------------------ */
 
-void ami_lua_inject_handlers(lua_State *L, gen_t *g);   /* ami.on, ami.off, ami.wait_for, ami.pattern */
-void ami_lua_inject_action(lua_State *L, gen_t *g);     /* ami.action, ami.collect */
-void ami_lua_inject_timer(lua_State *L, gen_t *g);      /* ami.sleep, ami.spawn, ami.now, ami.time */
-void ami_lua_inject_log(lua_State *L, gen_t *g);        /* ami.log.* */
-void ami_lua_inject_metrics(lua_State *L, gen_t *g);    /* ami.metrics.* */
-void ami_lua_inject_servers(lua_State *L, gen_t *g);    /* ami.servers, ami.server */
+void ami_lua_inject_handlers(lua_State *L, script_t *sc);  /* ami.on, ami.off, ami.wait_for, ami.pattern */
+void ami_lua_inject_action(lua_State *L, script_t *sc);    /* ami.action, ami.collect */
+void ami_lua_inject_timer(lua_State *L, script_t *sc);     /* ami.sleep, ami.spawn, ami.every, ami.now, ami.time */
+void ami_lua_inject_log(lua_State *L, script_t *sc);       /* ami.log.* */
+void ami_lua_inject_metrics(lua_State *L, script_t *sc);   /* ami.metrics.* */
+void ami_lua_inject_servers(lua_State *L, script_t *sc);   /* ami.servers, ami.server, ami.on_server */
+void ami_lua_inject_http(lua_State *L, script_t *sc);      /* ami.http.request, get, post */
+void ami_lua_inject_json(lua_State *L, script_t *sc);      /* ami.json.encode, decode, null */
+/* lua_servers.c: ServerState events from the client's state changes. */
+void server_events_start(ami_lua_runtime_t *rt);
+void server_events_stop(ami_lua_runtime_t *rt);
 /* Specs only: package.loaded["ami.testing"]; the ami table stays on top. */
-void ami_lua_inject_testing(lua_State *L, gen_t *g);
-/* Run a script file in g as at load time, in L (a running coroutine or the
+void ami_lua_inject_testing(lua_State *L, script_t *sc);
+/* Run a script file in sc as at load time, in L (a running coroutine or the
  * main thread). MAY_RAISE: errors propagate to the caller. */
-MAY_RAISE void run_script_in(lua_State *L, gen_t *g, const char *path);
+MAY_RAISE void run_script_in(lua_State *L, script_t *sc, const char *path);
 
 /* lua_sandbox.c: the base environment scripts see (at the top of L's stack
  * on return). Blocked functions raise an error that says why and what to
  * use instead. */
-void sandbox_push_env(lua_State *L, gen_t *g);
+void sandbox_push_env(lua_State *L, script_t *sc);
 /* Load a script file as a chunk with its own environment over the base. */
-int sandbox_load_file(lua_State *L, gen_t *g, const char *path, ami_err_t *err);
+int sandbox_load_file(lua_State *L, script_t *sc, const char *path, ami_err_t *err);
+/* Make the table at the top a read-only proxy named name (replaces it). MAY_RAISE */
+MAY_RAISE void sandbox_make_readonly(lua_State *L, script_t *sc, const char *name);
 
-/* lua_handlers.c: dispatch one event to g's handlers and waiters. */
-void handlers_dispatch(gen_t *g, const ami_msg_t *msg, const char *server_key, bool handlers_too);
-void handlers_free_all(gen_t *g);
+/* lua_handlers.c: dispatch one event to sc's handlers and waiters. The
+ * engine's own ServerState events go to ami.on_server handlers and to
+ * waiters that name them, never to "*". */
+void handlers_dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key);
+void handlers_dispatch_server_state(script_t *sc, const ami_msg_t *msg, const char *server_key);
+/* ami.on_server(fn): a handler for ServerState events. MAY_RAISE */
+MAY_RAISE int handlers_on_server(lua_State *L);
+void handlers_free_all(script_t *sc);
 /* ami.off for every handler (safe during dispatch). */
-void handlers_remove_all(gen_t *g);
-void waiter_unlink(gen_t *g, wait_t *w);
+void handlers_remove_all(script_t *sc);
+void waiter_unlink(script_t *sc, wait_t *w);
+/* Build a filter from the value at idx: an event name string, "*", or a table
+ * {Event = "Hangup", Channel = "x", Cause = ami.pattern("^1")}. MAY_RAISE. */
+MAY_RAISE void filter_from_lua(lua_State *L, int idx, filter_t *f);
+void filter_free(filter_t *f);
+/* Does msg match? Patterns run under a step budget: past it, no match. */
+bool filter_match(script_t *sc, const filter_t *f, const ami_msg_t *msg, uint32_t name_hash,
+                  const char *name, size_t name_len);
 
 /* Helpers */
-gen_t *gen_of(lua_State *L);
-/* Call the C function stored at registry ref fn_ref with ud, protected.
- * Unlike lua_cpcall it allocates nothing (lua_cpcall makes a closure per
- * call, which shows on the per-event path). 0, or a Lua status with the
- * error message on top of L. */
-int gen_pcall_ref(lua_State *L, int fn_ref, void *ud);
+/* Call the C function stored at registry ref fn_ref with ud, protected and
+ * strict (see script_strict_enter). Unlike lua_cpcall it allocates nothing
+ * (lua_cpcall makes a closure per call, which shows on the per-event path).
+ * 0, or a Lua status with the error message on top of L. */
+int script_pcall_ref(script_t *sc, int fn_ref, void *ud);
 void log_lua_error(ami_lua_runtime_t *rt, const char *what, const char *label, lua_State *co, const char *msg);
 /* Push "kind: message" for an error status. */
 void push_error(lua_State *L, ami_status_t code, const char *msg);

@@ -10,7 +10,9 @@
  *
  * Bounded: at most LOG_MAX_FIELDS fields (the rest, and fields whose key is
  * not a string, are counted in dropped_fields=N), string values cut at
- * LOG_MAX_VALUE bytes. The fields live on the C stack and point into Lua
+ * LOG_MAX_VALUE bytes, and per script a rate of lines and bytes per second
+ * (a token bucket with one second of burst). Lines past the rate are
+ * dropped and counted; once a second a warning says how many. The fields live on the C stack and point into Lua
  * strings kept on the Lua stack, so a Lua error (a raising __tostring)
  * leaks nothing.
  */
@@ -18,6 +20,7 @@
 #include <string.h>
 
 #include "lua/lua_internal.h"
+#include "util/clock.h"
 
 #define LOG_MAX_FIELDS 32
 #define LOG_MAX_VALUE 2048
@@ -145,32 +148,92 @@ static void add_caller(lua_State *L, lua_Debug *ar, log_line_t *line)
     }
 }
 
+/* ---- the per-script rate ----------------------------------------------------------------- */
+
+static void refill(script_t *sc, int64_t now)
+{
+    const ami_lua_config_t *cfg = &sc->gen->rt->cfg;
+    double secs = sc->log.refill_ns ? (double)(now - sc->log.refill_ns) / 1e9 : 1.0;
+    sc->log.refill_ns = now;
+    sc->log.tokens += secs * cfg->log_lines_per_sec;
+    if (sc->log.tokens > cfg->log_lines_per_sec)
+        sc->log.tokens = cfg->log_lines_per_sec;
+    sc->log.bytes += secs * cfg->log_bytes_per_sec;
+    if (sc->log.bytes > cfg->log_bytes_per_sec)
+        sc->log.bytes = cfg->log_bytes_per_sec;
+}
+
+static void report_dropped(script_t *sc, int64_t now)
+{
+    if (!sc->log.dropped || now - sc->log.notice_ns < 1000000000LL)
+        return;
+    AMI_LOG(sc->gen->rt->log, AMI_LOG_WARN, "script log lines dropped (log rate limit)",
+            AMI_F_STR("script", sc->name), AMI_F_UINT("dropped", sc->log.dropped),
+            AMI_F_UINT("lines_per_sec", sc->gen->rt->cfg.log_lines_per_sec),
+            AMI_F_UINT("bytes_per_sec", sc->gen->rt->cfg.log_bytes_per_sec));
+    sc->log.dropped = 0;
+    sc->log.notice_ns = now;
+}
+
+/* Take one line of `bytes` from the bucket, or count it dropped. */
+static bool admit(script_t *sc, size_t bytes)
+{
+    int64_t now = ami_now_coarse_ns();
+    refill(sc, now);
+    report_dropped(sc, now);
+    if (sc->log.tokens >= 1 && sc->log.bytes >= (double)bytes) {
+        sc->log.tokens -= 1;
+        sc->log.bytes -= (double)bytes;
+        return true;
+    }
+    sc->log.dropped++;
+    ami_counter_inc(sc->m_log_dropped);
+    return false;
+}
+
+static size_t line_bytes(const char *msg, const log_line_t *line)
+{
+    size_t n = strlen(msg) + 64;
+    for (size_t i = 0; i < line->n; i++)
+        n += strlen(line->f[i].key) + 2 +
+             (line->f[i].type == AMI_LF_STR ? (line->f[i].len == SIZE_MAX ? strlen(line->f[i].v.s) : line->f[i].len)
+                                            : 20);
+    return n;
+}
+
 MAY_RAISE static int log_call(lua_State *L)
 {
-    gen_t *g = lua_touserdata(L, lua_upvalueindex(1));
+    script_t *sc = lua_touserdata(L, lua_upvalueindex(1));
     ami_log_level_t level = (ami_log_level_t)lua_tointeger(L, lua_upvalueindex(2));
-    if (!ami_log_enabled(g->rt->log, level))
+    if (!ami_log_enabled(sc->gen->rt->log, level))
         return 0;
     if (!lua_isnoneornil(L, 2) && !lua_istable(L, 2))
         return luaL_argerror(L, 2, "a table of fields (or nothing) expected");
     lua_settop(L, 2);
     const char *msg = lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : push_tostring(L, 1);
+    size_t msg_len = strlen(msg);
+    if (msg_len > LOG_MAX_VALUE) {
+        lua_pushlstring(L, msg, LOG_MAX_VALUE);
+        msg = lua_tostring(L, -1);
+    }
     log_line_t line;
     line.n = 0;
     line.dropped = 0;
     if (lua_istable(L, 2))
         collect_fields(L, 2, &line);
+    if (!admit(sc, line_bytes(msg, &line)))
+        return 0;
     qsort(line.f, line.n, sizeof line.f[0], field_cmp);
     lua_Debug ar;
     add_caller(L, &ar, &line);
-    line.f[line.n++] = AMI_F_UINT("gen", g->id);
+    line.f[line.n++] = AMI_F_UINT("gen", sc->gen->id);
     if (line.dropped)
         line.f[line.n++] = AMI_F_UINT("dropped_fields", line.dropped);
-    ami_log_fields(g->rt->log, level, msg, line.f, line.n);
+    ami_log_fields(sc->gen->rt->log, level, msg, line.f, line.n);
     return 0;
 }
 
-void ami_lua_inject_log(lua_State *L, gen_t *g)
+void ami_lua_inject_log(lua_State *L, script_t *sc)
 {
     static const struct {
         const char *name;
@@ -182,7 +245,7 @@ void ami_lua_inject_log(lua_State *L, gen_t *g)
                {"error", AMI_LOG_ERROR}};
     lua_createtable(L, 0, (int)(sizeof fns / sizeof fns[0]));
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-        lua_pushlightuserdata(L, g);
+        lua_pushlightuserdata(L, sc);
         lua_pushinteger(L, fns[i].level);
         lua_pushcclosure(L, log_call, 2);
         lua_setfield(L, -2, fns[i].name);

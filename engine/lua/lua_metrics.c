@@ -17,8 +17,13 @@
  * Label keys are sorted before registration: the registry takes label order
  * as the family's label names, and a Lua table has no order.
  *
+ * Bounded per script: a script may create at most max_metric_series series,
+ * and scripts together never take the last quarter of the registry, which
+ * stays for the engine's own series (a script cannot make them vanish).
+ * Values must be finite numbers.
+ *
  * Errors: wrong argument types raise; what the registry refuses (a bad
- * name, a type or label conflict, the series limit) is returned as nil, err.
+ * name, a type or label conflict, the series limits) is returned as nil, err.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -64,15 +69,29 @@ MAY_RAISE static int counter_value(lua_State *L)
     return 1;
 }
 
+static const num_range_t ANY_FINITE = {-1.7976931348623157e308, 1.7976931348623157e308, false, "a value"};
+
+/* A finite value at idx, or raises: a NaN in a series breaks every graph drawn from it. */
+MAY_RAISE static double check_value(lua_State *L, int idx, const char *fn)
+{
+    double v;
+    char why[200];
+    if (!arg_number(L, idx, fn, "the value", &ANY_FINITE, &v, why, sizeof why))
+        luaL_argerror(L, idx, why);
+    return v;
+}
+
 MAY_RAISE static int gauge_set(lua_State *L)
 {
-    ami_gauge_set(check_series(L, MK_GAUGE), luaL_checknumber(L, 2));
+    ami_gauge_t *g = check_series(L, MK_GAUGE);
+    ami_gauge_set(g, check_value(L, 2, "gauge:set"));
     return 0;
 }
 
 MAY_RAISE static int gauge_add(lua_State *L)
 {
-    ami_gauge_add(check_series(L, MK_GAUGE), luaL_checknumber(L, 2));
+    ami_gauge_t *g = check_series(L, MK_GAUGE);
+    ami_gauge_add(g, check_value(L, 2, "gauge:add"));
     return 0;
 }
 
@@ -96,20 +115,19 @@ MAY_RAISE static int gauge_value(lua_State *L)
 
 MAY_RAISE static int histogram_observe(lua_State *L)
 {
-    ami_histogram_observe(check_series(L, MK_HISTOGRAM), luaL_checknumber(L, 2));
+    ami_histogram_t *h = check_series(L, MK_HISTOGRAM);
+    ami_histogram_observe(h, check_value(L, 2, "histogram:observe"));
     return 0;
 }
 
 static int metric_tostring(lua_State *L)
 {
-    const char *kind = "metric";
-    if (lua_getmetatable(L, 1)) {
-        lua_getfield(L, -1, "__name");
-        if (lua_isstring(L, -1))
-            kind = lua_tostring(L, -1);
-    }
-    lua_pushfstring(L, "%s: %p", kind, lua_topointer(L, 1));
-    return 1;
+    for (int k = MK_COUNTER; k <= MK_HISTOGRAM; k++)
+        if (luaL_testudata(L, 1, mt_names[k])) {
+            lua_pushfstring(L, "%s: %p", mt_names[k], lua_topointer(L, 1));
+            return 1;
+        }
+    return luaL_argerror(L, 1, "metric expected");
 }
 
 static const luaL_Reg counter_methods[] = {{"inc", counter_inc}, {"value", counter_value}, {NULL, NULL}};
@@ -190,9 +208,9 @@ MAY_RAISE static size_t collect_bounds(lua_State *L, int idx, double *bounds)
         luaL_argerror(L, idx, lua_pushfstring(L, "at most %d bucket bounds", AMI_METRICS_MAX_BUCKETS));
     for (size_t i = 0; i < n; i++) {
         lua_rawgeti(L, idx, (int)i + 1);
-        if (lua_type(L, -1) != LUA_TNUMBER)
-            luaL_argerror(L, idx, "bucket bounds must be numbers");
-        bounds[i] = lua_tonumber(L, -1);
+        bounds[i] = check_value(L, -1, "ami.metrics.histogram bounds");
+        if (i > 0 && !(bounds[i] > bounds[i - 1]))
+            luaL_argerror(L, idx, "bucket bounds must be strictly increasing");
         lua_pop(L, 1);
     }
     return n;
@@ -212,9 +230,23 @@ static void *register_series(ami_metrics_t *m, metric_kind_t kind, const char *n
     }
 }
 
+/* NULL when the series may be created (or exists); else why not. */
+static const char *series_refusal(script_t *sc, const char *name, const char *const *labels)
+{
+    ami_metrics_t *m = sc->gen->rt->metrics;
+    if (ami_metrics_value(m, name, labels, NULL) == 0)
+        return NULL; /* exists: registering it again makes nothing new */
+    if (sc->metric_series >= sc->gen->rt->cfg.max_metric_series)
+        return "the script has registered max_metric_series series already";
+    size_t max = ami_metrics_max_series(m);
+    if (ami_metrics_series_count(m) >= max - max / 4)
+        return "scripts have used their share of the registry (the last quarter is the engine's)";
+    return NULL;
+}
+
 MAY_RAISE static int metric_new(lua_State *L, metric_kind_t kind)
 {
-    gen_t *g = lua_touserdata(L, lua_upvalueindex(1));
+    script_t *sc = lua_touserdata(L, lua_upvalueindex(1));
     const char *name = luaL_checkstring(L, 1);
     const char *help = luaL_optstring(L, 2, "");
     if (strncmp(name, "ami_", 4) == 0)
@@ -224,9 +256,19 @@ MAY_RAISE static int metric_new(lua_State *L, metric_kind_t kind)
     double bounds[AMI_METRICS_MAX_BUCKETS];
     size_t nbounds = kind == MK_HISTOGRAM ? collect_bounds(L, 4, bounds) : 0;
     collect_labels(L, 3, labels);
+    const char *refusal = series_refusal(sc, name, labels);
+    if (refusal) {
+        ami_counter_inc(sc->m_series_refused);
+        lua_pushnil(L);
+        push_error(L, AMI_E_LIMIT, refusal);
+        return 2;
+    }
+    ami_metrics_t *m = sc->gen->rt->metrics;
+    size_t before = ami_metrics_series_count(m);
     ami_err_t err;
     ami_err_clear(&err);
-    void *series = register_series(g->rt->metrics, kind, name, help, labels, bounds, nbounds, &err);
+    void *series = register_series(m, kind, name, help, labels, bounds, nbounds, &err);
+    sc->metric_series += (uint32_t)(ami_metrics_series_count(m) - before);
     if (!series || err.code != AMI_OK) {
         lua_pushnil(L);
         push_error(L, err.code != AMI_OK ? err.code : AMI_E_INVALID,
@@ -255,7 +297,7 @@ MAY_RAISE static int l_histogram(lua_State *L)
     return metric_new(L, MK_HISTOGRAM);
 }
 
-void ami_lua_inject_metrics(lua_State *L, gen_t *g)
+void ami_lua_inject_metrics(lua_State *L, script_t *sc)
 {
     static const luaL_Reg fns[] = {{"counter", l_counter},
                                    {"gauge", l_gauge},
@@ -265,7 +307,7 @@ void ami_lua_inject_metrics(lua_State *L, gen_t *g)
     create_metatable(L, MK_GAUGE, gauge_methods);
     create_metatable(L, MK_HISTOGRAM, histogram_methods);
     lua_createtable(L, 0, 3);
-    lua_pushlightuserdata(L, g);
+    lua_pushlightuserdata(L, sc);
     luaL_setfuncs(L, fns, 1);
     lua_setfield(L, -2, "metrics");
 }

@@ -4,7 +4,7 @@
  *
  * A few names are answered by the engine itself (ami, the read-only
  * libraries) or refused with the reason (os, io, ffi, jit, debug). Anything
- * else is a Lua source file, run once per generation with its own globals
+ * else is a Lua source file, run once per script (each script has its own state) with its own globals
  * over the base environment and cached in a table of the generation's
  * registry; a module that requires itself, directly or through others, is
  * reported instead of looping. The base environment itself, and the
@@ -40,7 +40,7 @@ static bool module_name_ok(const char *s, size_t len)
 
 /* Modules the engine provides itself (the libraries, ami) or refuses.
  * True if it pushed the module. */
-MAY_RAISE static bool push_builtin_module(lua_State *L, gen_t *g, const char *name)
+MAY_RAISE static bool push_builtin_module(lua_State *L, script_t *sc, const char *name)
 {
     static const char *const libraries[] = {"string", "table", "math", "bit", "coroutine", NULL};
     static const char *const refused[] = {"ffi", "jit", "io", "debug", NULL};
@@ -55,7 +55,7 @@ MAY_RAISE static bool push_builtin_module(lua_State *L, gen_t *g, const char *na
             sandbox_refuse(L, name);
     for (const char *const *l = libraries; *l; l++) {
         if (strcmp(name, *l) == 0) {
-            sandbox_push_env(L, g);
+            sandbox_push_env(L, sc);
             lua_getfield(L, -1, name);
             lua_remove(L, -2);
             return true;
@@ -95,11 +95,11 @@ static bool keep_if_found(lua_State *L, int top, bool found)
 }
 
 /* The module's file: pushes its path, or raises with every path tried. */
-MAY_RAISE static void push_module_path(lua_State *L, gen_t *g, const char *name)
+MAY_RAISE static void push_module_path(lua_State *L, script_t *sc, const char *name)
 {
     int top = lua_gettop(L);
     const char *file = luaL_gsub(L, name, ".", "/");
-    for (const char *p = g->rt->lua_path; p && *p;) {
+    for (const char *p = sc->gen->rt->lua_path; p && *p;) {
         luaL_checkstack(L, 4, "require: too many paths in lua_path");
         const char *end = strchr(p, ';');
         size_t n = end ? (size_t)(end - p) : strlen(p);
@@ -107,9 +107,9 @@ MAY_RAISE static void push_module_path(lua_State *L, gen_t *g, const char *name)
             return;
         p += n + (end != NULL);
     }
-    if (g->rt->scripts_dir) {
+    if (sc->gen->rt->scripts_dir) {
         luaL_checkstack(L, 4, "require: too many paths in lua_path");
-        lua_pushfstring(L, "%s/%s.lua", g->rt->scripts_dir, file);
+        lua_pushfstring(L, "%s/%s.lua", sc->gen->rt->scripts_dir, file);
         if (keep_if_found(L, top, is_regular_file(lua_tostring(L, -1))))
             return;
     }
@@ -120,13 +120,13 @@ MAY_RAISE static void push_module_path(lua_State *L, gen_t *g, const char *name)
 
 /* Stack: 1 name, 2 loaded table, 3 path. Runs the module with its own
  * globals; protected, so a failure does not leave it marked as loading. */
-MAY_RAISE static int load_module(lua_State *L, gen_t *g, const char *name)
+MAY_RAISE static int load_module(lua_State *L, script_t *sc, const char *name)
 {
     const char *path = lua_tostring(L, 3);
     if (sandbox_load_source_file(L, path) != 0)
         return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, path,
                           lua_tostring(L, -1));
-    sandbox_push_own_env(L, g, NULL);
+    sandbox_push_own_env(L, sc, NULL);
     lua_setfenv(L, -2);
     lua_pushlightuserdata(L, (void *)&LOADING_MARK);
     lua_setfield(L, 2, name);
@@ -159,14 +159,14 @@ MAY_RAISE static void push_loaded_table(lua_State *L)
 }
 
 /* require(name): Lua modules from lua_path, then the scripts folder, each
- * loaded once per generation. */
+ * loaded once per script state. */
 MAY_RAISE int sandbox_require(lua_State *L)
 {
-    gen_t *g = lua_touserdata(L, lua_upvalueindex(1));
+    script_t *sc = lua_touserdata(L, lua_upvalueindex(1));
     size_t len;
     const char *name = luaL_checklstring(L, 1, &len);
     lua_settop(L, 1);
-    if (push_builtin_module(L, g, name))
+    if (push_builtin_module(L, sc, name))
         return 1;
     if (!module_name_ok(name, len))
         return luaL_argerror(L, 1, "a module name is letters, digits, '_' and '-', with '.' "
@@ -180,6 +180,6 @@ MAY_RAISE int sandbox_require(lua_State *L)
     if (!lua_isnil(L, -1))
         return 1;
     lua_pop(L, 1);
-    push_module_path(L, g, name);
-    return load_module(L, g, name);
+    push_module_path(L, sc, name);
+    return load_module(L, sc, name);
 }

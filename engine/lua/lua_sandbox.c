@@ -1,11 +1,20 @@
 /*
  * The environment scripts run in.
  *
- * One base table per generation (built once, anchored by g->env_ref) holds
- * the safe globals, read-only views of the libraries, and stand-ins for
- * what would block the loop or defeat the watchdog. Each script and each
- * required module gets its own global table over the base, so its globals
- * are its own and the base, shared by all, cannot be changed.
+ * One base table per script state (built once, anchored by sc->env_ref)
+ * holds the safe globals, read-only views of the libraries, and stand-ins
+ * for what would block the loop or defeat the watchdog. The script and each
+ * module it requires get their own global table over the base, so their
+ * globals are their own and the base, shared by them, cannot be changed.
+ *
+ * Read-only means read-only: the libraries (string, table, math, bit, os,
+ * coroutine) and the ami module are empty proxies with locked metatables,
+ * registered in the state's frozen set, and every function that writes a
+ * table without metamethods (rawset, table.insert/remove/sort/move) refuses
+ * a frozen one. xpcall never runs a script's message handler for the
+ * watchdog's own error (LuaJIT runs it with hooks off: it could loop
+ * forever). coroutine.resume and coroutine.yield refuse the engine's own
+ * coroutines. os.getenv gives only the variables the config allows.
  *
  * A stand-in ("stub") is a small userdata: calling it, indexing it or
  * assigning into it raises an error that says what was refused, why, and
@@ -25,6 +34,7 @@
  */
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lua/lua_internal.h"
@@ -108,11 +118,29 @@ MAY_RAISE int sandbox_refuse(lua_State *L, const char *name)
 
 /* ---- stubs ------------------------------------------------------------------------- */
 
-typedef struct stub {
+typedef struct stub stub_t;
+
+/* The stub at idx, or raises: only userdata with the stub metatable. */
+MAY_RAISE static const stub_t *check_stub(lua_State *L, int idx)
+{
+    const stub_t *s = lua_touserdata(L, idx);
+    if (s && lua_getmetatable(L, idx)) {
+        lua_pushlightuserdata(L, (void *)&STUB_MT_KEY);
+        lua_rawget(L, LUA_REGISTRYINDEX);
+        bool same = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+        if (same)
+            return s;
+    }
+    luaL_argerror(L, idx, "not a stand-in of the sandbox");
+    return NULL;
+}
+
+struct stub {
     const refusal_t *refusal;
     bool library;  /* its members are stubs (io.read), not errors at once */
     char name[64]; /* "io.read", as the script spelled it */
-} stub_t;
+};
 
 MAY_RAISE static void push_stub(lua_State *L, const char *name, const refusal_t *r, bool library)
 {
@@ -137,7 +165,7 @@ static void member_name(lua_State *L, const stub_t *s, int key, char *out, size_
  * specific reason when there is one (package.loadlib), else the library's. */
 MAY_RAISE static int stub_index(lua_State *L)
 {
-    const stub_t *s = lua_touserdata(L, 1);
+    const stub_t *s = check_stub(L, 1);
     if (!s->library)
         return raise_refusal(L, s->name, s->refusal);
     char name[2 * sizeof s->name];
@@ -149,7 +177,7 @@ MAY_RAISE static int stub_index(lua_State *L)
 
 MAY_RAISE static int stub_newindex(lua_State *L)
 {
-    const stub_t *s = lua_touserdata(L, 1);
+    const stub_t *s = check_stub(L, 1);
     if (!s->library)
         return raise_refusal(L, s->name, s->refusal);
     char name[2 * sizeof s->name];
@@ -160,7 +188,7 @@ MAY_RAISE static int stub_newindex(lua_State *L)
 
 MAY_RAISE static int stub_call(lua_State *L)
 {
-    const stub_t *s = lua_touserdata(L, 1);
+    const stub_t *s = check_stub(L, 1);
     return raise_refusal(L, s->name, s->refusal);
 }
 
@@ -173,15 +201,16 @@ MAY_RAISE static int stub_concat(lua_State *L)
         lua_rawget(L, LUA_REGISTRYINDEX);
         if (lua_rawequal(L, -1, -2))
             idx = 1;
+        lua_pop(L, 2);
     }
-    const stub_t *s = lua_touserdata(L, idx);
+    const stub_t *s = check_stub(L, idx);
     return raise_refusal(L, s->name, s->refusal);
 }
 
 /* Printing or logging a stub must work: it is how a script finds out. */
 static int stub_tostring(lua_State *L)
 {
-    const stub_t *s = lua_touserdata(L, 1);
+    const stub_t *s = check_stub(L, 1);
     lua_pushfstring(L, "not available in scripts: %s", s->name);
     return 1;
 }
@@ -216,27 +245,200 @@ MAY_RAISE static int readonly_newindex(lua_State *L)
     const char *lib = lua_tostring(L, lua_upvalueindex(1));
     const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?";
     return luaL_error(L,
-                      "cannot set %s.%s: the %s library is shared by every script and read-only. "
-                      "Keep your own helpers in a local table or a module (require).",
+                      "cannot set %s.%s: %s is read-only. Keep your own helpers in a local "
+                      "table or a module (require).",
                       lib, key, lib);
 }
 
-/* Replace the table at the top by an empty proxy reading through to it:
- * __newindex only fires on absent keys, so only a proxy stops a script from
- * replacing string.format for every other script. */
-MAY_RAISE static void make_readonly(lua_State *L, const char *lib)
+/* Replace the table at the top by an empty proxy reading through to it
+ * (__newindex only fires on absent keys, so only a proxy stops a script
+ * from replacing string.format), and register the proxy as frozen for the
+ * raw writers below. */
+MAY_RAISE void sandbox_make_readonly(lua_State *L, script_t *sc, const char *name)
 {
     lua_newtable(L);
     lua_createtable(L, 0, 3);
     lua_pushvalue(L, -3);
     lua_setfield(L, -2, "__index");
-    lua_pushstring(L, lib);
+    lua_pushstring(L, name);
     lua_pushcclosure(L, readonly_newindex, 1);
     lua_setfield(L, -2, "__newindex");
     lua_pushliteral(L, "locked");
     lua_setfield(L, -2, "__metatable");
     lua_setmetatable(L, -2);
     lua_replace(L, -2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->frozen_ref);
+    lua_pushvalue(L, -2);
+    lua_pushstring(L, name);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+/* The frozen table's name if the value at idx is one, else NULL. */
+static const char *frozen_name(lua_State *L, script_t *sc, int idx)
+{
+    if (!lua_istable(L, idx))
+        return NULL;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->frozen_ref);
+    lua_pushvalue(L, idx < 0 ? idx - 1 : idx);
+    lua_rawget(L, -2);
+    const char *name = lua_tostring(L, -1); /* interned, and the proxy keeps it alive */
+    lua_pop(L, 2);
+    return name;
+}
+
+MAY_RAISE static void refuse_frozen(lua_State *L, script_t *sc, int idx, const char *fn)
+{
+    const char *name = frozen_name(L, sc, idx);
+    if (name)
+        luaL_error(L, "%s cannot change %s: it is read-only. Keep your own data in your own tables.",
+                   fn, name);
+}
+
+/* rawset(t, k, v), refusing frozen tables. */
+MAY_RAISE static int sb_rawset(lua_State *L)
+{
+    script_t *sc = lua_touserdata(L, lua_upvalueindex(1));
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checkany(L, 2);
+    luaL_checkany(L, 3);
+    refuse_frozen(L, sc, 1, "rawset");
+    lua_settop(L, 3);
+    lua_rawset(L, 1);
+    return 1;
+}
+
+/* table.insert/remove/sort/move write without metamethods too: each checks
+ * the table it writes first (move writes its fifth argument, or its first). */
+MAY_RAISE static int sb_check_writable(lua_State *L)
+{
+    script_t *sc = lua_touserdata(L, lua_upvalueindex(1));
+    refuse_frozen(L, sc, 1, lua_tostring(L, 2));
+    return 0;
+}
+
+static const char table_guard_src[] =
+    "local check, lib = ...\n"
+    "local insert, remove, sort, move = lib.insert, lib.remove, lib.sort, lib.move\n"
+    "lib.insert = function(t, ...) check(t, 'table.insert') return insert(t, ...) end\n"
+    "lib.remove = function(t, ...) check(t, 'table.remove') return remove(t, ...) end\n"
+    "lib.sort = function(t, ...) check(t, 'table.sort') return sort(t, ...) end\n"
+    "if move then\n"
+    "  lib.move = function(a1, f, e, t, a2)\n"
+    "    check(a2 == nil and a1 or a2, 'table.move')\n"
+    "    return move(a1, f, e, t, a2)\n"
+    "  end\n"
+    "end\n";
+
+/* With the copy of the table library at the top: guard its writers. */
+MAY_RAISE static void guard_table_library(lua_State *L, script_t *sc)
+{
+    if (luaL_loadbuffer(L, table_guard_src, sizeof table_guard_src - 1, "=sandbox.table") != 0)
+        lua_error(L);
+    lua_pushlightuserdata(L, sc);
+    lua_pushcclosure(L, sb_check_writable, 1);
+    lua_pushvalue(L, -3);
+    lua_call(L, 2, 0);
+}
+
+/* ---- xpcall and coroutines ---------------------------------------------------------------- */
+
+/* The message handler a script gives xpcall, behind a guard: for the
+ * watchdog's own error the handler would run inside the count hook, where
+ * LuaJIT runs no hooks at all, so an endless loop in it could never be
+ * stopped. Then the error goes on unhandled; the run is over anyway. */
+static int xpcall_guard(lua_State *L)
+{
+    script_t *sc = lua_touserdata(L, lua_upvalueindex(2));
+    if (sc->gen->rt->watchdog_fired)
+        return 1;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+MAY_RAISE static int sb_guard_handler(lua_State *L)
+{
+    script_t *sc = lua_touserdata(L, lua_upvalueindex(1));
+    lua_settop(L, 1);
+    lua_pushlightuserdata(L, sc);
+    lua_pushcclosure(L, xpcall_guard, 2);
+    return 1;
+}
+
+/* xpcall stays LuaJIT's own (yielding inside it works); only the handler
+ * is wrapped. The engine's threads are refused to resume and yield. */
+static const char guards_src[] =
+    "local xpcall, guard, owned, resume, yield, running, error, type = ...\n"
+    "local function sb_xpcall(f, handler, ...)\n"
+    "  if type(handler) ~= 'function' then error(\"bad argument #2 to 'xpcall' (function expected)\", 2) end\n"
+    "  return xpcall(f, guard(handler), ...)\n"
+    "end\n"
+    "local function sb_resume(co, ...)\n"
+    "  if owned[co] then\n"
+    "    return false, 'cannot resume this coroutine: it is the engine\\'s (a handler, ami.spawn or ami.every run), '\n"
+    "      .. 'and the engine resumes it when what it waits for arrives'\n"
+    "  end\n"
+    "  return resume(co, ...)\n"
+    "end\n"
+    "local function sb_yield(...)\n"
+    "  if owned[running()] then\n"
+    "    error('coroutine.yield() would suspend the engine\\'s own coroutine; wait with ami.sleep, '\n"
+    "      .. 'ami.action or ami.wait_for, or yield inside a coroutine of your own (coroutine.wrap)', 2)\n"
+    "  end\n"
+    "  return yield(...)\n"
+    "end\n"
+    "return sb_xpcall, sb_resume, sb_yield\n";
+
+/* Pushes xpcall, coroutine.resume and coroutine.yield replacements. */
+MAY_RAISE static void push_guards(lua_State *L, script_t *sc)
+{
+    if (luaL_loadbuffer(L, guards_src, sizeof guards_src - 1, "=sandbox.guards") != 0)
+        lua_error(L);
+    lua_getfield(L, LUA_GLOBALSINDEX, "xpcall");
+    lua_pushlightuserdata(L, sc);
+    lua_pushcclosure(L, sb_guard_handler, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->owned_ref);
+    lua_getfield(L, LUA_GLOBALSINDEX, "coroutine");
+    lua_getfield(L, -1, "resume");
+    lua_getfield(L, -2, "yield");
+    lua_getfield(L, -3, "running");
+    lua_remove(L, -4);
+    lua_getfield(L, LUA_GLOBALSINDEX, "error");
+    lua_getfield(L, LUA_GLOBALSINDEX, "type");
+    lua_call(L, 8, 3);
+}
+
+/* ---- os.getenv ------------------------------------------------------------------------------ */
+
+static bool name_listed(const char *name, const char *const *list)
+{
+    for (; list && *list; list++) {
+        size_t n = strlen(*list);
+        if (n && (*list)[n - 1] == '*' ? strncmp(name, *list, n - 1) == 0 : strcmp(name, *list) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Only what the config allows (scripts.getenv), never a secret_env variable. */
+MAY_RAISE static int sb_getenv(lua_State *L)
+{
+    script_t *sc = lua_touserdata(L, lua_upvalueindex(1));
+    const ami_lua_config_t *cfg = &sc->gen->rt->cfg;
+    size_t len;
+    const char *name = luaL_checklstring(L, 1, &len);
+    if (strlen(name) != len || !name_listed(name, cfg->getenv_allow) || name_listed(name, cfg->getenv_deny)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    const char *v = getenv(name);
+    if (v)
+        lua_pushstring(L, v);
+    else
+        lua_pushnil(L);
+    return 1;
 }
 
 /* Push a copy of the global library `lib`: all of it (only == NULL) or the
@@ -269,9 +471,9 @@ MAY_RAISE static void push_library_copy(lua_State *L, const char *lib, const cha
 /* ---- environments ------------------------------------------------------------------- */
 
 /* A fresh global table over the base: a script's or a module's own. */
-MAY_RAISE void sandbox_push_own_env(lua_State *L, gen_t *g, const char *script)
+MAY_RAISE void sandbox_push_own_env(lua_State *L, script_t *sc, const char *script)
 {
-    sandbox_push_env(L, g);
+    sandbox_push_env(L, sc);
     lua_pop(L, 1);
     lua_createtable(L, 0, 4);
     lua_pushvalue(L, -1);
@@ -287,7 +489,7 @@ MAY_RAISE void sandbox_push_own_env(lua_State *L, gen_t *g, const char *script)
 
 /* The environment of the nearest Lua function up the stack. C frames
  * (pcall, the ami API) carry the real globals, which scripts must not get. */
-MAY_RAISE static void push_caller_env(lua_State *L, gen_t *g)
+MAY_RAISE static void push_caller_env(lua_State *L, script_t *sc)
 {
     lua_Debug ar;
     for (int level = 1; lua_getstack(L, level, &ar); level++) {
@@ -303,7 +505,7 @@ MAY_RAISE static void push_caller_env(lua_State *L, gen_t *g)
         lua_pop(L, 1);
         break;
     }
-    sandbox_push_own_env(L, g, NULL);
+    sandbox_push_own_env(L, sc, NULL);
 }
 
 void sandbox_push_loaded_module(lua_State *L, const char *name)
@@ -334,7 +536,7 @@ MAY_RAISE int sandbox_load_source_file(lua_State *L, const char *path)
  * source text only, and the chunk gets the caller's globals. */
 MAY_RAISE static int sb_load(lua_State *L)
 {
-    gen_t *g = lua_touserdata(L, lua_upvalueindex(1));
+    script_t *sc = lua_touserdata(L, lua_upvalueindex(1));
     if (lua_type(L, 1) != LUA_TSTRING)
         return luaL_argerror(L, 1, "scripts may load Lua source from a string only");
     size_t len;
@@ -356,7 +558,7 @@ MAY_RAISE static int sb_load(lua_State *L)
     if (lua_istable(L, 4))
         lua_pushvalue(L, 4);
     else
-        push_caller_env(L, g);
+        push_caller_env(L, sc);
     lua_setfenv(L, -2);
     return 1;
 }
@@ -416,39 +618,48 @@ MAY_RAISE static int base_newindex(lua_State *L)
 }
 
 static const char *const safe_globals[] = {
-    "assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "select", "tonumber",
-    "tostring", "type", "unpack", "rawequal", "rawget", "rawset", "setmetatable",
+    "assert", "error", "ipairs", "next", "pairs", "pcall", "select", "tonumber",
+    "tostring", "type", "unpack", "rawequal", "rawget", "setmetatable",
     "getmetatable", "_VERSION", NULL};
 
-static const char *const coroutine_allowed[] = {"create", "resume", "running", "status",
-                                                "wrap", "yield", "isyieldable", NULL};
-static const char *const os_allowed[] = {"time", "date", "clock", "difftime", "getenv", NULL};
+static const char *const coroutine_allowed[] = {"create", "running", "status", "wrap", "isyieldable", NULL};
+static const char *const os_allowed[] = {"time", "date", "clock", "difftime", NULL};
 static const char *const os_refused[] = {"execute", "exit", "remove", "rename", "tmpname",
                                          "setlocale", NULL};
 
-MAY_RAISE static void add_libraries(lua_State *L, int base)
+/* With the guards (xpcall, resume, yield) at -3..-1. */
+MAY_RAISE static void add_libraries(lua_State *L, int base, script_t *sc)
 {
     static const char *const whole[] = {"string", "table", "math", "bit", NULL};
     for (const char *const *lib = whole; *lib; lib++) {
         push_library_copy(L, *lib, NULL);
-        make_readonly(L, *lib);
+        if (strcmp(*lib, "table") == 0)
+            guard_table_library(L, sc);
+        sandbox_make_readonly(L, sc, *lib);
         lua_setfield(L, base, *lib);
     }
     push_library_copy(L, "coroutine", coroutine_allowed);
-    make_readonly(L, "coroutine");
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "resume");
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "yield");
+    sandbox_make_readonly(L, sc, "coroutine");
     lua_setfield(L, base, "coroutine");
     push_library_copy(L, "os", os_allowed);
+    lua_pushlightuserdata(L, sc);
+    lua_pushcclosure(L, sb_getenv, 1);
+    lua_setfield(L, -2, "getenv");
     for (const char *const *f = os_refused; *f; f++) {
         char name[32];
         snprintf(name, sizeof name, "os.%s", *f);
         push_stub(L, name, refusal_find(name), false);
         lua_setfield(L, -2, *f);
     }
-    make_readonly(L, "os");
+    sandbox_make_readonly(L, sc, "os");
     lua_setfield(L, base, "os");
 }
 
-MAY_RAISE static void add_functions(lua_State *L, int base, gen_t *g)
+MAY_RAISE static void add_functions(lua_State *L, int base, script_t *sc)
 {
     static const char *const blocked[] = {"dofile", "loadfile", "module", "getfenv", "setfenv", NULL};
     for (const char *const *s = blocked; *s; s++)
@@ -456,12 +667,15 @@ MAY_RAISE static void add_functions(lua_State *L, int base, gen_t *g)
     static const char *const libraries[] = {"io", "debug", "jit", "package", NULL};
     for (const char *const *s = libraries; *s; s++)
         set_stub(L, base, *s, true);
-    lua_pushlightuserdata(L, g);
+    lua_pushlightuserdata(L, sc);
     lua_pushcclosure(L, sb_load, 1);
     lua_pushvalue(L, -1);
     lua_setfield(L, base, "load");
     lua_setfield(L, base, "loadstring");
-    lua_pushlightuserdata(L, g);
+    lua_pushlightuserdata(L, sc);
+    lua_pushcclosure(L, sb_rawset, 1);
+    lua_setfield(L, base, "rawset");
+    lua_pushlightuserdata(L, sc);
     lua_pushcclosure(L, sandbox_require, 1);
     lua_setfield(L, base, "require");
     lua_getfield(L, LUA_GLOBALSINDEX, "tostring");
@@ -498,7 +712,7 @@ static void lock_string_metatable(lua_State *L)
     lua_pop(L, 1);
 }
 
-MAY_RAISE static void build_base(lua_State *L, gen_t *g)
+MAY_RAISE static void build_base(lua_State *L, script_t *sc)
 {
     create_stub_metatable(L);
     lock_string_metatable(L);
@@ -508,8 +722,12 @@ MAY_RAISE static void build_base(lua_State *L, gen_t *g)
         lua_getfield(L, LUA_GLOBALSINDEX, *s);
         lua_setfield(L, base, *s);
     }
-    add_libraries(L, base);
-    add_functions(L, base, g);
+    push_guards(L, sc);
+    lua_pushvalue(L, -3);
+    lua_setfield(L, base, "xpcall");
+    add_libraries(L, base, sc);
+    lua_pop(L, 3);
+    add_functions(L, base, sc);
     create_script_metatable(L, base);
     lua_createtable(L, 0, 2);
     lua_pushcfunction(L, base_newindex);
@@ -520,21 +738,21 @@ MAY_RAISE static void build_base(lua_State *L, gen_t *g)
 }
 
 /* Raises only on a memory error. */
-void sandbox_push_env(lua_State *L, gen_t *g)
+void sandbox_push_env(lua_State *L, script_t *sc)
 {
-    if (g->env_ref > 0) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, g->env_ref);
+    if (sc->env_ref > 0) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, sc->env_ref);
         return;
     }
-    build_base(L, g);
+    build_base(L, sc);
     lua_pushvalue(L, -1);
-    g->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sc->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 /* ---- loading a script ------------------------------------------------------------------ */
 
 typedef struct load_job {
-    gen_t *g;
+    script_t *sc;
     const char *path;
     int ref;
 } load_job_t;
@@ -552,15 +770,15 @@ static int load_protected(lua_State *L)
     load_job_t *job = lua_touserdata(L, 1);
     if (sandbox_load_source_file(L, job->path) != 0)
         return lua_error(L);
-    sandbox_push_own_env(L, job->g, base_name(job->path));
+    sandbox_push_own_env(L, job->sc, base_name(job->path));
     lua_setfenv(L, -2);
     job->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
 
-int sandbox_load_file(lua_State *L, gen_t *g, const char *path, ami_err_t *err)
+int sandbox_load_file(lua_State *L, script_t *sc, const char *path, ami_err_t *err)
 {
-    load_job_t job = {g, path, LUA_NOREF};
+    load_job_t job = {sc, path, LUA_NOREF};
     if (lua_cpcall(L, load_protected, &job) != 0) {
         const char *msg = lua_tostring(L, -1);
         ami_err_set(err, AMI_E_CONFIG, "%s", msg ? msg : "cannot load the script");

@@ -14,10 +14,10 @@ MAY_RAISE int sandbox_refuse(lua_State *L, const char *name);
 /* Push the real package.loaded[name] (nil if absent); never hand it to scripts except ami. */
 void sandbox_push_loaded_module(lua_State *L, const char *name);
 /* Push a fresh global table over the base: a script's (SCRIPT = script) or a module's (NULL). */
-MAY_RAISE void sandbox_push_own_env(lua_State *L, gen_t *g, const char *script);
+MAY_RAISE void sandbox_push_own_env(lua_State *L, script_t *sc, const char *script);
 /* Load a Lua source file (never bytecode) as a chunk; nonzero and the message pushed on failure. */
 MAY_RAISE int sandbox_load_source_file(lua_State *L, const char *path);
-/* The scripts' require(name), a C closure with g as upvalue 1 (lua_require.c). */
+/* The scripts' require(name), a C closure with sc as upvalue 1 (lua_require.c). */
 MAY_RAISE int sandbox_require(lua_State *L);
 
 #endif

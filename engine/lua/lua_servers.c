@@ -10,10 +10,23 @@
  * Fields: key, state ("connected", ...), connected, pending,
  * heartbeat_failures, backoff_ms, last_error (nil when none), events,
  * logins, reconnects (connection attempts after the first).
+ *
+ * ami.on_server(fn): fn runs (in its own coroutine, like any handler) with
+ * a ServerState event each time a server logs in, loses its session, or is
+ * stopped:
+ *   ev.Server   "pbx1"   (also ev.server)
+ *   ev.State    "up" (logged in) | "down" (the session was lost) | "stopped"
+ *               (the engine stopped connecting to it: drain, shutdown)
+ *   ev.Reason   why, for down and stopped
+ *   ev.Previous the connection state before
+ * ami.wait_for({Event = "ServerState", Server = "pbx1", State = "up"}, ms)
+ * waits for one. These are the engine's events: "*" handlers do not get them.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "lua/lua_internal.h"
+#include "protocol/parser.h"
 
 static void set_number(lua_State *L, const char *key, double v)
 {
@@ -46,8 +59,8 @@ static void push_server(lua_State *L, const ami_server_info_t *info)
 
 static int l_servers(lua_State *L)
 {
-    gen_t *g = lua_touserdata(L, lua_upvalueindex(1));
-    ami_client_t *c = g->rt->client;
+    script_t *sc = lua_touserdata(L, lua_upvalueindex(1));
+    ami_client_t *c = sc->gen->rt->client;
     size_t n = c ? ami_client_server_count(c) : 0;
     lua_createtable(L, (int)n, 0);
     int slot = 0;
@@ -63,9 +76,9 @@ static int l_servers(lua_State *L)
 
 MAY_RAISE static int l_server(lua_State *L)
 {
-    gen_t *g = lua_touserdata(L, lua_upvalueindex(1));
+    script_t *sc = lua_touserdata(L, lua_upvalueindex(1));
     const char *key = luaL_checkstring(L, 1);
-    ami_client_t *c = g->rt->client;
+    ami_client_t *c = sc->gen->rt->client;
     int i = c ? ami_client_server_index(c, key) : -1;
     ami_server_info_t info;
     if (i < 0 || ami_client_server_info(c, (size_t)i, &info) != 0) {
@@ -79,9 +92,77 @@ MAY_RAISE static int l_server(lua_State *L)
     return 1;
 }
 
-void ami_lua_inject_servers(lua_State *L, gen_t *g)
+void ami_lua_inject_servers(lua_State *L, script_t *sc)
 {
     static const luaL_Reg fns[] = {{"servers", l_servers}, {"server", l_server}, {NULL, NULL}};
-    lua_pushlightuserdata(L, g);
+    lua_pushlightuserdata(L, sc);
     luaL_setfuncs(L, fns, 1);
+    lua_pushcfunction(L, handlers_on_server);
+    lua_setfield(L, -2, "on_server");
+}
+
+/* ---- ServerState events ---------------------------------------------------------- */
+
+static const char *transition(ami_conn_state_t from, ami_conn_state_t to)
+{
+    if (to == AMI_CONN_CONNECTED)
+        return "up";
+    if (to == AMI_CONN_STOPPED)
+        return "stopped";
+    return from == AMI_CONN_CONNECTED ? "down" : NULL;
+}
+
+/* A reason goes into a header value: one line, bounded. */
+static void one_line(char *out, size_t size, const char *in)
+{
+    size_t i = 0;
+    for (; in && in[i] && i + 1 < size; i++)
+        out[i] = in[i] == '\r' || in[i] == '\n' ? ' ' : in[i];
+    out[i] = '\0';
+}
+
+/* The event as Asterisk would frame it, parsed like any message. */
+static bool build_event(ami_parser_t *p, ami_msg_t *msg, const char *key, const char *state,
+                        ami_conn_state_t from, const char *reason)
+{
+    char why[512], text[800];
+    one_line(why, sizeof why, reason);
+    int n = snprintf(text, sizeof text, "Event: ServerState\r\nServer: %s\r\nState: %s\r\nPrevious: %s\r\n%s%s%s\r\n",
+                     key, state, ami_conn_state_name(from), why[0] ? "Reason: " : "", why, why[0] ? "\r\n" : "");
+    ami_err_t err;
+    return n > 0 && (size_t)n < sizeof text && ami_parser_feed(p, text, (size_t)n, &err) == 0 &&
+           ami_parser_next(p, msg, &err) == 1;
+}
+
+static void on_state(void *ud, const char *server_key, ami_conn_state_t from, ami_conn_state_t to,
+                     const char *reason)
+{
+    ami_lua_runtime_t *rt = ud;
+    const char *state = transition(from, to);
+    if (!state || !rt->current)
+        return;
+    ami_parser_t p;
+    ami_parser_limits_t lim;
+    ami_parser_limits_default(&lim);
+    ami_parser_init(&p, &lim);
+    ami_parser_expect_banner(&p, false);
+    ami_msg_t msg;
+    if (build_event(&p, &msg, server_key, state, from, reason)) {
+        rt->event_seq++;
+        for (script_t *sc = rt->current->scripts; sc; sc = sc->next)
+            handlers_dispatch_server_state(sc, &msg, server_key);
+    }
+    ami_parser_deinit(&p);
+}
+
+void server_events_start(ami_lua_runtime_t *rt)
+{
+    rt->watching_states = ami_client_on_state(rt->client, on_state, rt) == 0;
+}
+
+void server_events_stop(ami_lua_runtime_t *rt)
+{
+    if (rt->watching_states)
+        ami_client_off_state(rt->client, on_state, rt);
+    rt->watching_states = false;
 }

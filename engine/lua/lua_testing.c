@@ -12,23 +12,23 @@
  */
 #include "lua/lua_internal.h"
 
-MAY_RAISE void run_script_in(lua_State *L, gen_t *g, const char *path)
+MAY_RAISE void run_script_in(lua_State *L, script_t *sc, const char *path)
 {
     ami_err_t err;
-    if (sandbox_load_file(L, g, path, &err) < 0)
+    if (sandbox_load_file(L, sc, path, &err) < 0)
         luaL_error(L, "%s", err.msg);
     lua_call(L, 0, 0);
 }
 
 static int t_load_script(lua_State *L)
 {
-    run_script_in(L, gen_of(L), luaL_checkstring(L, 1));
+    run_script_in(L, script_of(L), luaL_checkstring(L, 1));
     return 0;
 }
 
 static int t_reset(lua_State *L)
 {
-    handlers_remove_all(gen_of(L));
+    handlers_remove_all(script_of(L));
     return 0;
 }
 
@@ -36,7 +36,7 @@ static int t_reset(lua_State *L)
  * ami.metrics registers them. */
 static int t_metric(lua_State *L)
 {
-    gen_t *g = gen_of(L);
+    script_t *sc = script_of(L);
     const char *name = luaL_checkstring(L, 1);
     const char *labels[2 * AMI_METRICS_MAX_LABELS + 1];
     size_t n = 0;
@@ -64,7 +64,7 @@ static int t_metric(lua_State *L)
     }
     labels[n] = NULL;
     double v;
-    if (ami_metrics_value(g->rt->metrics, name, n ? labels : NULL, &v) < 0)
+    if (ami_metrics_value(sc->gen->rt->metrics, name, n ? labels : NULL, &v) < 0)
         return 0;
     lua_pushnumber(L, v);
     return 1;
@@ -82,7 +82,7 @@ static const char wait_until_src[] =
     "  end\n"
     "end\n";
 
-void ami_lua_inject_testing(lua_State *L, gen_t *g)
+void ami_lua_inject_testing(lua_State *L, script_t *sc)
 {
     static const luaL_Reg fns[] = {
         {"load_script", t_load_script}, {"reset", t_reset}, {"metric", t_metric}, {NULL, NULL},
@@ -94,8 +94,8 @@ void ami_lua_inject_testing(lua_State *L, gen_t *g)
     lua_pushvalue(L, -3); /* the ami table */
     lua_call(L, 1, 1);
     lua_setfield(L, -2, "wait_until");
-    if (g->rt->cfg.testing_extend)
-        g->rt->cfg.testing_extend(L, g->rt->cfg.testing_ud);
+    if (sc->gen->rt->cfg.testing_extend)
+        sc->gen->rt->cfg.testing_extend(L, sc->gen->rt->cfg.testing_ud);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded");
     lua_pushvalue(L, -3);

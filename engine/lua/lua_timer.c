@@ -23,9 +23,10 @@ static void on_sleep_done(struct ev_loop *loop, ev_timer *t, int revents)
 static int sleep_for(lua_State *L, bool idle)
 {
     co_t *co = sched_require_co(L, "ami.sleep");
-    lua_Number secs = luaL_checknumber(L, 1);
-    if (secs < 0 || secs > 86400 * 365)
-        return luaL_argerror(L, 1, "seconds must be between 0 and one year");
+    double secs;
+    char why[200];
+    if (!arg_number(L, 1, "ami.sleep", "seconds", &RANGE_SECONDS, &secs, why, sizeof why))
+        return push_invalid(L, why);
     wait_t *w = sched_wait_new(co, WAIT_SLEEP);
     if (!w)
         return luaL_error(L, "out of memory in ami.sleep");
@@ -34,8 +35,8 @@ static int sleep_for(lua_State *L, bool idle)
     w->timer.data = w;
     /* Timers count from the loop's cached time; a handler may have run a
      * while since, and must not wake early. */
-    ev_now_update(co->gen->rt->loop);
-    ev_timer_start(co->gen->rt->loop, &w->timer);
+    ev_now_update(co->sc->gen->rt->loop);
+    ev_timer_start(co->sc->gen->rt->loop, &w->timer);
     return sched_yield_for(L, w);
 }
 
@@ -49,7 +50,7 @@ static int l_sleep(lua_State *L)
  * periodic function of a replaced generation does not run again. */
 static int l_idle_sleep(lua_State *L)
 {
-    gen_t *g = gen_of(L);
+    gen_t *g = script_of(L)->gen;
     if (g->rt->drained || g->state != GEN_ACTIVE) {
         lua_pushboolean(L, 0);
         return 1;
@@ -70,10 +71,10 @@ static void label_spawn(lua_State *L, co_t *co)
 
 static int l_spawn(lua_State *L)
 {
-    gen_t *g = gen_of(L);
+    script_t *sc = script_of(L);
     luaL_checktype(L, 1, LUA_TFUNCTION);
     int nargs = lua_gettop(L) - 1;
-    co_t *co = sched_co_get(g);
+    co_t *co = sched_co_get(sc);
     if (!co) {
         lua_pushnil(L);
         push_error(L, AMI_E_LIMIT, "too many coroutines (max_coroutines)");
@@ -105,31 +106,46 @@ static int l_time(lua_State *L)
     return 1;
 }
 
+/* ami.every's interval: a finite number of seconds, at least 1 ms. */
+static int l_every_interval(lua_State *L)
+{
+    static const num_range_t every = {0.001, 86400.0 * 365, false, "seconds"};
+    double secs;
+    char why[200];
+    if (!arg_number(L, 1, "ami.every", "seconds", &every, &secs, why, sizeof why))
+        return push_invalid(L, why);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* ami.every in Lua: a loop in a spawned coroutine; pcall keeps one failing
  * run from ending the schedule (yielding inside pcall is fine in LuaJIT). */
 static const char every_src[] =
-    "local ami, sleep_idle = ...\n"
+    "local ami, sleep_idle, valid = ...\n"
     "return function(seconds, fn, ...)\n"
-    "  if type(seconds) ~= 'number' or seconds <= 0 then\n"
-    "    error('ami.every: seconds must be a positive number', 2)\n"
-    "  end\n"
+    "  local ok, why = valid(seconds)\n"
+    "  if not ok then return nil, why end\n"
     "  if type(fn) ~= 'function' then error('ami.every: a function is required', 2) end\n"
     "  local info = debug.getinfo(2, 'Sl')\n"
     "  local where = info and (info.short_src .. ':' .. info.currentline) or '?'\n"
     "  local args = {n = select('#', ...), ...}\n"
+    "  local function run() return fn(unpack(args, 1, args.n)) end\n"
+    "  local function report(err)\n"
+    "    ami.log.error('periodic function failed', {where = where, error = tostring(err)})\n"
+    "  end\n"
+    "  -- Nothing outside a pcall allocates in the loop: a script at its memory\n"
+    "  -- limit loses a run, not its schedule.\n"
     "  return ami.spawn(function()\n"
     "    while sleep_idle(seconds) ~= false do\n"
-    "      local ok, err = pcall(fn, unpack(args, 1, args.n))\n"
-    "      if not ok then\n"
-    "        ami.log.error('periodic function failed', {where = where, error = tostring(err)})\n"
-    "      end\n"
+    "      local ok, err = pcall(run)\n"
+    "      if not ok then pcall(report, err) end\n"
     "    end\n"
     "  end)\n"
     "end\n";
 
-void ami_lua_inject_timer(lua_State *L, gen_t *g)
+void ami_lua_inject_timer(lua_State *L, script_t *sc)
 {
-    (void)g;
+    (void)sc;
     static const luaL_Reg fns[] = {
         {"sleep", l_sleep}, {"spawn", l_spawn}, {"now", l_now}, {"time", l_time}, {NULL, NULL},
     };
@@ -138,6 +154,7 @@ void ami_lua_inject_timer(lua_State *L, gen_t *g)
         lua_error(L);
     lua_pushvalue(L, -2);
     lua_pushcfunction(L, l_idle_sleep);
-    lua_call(L, 2, 1);
+    lua_pushcfunction(L, l_every_interval);
+    lua_call(L, 3, 1);
     lua_setfield(L, -2, "every");
 }

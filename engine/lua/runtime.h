@@ -3,9 +3,10 @@
  * actions. A client of the C API (cluster/client.h) like any embedder.
  *
  * Scripts live in one folder; every *.lua file in it is loaded, in name
- * order, into one "generation" (a lua_State of its own). Each file gets its
- * own global environment over a shared read-only base, with the `ami`
- * module and without the functions that would block the loop.
+ * order, into one "generation". Each file is a script with a lua_State of
+ * its own: its own globals over a read-only base, the `ami` module, none of
+ * the functions that would block the loop, and its own bounds (memory, log
+ * rate, metric series, coroutines). No script can reach another's state.
  *
  * Every handler invocation runs in its own coroutine (taken from a pool and
  * reused, not created per event); a handler that calls ami.action /
@@ -42,13 +43,25 @@ typedef struct ami_lua_config {
     uint32_t handler_budget_ms;  /* longest a handler may run without yielding; default 20 */
     uint32_t load_budget_ms;     /* longest a script's top level may run; default 2000 */
     uint32_t reload_grace_ms;    /* old generation's coroutines get this long; default 30000 */
-    uint32_t max_coroutines;     /* parked coroutines per generation; default 100000 */
-    uint32_t max_handlers;       /* ami.on registrations per generation; default 10000 */
-    uint32_t max_waiters;        /* ami.wait_for waiting at once; default 100000 */
-    size_t memory_limit;         /* bytes per generation; default 512 MiB; 0 = default */
+    uint32_t max_coroutines;     /* coroutines waiting or queued, per script; default 100000 */
+    uint32_t max_handlers;       /* ami.on registrations per script; default 10000 */
+    uint32_t max_waiters;        /* ami.wait_for waiting at once, per script; default 100000 */
+    size_t memory_limit;         /* bytes per script (its Lua state); default 512 MiB; 0 = default */
+    uint32_t log_lines_per_sec;  /* per script, with a burst of one second's worth; default 1000 */
+    uint32_t log_bytes_per_sec;  /* per script; default 1 MiB */
+    uint32_t max_metric_series;  /* series one script may register; default 1000 */
+    uint32_t filter_max_steps;   /* pattern steps per filter match (ami.pattern); default 100000 */
+    /* os.getenv for scripts: NULL-terminated lists. allow: names, or prefixes
+     * ending in '*' ("CRM_*"); NULL = no variable at all. deny: names never
+     * given whatever allow says (the config's secret_env variables). */
+    const char *const *getenv_allow;
+    const char *const *getenv_deny;
     uint32_t reload_debounce_ms; /* file-change reloads wait this long for quiet; default 300 */
     bool watch_scripts;          /* reload when a file in scripts_dir changes; default true */
     bool jit;                    /* unsafe: JIT on, the watchdog cannot stop compiled loops */
+    /* ami.http's client (engine/httpc), borrowed: it must outlive the
+     * runtime. NULL: ami.http.request answers nil, "disabled: ...". */
+    struct ami_httpc *http;
     /* Specs only: provide require "ami.testing" (load_script, reset, metric,
      * wait_until) and let the tool add its own functions to that table,
      * which is on top of L's stack when testing_extend is called. */

@@ -585,3 +585,8 @@ size_t ami_metrics_series_count(const ami_metrics_t *m)
 {
     return m ? m->nseries : 0;
 }
+
+size_t ami_metrics_max_series(const ami_metrics_t *m)
+{
+    return m ? m->max_series : 0;
+}

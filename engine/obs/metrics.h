@@ -84,5 +84,6 @@ int ami_metrics_value(ami_metrics_t *m, const char *name, const char *const *lab
 
 uint64_t ami_metrics_refused(const ami_metrics_t *m);
 size_t ami_metrics_series_count(const ami_metrics_t *m);
+size_t ami_metrics_max_series(const ami_metrics_t *m);
 
 #endif

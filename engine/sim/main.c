@@ -44,6 +44,7 @@ typedef struct options {
     double duration_s;
     long seed;
     int log_level;
+    const char *tls_cert, *tls_key, *tls_client_ca;
 } options_t;
 
 static ami_sim_t *g_sim;
@@ -68,6 +69,9 @@ static void usage(FILE *out)
             "  --duration SECONDS   stop after this long (default: run until SIGINT/SIGTERM)\n"
             "  --seed N             traffic generator seed\n"
             "  --log-level LEVEL    debug, info, warn, error, off (default info)\n"
+            "  --tls-cert FILE      serve AMI over TLS with this PEM certificate (as tlsenable)\n"
+            "  --tls-key FILE       its PEM private key (default: in the --tls-cert file)\n"
+            "  --tls-client-ca FILE require a client certificate signed by this CA\n"
             "  --help, --version\n");
 }
 
@@ -115,7 +119,7 @@ static int parse_names(options_t *o, char *list)
 
 enum { OPT_NODES = 1, OPT_PORT, OPT_BIND, OPT_NAMES, OPT_CPS, OPT_DUR, OPT_USER, OPT_SECRET,
        OPT_FLOOD, OPT_REPLAY, OPT_SPEED, OPT_DURATION, OPT_SEED, OPT_LOG, OPT_HELP, OPT_VERSION,
-       OPT_PORT_FILE };
+       OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CLIENT_CA, OPT_PORT_FILE };
 
 static const struct option LONG_OPTS[] = {
     {"nodes", required_argument, NULL, OPT_NODES},
@@ -133,6 +137,9 @@ static const struct option LONG_OPTS[] = {
     {"duration", required_argument, NULL, OPT_DURATION},
     {"seed", required_argument, NULL, OPT_SEED},
     {"log-level", required_argument, NULL, OPT_LOG},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -217,6 +224,15 @@ static int apply_option(options_t *o, int c, char *arg, bool *nodes_given)
     case OPT_LOG:
         o->log_level = ami_log_level_parse(arg);
         return o->log_level < 0 ? bad("--log-level: unknown level '%s'", arg) : 1;
+    case OPT_TLS_CERT:
+        o->tls_cert = arg;
+        return 1;
+    case OPT_TLS_KEY:
+        o->tls_key = arg;
+        return 1;
+    case OPT_TLS_CLIENT_CA:
+        o->tls_client_ca = arg;
+        return 1;
     default:
         return bad("%s", "unknown option");
     }
@@ -247,6 +263,8 @@ static int parse_args(options_t *o, int argc, char **argv)
     }
     if (optind < argc)
         return bad("unexpected argument '%s'", argv[optind]);
+    if ((o->tls_key || o->tls_client_ca) && !o->tls_cert)
+        return bad("%s needs --tls-cert", o->tls_key ? "--tls-key" : "--tls-client-ca");
     if (o->nnames && !nodes_given)
         o->nodes = (long)o->nnames;
     if (o->base_port && o->base_port + o->nodes - 1 > 65535)
@@ -338,6 +356,9 @@ static int add_nodes(ami_sim_t *sim, const options_t *o)
             .call_duration_ms = (uint32_t)o->call_duration_ms,
             .seed = (uint32_t)(o->seed + i),
             .replay_flow = o->replay,
+            .tls_cert_file = o->tls_cert,
+            .tls_key_file = o->tls_key,
+            .tls_client_ca_file = o->tls_client_ca,
         };
         ami_err_t err;
         ami_sim_node_t *n = ami_sim_add_node(sim, &cfg, &err);
@@ -349,8 +370,9 @@ static int add_nodes(ami_sim_t *sim, const options_t *o)
         ami_sim_faults_t f = {.flood_events_per_sec = o->flood};
         ami_sim_node_set_faults(n, &f);
         bool v6 = strchr(o->bind_ip, ':') != NULL;
-        printf("ami-sim: node %s listening on %s%s%s:%u (user %s)\n", ami_sim_node_name(n),
-               v6 ? "[" : "", o->bind_ip, v6 ? "]" : "", (unsigned)ami_sim_node_port(n), o->username);
+        printf("ami-sim: node %s listening on %s%s%s:%u (user %s%s)\n", ami_sim_node_name(n),
+               v6 ? "[" : "", o->bind_ip, v6 ? "]" : "", (unsigned)ami_sim_node_port(n), o->username,
+               o->tls_cert ? ", TLS" : "");
     }
     if (o->port_file && write_port_file(sim, o->port_file) < 0)
         return -1;

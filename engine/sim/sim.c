@@ -66,6 +66,7 @@ static void node_free(ami_sim_node_t *n)
     sim_vars_free(&n->globals);
     sim_flow_free(n->flow);
     sim_counts_free(n);
+    sim_tls_node_free(n);
     ami_free(n->name);
     ami_free(n->bind_ip);
     ami_free(n->username);
@@ -151,7 +152,8 @@ static ami_sim_node_t *node_new(ami_sim_t *sim, const ami_sim_node_config_t *cfg
         node_free(n);
         return NULL;
     }
-    if (cfg->replay_flow && sim_flow_load(cfg->replay_flow, &n->flow, err) < 0) {
+    if ((cfg->replay_flow && sim_flow_load(cfg->replay_flow, &n->flow, err) < 0) ||
+        sim_tls_node_init(n, cfg, err) < 0) {
         node_free(n);
         return NULL;
     }
@@ -281,6 +283,8 @@ void ami_sim_node_set_faults(ami_sim_node_t *n, const ami_sim_faults_t *faults)
     }
     if (n->faults.send_garbage)
         send_garbage_now(n);
+    if (n->faults.tls_renegotiate)
+        sim_tls_renegotiate_all(n);
     sim_flood_apply(n);
 }
 
@@ -309,7 +313,9 @@ void ami_sim_node_inject(ami_sim_node_t *n, const char *raw, size_t len)
 
 ami_sim_node_stats_t ami_sim_node_stats(const ami_sim_node_t *n)
 {
-    return n->stats;
+    ami_sim_node_stats_t st = n->stats;
+    st.tls_handshakes = n->tls ? ami_tls_ctx_handshakes(n->tls) : 0;
+    return st;
 }
 
 int ami_sim_run(ami_sim_t *sim, uint32_t duration_ms)

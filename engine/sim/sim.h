@@ -14,6 +14,9 @@
  * on one loop: deterministic, no threads) or on its own loop in the ami-sim
  * program. Nothing in it blocks.
  *
+ * With a certificate (tls_cert_file) a node serves AMI over TLS, as
+ * Asterisk does with tlsenable: the TLS handshake first, then the banner.
+ *
  * It is both the tests' mock AMI server and the ami-sim program's core.
  */
 #ifndef AMI_SIM_SIM_H
@@ -44,6 +47,10 @@ typedef struct ami_sim_node_config {
     const char *replay_flow;    /* path of a .flow file: serve that recorded session instead */
     bool count_events;          /* count events per name (ami_sim_node_event_counts); off by
                                    default: it scans every byte sent to a session once more */
+    const char *tls_cert_file;  /* serve AMI over TLS with this PEM certificate (chain); NULL = plain */
+    const char *tls_key_file;   /* its PEM key; NULL = in tls_cert_file */
+    const char *tls_client_ca_file; /* require a client certificate signed by this CA */
+    bool tls12_only;            /* cap TLS at 1.2 (where renegotiation exists) */
 } ami_sim_node_config_t;
 
 /* Faults, applied to the node's current and future sessions. Zero = off.
@@ -76,6 +83,9 @@ typedef struct ami_sim_faults {
     double flood_events_per_sec;   /* extra events to logged-in sessions; <0 = as fast as possible */
     bool mute_events;              /* send sessions no events (answers still go); with all_silent,
                                       a frozen server: not a byte more. Counted per name as muted */
+    bool tls_renegotiate;          /* one-shot: every logged-in TLS session renegotiates (TLS 1.2)
+                                      or requests a key update (TLS 1.3) */
+    bool tls_abrupt_close;         /* TLS sessions close without close_notify (a cut connection) */
 } ami_sim_faults_t;
 
 typedef struct ami_sim_node_stats {
@@ -95,6 +105,10 @@ typedef struct ami_sim_node_stats {
     uint64_t sessions_dropped_slow; /* closed because they did not read (output bound hit) */
     uint64_t calls_refused;         /* calls not started: the per-node call cap was reached */
     uint64_t bytes_unsent_at_close; /* queued for a session when it closed, never written */
+    uint64_t tls_handshakes;        /* TLS handshakes completed, renegotiations included */
+    uint64_t tls_handshake_failures;
+    uint64_t tls_renegotiations;    /* renegotiations and key updates requested */
+    uint64_t tls_close_notify_received; /* sessions the client ended with close_notify */
 } ami_sim_node_stats_t;
 
 /* loop NULL: the simulator creates and owns its own loop (ami_sim_run). */

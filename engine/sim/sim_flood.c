@@ -7,6 +7,9 @@
  * session's output each tick. At max speed (rate < 0) nothing is copied: the
  * write watcher sends straight from the block until the socket would block,
  * finishing a block before any queued response so messages never interleave.
+ * Over TLS a blocked write must be retried with the same bytes, so there each
+ * whole block is staged into the session's output instead, behind what is
+ * queued there.
  * A session with filters or a narrower event mask gets its own filtered copy
  * of the block, built once.
  */
@@ -188,8 +191,25 @@ bool sim_flood_max_active(sim_session_t *s)
     return v && v->count > 0;
 }
 
+static int stage_block(sim_session_t *s)
+{
+    if (s->out_pos < s->out.len)
+        return 2;
+    if (!sim_flood_max_active(s))
+        return 1;
+    const sim_evblock_t *v = view_of(s);
+    ami_buf_clear(&s->out);
+    s->out_pos = 0;
+    if (ami_buf_append(&s->out, v->data, v->bytes) < 0)
+        return 1;
+    s->node->stats.events_sent += v->count;
+    return 2;
+}
+
 int sim_flood_write(sim_session_t *s)
 {
+    if (s->tls)
+        return stage_block(s);
     size_t written = 0;
     for (;;) {
         if (s->flood_off == 0 && s->out_pos < s->out.len)

@@ -18,6 +18,7 @@
 #include "protocol/parser.h"
 #include "sim/sim.h"
 #include "util/alloc.h"
+#include "transport/tls.h"
 #include "util/buf.h"
 
 /* Per-session output bound. Real Asterisk drops a client that stops reading
@@ -71,6 +72,9 @@ typedef struct sim_session {
     struct sim_session *prev, *next;
     ami_sim_node_t *node;
     int fd;
+    ami_tls_t *tls;        /* TLS nodes: the session's TLS, NULL otherwise */
+    bool tls_handshaking;  /* accepted, not greeted yet */
+    bool tls_read_wants_write, tls_write_wants_read;
     ev_io rw, ww;
     ev_timer delay_timer;  /* delayed answer, or a deferred resume */
     ev_timer auth_timer;   /* never logged in: closed silently, like authtimeout */
@@ -189,6 +193,7 @@ struct ami_sim_node {
     char *name, *bind_ip, *username, *secret, *ami_version;
     uint16_t port;
     int lfd;
+    ami_tls_ctx_t *tls;    /* serves TLS when set */
     ev_io accept_w;
     bool running;
     ami_sim_faults_t faults;
@@ -246,6 +251,25 @@ double sim_wall_now(void);
 /* send() within the close_after_bytes budget, with accounting: bytes written,
  * 0 would block, -1 the session is closed. */
 long sim_write_raw(sim_session_t *s, const char *p, size_t len);
+/* A session's AMI life begins (after TLS, if any): banner or replay. */
+void sim_session_begin(sim_session_t *s);
+/* Run a session's read handler as if its socket became readable. */
+void sim_session_read_now(sim_session_t *s);
+
+/* sim_tls.c: TLS sessions (see sim.h) */
+int sim_tls_node_init(ami_sim_node_t *n, const ami_sim_node_config_t *cfg, ami_err_t *err);
+void sim_tls_node_free(ami_sim_node_t *n);
+/* Accepted: start the handshake (the session may be closed on return). */
+void sim_tls_session_start(sim_session_t *s);
+/* The socket is ready during the handshake; sim_session_begin follows success. */
+void sim_tls_handshake_step(sim_session_t *s);
+/* recv()/send() contracts: bytes, 0 at EOF (recv), -1 with errno (EAGAIN: wait). */
+long sim_tls_recv(sim_session_t *s, char *buf, size_t len);
+long sim_tls_send(sim_session_t *s, const char *p, size_t len);
+/* close_notify (once, if the socket takes it); end: also free the session's TLS. */
+void sim_tls_notify_close(sim_session_t *s);
+void sim_tls_session_end(sim_session_t *s);
+void sim_tls_renegotiate_all(ami_sim_node_t *n);
 
 /* sim_events.c: event classes, filters, delivery */
 uint32_t sim_class_parse(const char *list, bool *ok);

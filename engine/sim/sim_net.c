@@ -132,6 +132,7 @@ void sim_session_close(sim_session_t *s, const char *why)
     sim_session_forget_call(s);
     n->stats.bytes_unsent_at_close += s->out.len - s->out_pos;
     sim_count_session_closed(s);
+    sim_tls_session_end(s);
     close(s->fd);
     s->fd = -1;
     if (s->prev)
@@ -164,7 +165,7 @@ long sim_write_raw(sim_session_t *s, const char *p, size_t len)
     }
     if (len > budget)
         len = budget;
-    ssize_t r = send(s->fd, p, len, MSG_NOSIGNAL);
+    ssize_t r = s->tls ? sim_tls_send(s, p, len) : send(s->fd, p, len, MSG_NOSIGNAL);
     if (r < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             return 0;
@@ -182,7 +183,7 @@ long sim_write_raw(sim_session_t *s, const char *p, size_t len)
 
 void sim_session_want_write(sim_session_t *s)
 {
-    if (!s->closed)
+    if (!s->closed && !s->tls_write_wants_read)
         ev_io_start(s->node->sim->loop, &s->ww);
 }
 
@@ -190,7 +191,8 @@ void sim_session_want_write(sim_session_t *s)
 static void session_flush(sim_session_t *s)
 {
     while (!s->closed) {
-        if (s->flood_off == 0 && s->out_pos < s->out.len) {
+        /* TLS floods stage whole blocks into out (sim_flood.c) */
+        if ((s->flood_off == 0 || s->tls) && s->out_pos < s->out.len) {
             long r = sim_write_raw(s, s->out.data + s->out_pos, s->out.len - s->out_pos);
             if (r < 0)
                 return;
@@ -224,13 +226,15 @@ static void session_flush(sim_session_t *s)
         return;
     if (s->half_close_pending) {
         s->half_close_pending = false;
+        sim_tls_notify_close(s);
         shutdown(s->fd, SHUT_WR);
     }
     if (s->close_after_flush) {
         sim_session_close(s, "closed after reply");
         return;
     }
-    ev_io_stop(s->node->sim->loop, &s->ww);
+    if (!s->tls_read_wants_write)
+        ev_io_stop(s->node->sim->loop, &s->ww);
 }
 
 int sim_session_send(sim_session_t *s, const void *p, size_t len)
@@ -320,7 +324,7 @@ static int read_some(sim_session_t *s)
         sim_session_close_after_flush(s);
         return -1;
     }
-    ssize_t r = recv(s->fd, dst, got, 0);
+    ssize_t r = s->tls ? sim_tls_recv(s, dst, got) : recv(s->fd, dst, got, 0);
     if (r > 0) {
         ami_parser_commit(&s->parser, (size_t)r);
         s->node->stats.bytes_received += (uint64_t)r;
@@ -336,12 +340,8 @@ static int read_some(sim_session_t *s)
     return -1;
 }
 
-static void on_read(struct ev_loop *loop, ev_io *w, int revents)
+static void handle_input(sim_session_t *s)
 {
-    SIM_ACCOUNT();
-    sim_session_t *s = w->data;
-    if (read_some(s) <= 0)
-        return;
     if (s->replaying) {
         size_t n = count_messages(s);
         if (!s->closed && n)
@@ -349,14 +349,54 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
     } else {
         process_input(s);
     }
-    if (!s->closed && s->out.len > s->out_pos)
+}
+
+/* TLS: a record the parser had no room for stays decrypted in the session,
+ * where no readiness announces it, so it is read now. */
+static bool more_decrypted(sim_session_t *s)
+{
+    return !s->closed && s->tls && ev_is_active(&s->rw) && ami_tls_pending(s->tls) > 0;
+}
+
+static void on_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    SIM_ACCOUNT();
+    sim_session_t *s = w->data;
+    if (s->tls_handshaking) {
+        sim_tls_handshake_step(s);
+        return;
+    }
+    bool retry_write = s->tls_write_wants_read;
+    s->tls_write_wants_read = false;
+    do {
+        if (read_some(s) <= 0)
+            break;
+        handle_input(s);
+    } while (more_decrypted(s));
+    if (!s->closed && (s->out.len > s->out_pos || retry_write))
         session_flush(s);
+}
+
+void sim_session_read_now(sim_session_t *s)
+{
+    on_read(s->node->sim->loop, &s->rw, EV_READ);
 }
 
 static void on_write(struct ev_loop *loop, ev_io *w, int revents)
 {
     SIM_ACCOUNT();
-    session_flush(w->data);
+    sim_session_t *s = w->data;
+    if (s->tls_handshaking) {
+        sim_tls_handshake_step(s);
+        return;
+    }
+    if (s->tls_read_wants_write) {
+        s->tls_read_wants_write = false;
+        sim_session_read_now(s);
+        if (s->closed)
+            return;
+    }
+    session_flush(s);
 }
 
 /* Resume after a delayed answer or a finished sync Originate. */
@@ -451,7 +491,19 @@ static void session_open(ami_sim_node_t *n, int fd, const struct sockaddr_storag
     n->stats.sessions_live++;
     AMI_LOG(SIM_LOG(n), AMI_LOG_DEBUG, "sim session opened", AMI_F_STR("node", n->name),
             AMI_F_UINT("session", s->id), AMI_F_STR("remote", s->remote));
+    if (n->tls) {
+        ev_timer_start(n->sim->loop, &s->auth_timer); /* a stalled handshake ends like a silent login */
+        sim_tls_session_start(s);
+        return;
+    }
+    sim_session_begin(s);
+}
+
+void sim_session_begin(sim_session_t *s)
+{
+    ami_sim_node_t *n = s->node;
     if (n->flow) {
+        ev_timer_stop(n->sim->loop, &s->auth_timer);
         s->replaying = true;
         sim_session_update_reading(s);
         sim_replay_start(s);

@@ -35,6 +35,10 @@ struct ami_tcp {
     ev_prepare flush_hook;
     ami_buf_t wbuf;
     ami_resolve_t *resolve;
+    ami_tls_t *tls;          /* this connection's TLS session, NULL for plain TCP */
+    bool read_wants_write;   /* TLS: a read must write first (key update, renegotiation) */
+    bool write_wants_read;   /* TLS: a write must read first (renegotiation) */
+    uint64_t gen;            /* bumps on every close: a callback may close and reopen */
     uint16_t port;
     char peer[80];
     ami_tcp_stats_t stats;
@@ -46,6 +50,7 @@ void ami_tcp_options_default(ami_tcp_options_t *opt)
     opt->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
     opt->read_chunk = DEFAULT_READ_CHUNK;
     opt->write_hwm = DEFAULT_WRITE_HWM;
+    opt->tls = NULL;
 }
 
 static void on_readable(struct ev_loop *loop, ev_io *w, int revents);
@@ -69,6 +74,7 @@ ami_tcp_t *ami_tcp_new(struct ev_loop *loop, const ami_tcp_options_t *opt,
             t->opt.read_chunk = opt->read_chunk;
         if (opt->write_hwm)
             t->opt.write_hwm = opt->write_hwm;
+        t->opt.tls = opt->tls;
     }
     t->cb = *cb;
     t->ud = ud;
@@ -207,6 +213,14 @@ void ami_tcp_close(ami_tcp_t *t)
     ev_io_stop(t->loop, &t->wio);
     ev_timer_stop(t->loop, &t->connect_timer);
     ev_prepare_stop(t->loop, &t->flush_hook);
+    if (t->tls) {
+        if (t->state == AMI_TCP_OPEN)
+            ami_tls_close_notify(t->tls);
+        ami_tls_free(t->tls);
+        t->tls = NULL;
+    }
+    t->read_wants_write = t->write_wants_read = false;
+    t->gen++;
     if (t->fd >= 0) {
         close(t->fd);
         t->fd = -1;
@@ -216,16 +230,76 @@ void ami_tcp_close(ami_tcp_t *t)
     ami_buf_shrink(&t->wbuf, WBUF_KEEP);
 }
 
-static void connected(ami_tcp_t *t)
+static void opened(ami_tcp_t *t)
 {
     ev_timer_stop(t->loop, &t->connect_timer);
     ev_io_stop(t->loop, &t->wio);
-    ev_io_set(&t->wio, t->fd, EV_WRITE);
-    ev_io_set(&t->rio, t->fd, EV_READ);
     ev_io_start(t->loop, &t->rio);
     t->state = AMI_TCP_OPEN;
     if (t->cb.on_open)
         t->cb.on_open(t->ud);
+}
+
+/* ---- TLS handshake ------------------------------------------------------------------ */
+
+static void handshake_step(ami_tcp_t *t)
+{
+    switch (ami_tls_handshake(t->tls)) {
+    case AMI_TLS_DONE: {
+        const ami_tls_ctx_t *ctx = t->opt.tls;
+        AMI_LOG(t->log, AMI_LOG_INFO, "tls established", AMI_F_STR("server_key", ami_tls_ctx_server_key(ctx)),
+                AMI_F_STR("peer", t->peer), AMI_F_STR("version", ami_tls_version(t->tls)),
+                AMI_F_STR("cipher", ami_tls_cipher(t->tls)),
+                AMI_F_STR("verified_name",
+                          ami_tls_ctx_verifies(ctx) ? ami_tls_ctx_expected_name(ctx) : "(verify off)"));
+        opened(t);
+        return;
+    }
+    case AMI_TLS_WANT_READ:
+        ev_io_stop(t->loop, &t->wio);
+        return;
+    case AMI_TLS_WANT_WRITE:
+        ev_io_start(t->loop, &t->wio);
+        return;
+    default:
+        fail(t, AMI_E_IO, "TLS handshake with %s failed: %s", t->peer, ami_tls_error(t->tls));
+    }
+}
+
+static void start_handshake(ami_tcp_t *t)
+{
+    ami_tls_ctx_t *ctx = t->opt.tls;
+    ami_err_t err;
+    if (ami_tls_ctx_refresh(ctx, &err) < 0)
+        AMI_LOG(t->log, AMI_LOG_WARN, "tls files changed but do not load; using the previous ones",
+                AMI_F_STR("server_key", ami_tls_ctx_server_key(ctx)), AMI_F_STR("error", err.msg));
+    if (!ami_tls_ctx_verifies(ctx))
+        AMI_LOG(t->log, AMI_LOG_WARN, "tls certificate verification is off",
+                AMI_F_STR("server_key", ami_tls_ctx_server_key(ctx)), AMI_F_STR("peer", t->peer),
+                AMI_F_STR("risk", "anyone on the network path can pose as this server and read the AMI secret"),
+                AMI_F_STR("fix", "set tls.verify = true with tls.ca_file"));
+    t->tls = ami_tls_new(ctx, t->fd, &err);
+    if (!t->tls) {
+        fail(t, AMI_E_NOMEM, "TLS with %s: %s", t->peer, err.msg);
+        return;
+    }
+    t->state = AMI_TCP_HANDSHAKE;
+    ev_timer_stop(t->loop, &t->connect_timer);
+    ev_timer_set(&t->connect_timer, ami_tls_ctx_handshake_timeout_ms(ctx) / 1000.0, 0.);
+    ev_timer_start(t->loop, &t->connect_timer);
+    ev_io_start(t->loop, &t->rio);
+    handshake_step(t);
+}
+
+static void connected(ami_tcp_t *t)
+{
+    ev_io_stop(t->loop, &t->wio);
+    ev_io_set(&t->wio, t->fd, EV_WRITE);
+    ev_io_set(&t->rio, t->fd, EV_READ);
+    if (t->opt.tls)
+        start_handshake(t);
+    else
+        opened(t);
 }
 
 static void on_connect_timeout(struct ev_loop *loop, ev_timer *w, int revents)
@@ -233,35 +307,84 @@ static void on_connect_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     ami_tcp_t *t = w->data;
+    if (t->state == AMI_TCP_HANDSHAKE) {
+        uint32_t ms = ami_tls_ctx_handshake_timeout_ms(t->opt.tls);
+        ami_tls_handshake_timed_out(t->tls, ms);
+        fail(t, AMI_E_TIMEOUT, "TLS handshake with %s failed: %s", t->peer, ami_tls_error(t->tls));
+        return;
+    }
     fail(t, AMI_E_TIMEOUT, "connect to %s timed out after %u ms", t->peer, t->opt.connect_timeout_ms);
 }
 
-/* Write as much as the socket takes now; wait for writability if not all. */
-static void flush(ami_tcp_t *t)
+/* A TLS session ended while open: the peer's close reads like plain TCP's. */
+static void tls_ended(ami_tcp_t *t, ami_tls_result_t r)
 {
-    while (t->wbuf.len) {
+    if (r == AMI_TLS_CLOSED)
+        fail(t, AMI_E_DISCONNECTED, "%s closed the connection (%s TLS close_notify)", t->peer,
+             ami_tls_reason(t->tls) == AMI_TLS_R_NONE ? "with" : "without");
+    else
+        fail(t, AMI_E_DISCONNECTED, "TLS session with %s failed: %s", t->peer, ami_tls_error(t->tls));
+}
+
+/* Through TLS: bytes of plaintext taken, 0 to wait (watchers set), -1 closed. */
+static long send_tls(ami_tcp_t *t)
+{
+    size_t put = 0;
+    ami_tls_result_t r = ami_tls_write(t->tls, t->wbuf.data, t->wbuf.len, &put);
+    if (r == AMI_TLS_DONE)
+        return (long)put;
+    if (r == AMI_TLS_WANT_WRITE) {
+        ev_io_start(t->loop, &t->wio);
+        return 0;
+    }
+    if (r == AMI_TLS_WANT_READ) {
+        /* rio is always on while open; polling for writability would spin */
+        t->write_wants_read = true;
+        if (!t->read_wants_write)
+            ev_io_stop(t->loop, &t->wio);
+        return 0;
+    }
+    tls_ended(t, r);
+    return -1;
+}
+
+static long send_plain(ami_tcp_t *t)
+{
+    for (;;) {
         ssize_t n = send(t->fd, t->wbuf.data, t->wbuf.len, MSG_NOSIGNAL);
-        if (n > 0) {
-            t->stats.bytes_out += (uint64_t)n;
-            t->stats.writes++;
-            ami_buf_consume(&t->wbuf, (size_t)n);
-            continue;
-        }
+        if (n > 0)
+            return (long)n;
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!ev_is_active(&t->wio))
-                ev_io_start(t->loop, &t->wio);
-            return;
+            ev_io_start(t->loop, &t->wio);
+            return 0;
         }
-        fail(t, AMI_E_DISCONNECTED, "write to %s failed: %s", t->peer,
-             n < 0 ? strerror(errno) : "no progress");
-        return;
+        fail(t, AMI_E_DISCONNECTED, "write to %s failed: %s", t->peer, n < 0 ? strerror(errno) : "no progress");
+        return -1;
     }
-    ev_io_stop(t->loop, &t->wio);
+}
+
+/* Write as much as the socket takes now; wait for what it needs if not all.
+ * A TLS write that waited is retried with the same bytes at the front, as
+ * OpenSSL requires: the buffer only grows at its end until bytes are sent. */
+static void flush(ami_tcp_t *t)
+{
+    while (t->wbuf.len) {
+        long n = t->tls ? send_tls(t) : send_plain(t);
+        if (n <= 0)
+            return;
+        t->stats.bytes_out += (uint64_t)n;
+        t->stats.writes++;
+        ami_buf_consume(&t->wbuf, (size_t)n);
+    }
+    if (!t->read_wants_write)
+        ev_io_stop(t->loop, &t->wio);
     if (t->wbuf.cap > WBUF_KEEP)
         ami_buf_shrink(&t->wbuf, WBUF_KEEP);
 }
+
+static void read_some(ami_tcp_t *t);
 
 static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -280,6 +403,19 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
         if (t->state == AMI_TCP_OPEN && t->wbuf.len)
             ami_tcp_schedule_flush(t);
         return;
+    }
+    if (t->state == AMI_TCP_HANDSHAKE) {
+        handshake_step(t);
+        if (t->state == AMI_TCP_OPEN && t->wbuf.len)
+            ami_tcp_schedule_flush(t);
+        return;
+    }
+    if (t->read_wants_write) {
+        uint64_t gen = t->gen;
+        t->read_wants_write = false;
+        read_some(t);
+        if (gen != t->gen)
+            return;
     }
     flush(t);
 }
@@ -319,11 +455,8 @@ int ami_tcp_write(ami_tcp_t *t, const void *data, size_t len, ami_err_t *err)
 
 /* One read per wake-up: a flooding server gets one chunk per loop iteration,
  * like every other ready connection. */
-static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
+static void read_plain(ami_tcp_t *t)
 {
-    (void)loop;
-    (void)revents;
-    ami_tcp_t *t = w->data;
     size_t room = 0;
     char *dst = t->cb.read_buffer(t->ud, t->opt.read_chunk, &room);
     if (!dst || room == 0) {
@@ -343,6 +476,70 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
         fail(t, AMI_E_DISCONNECTED, "%s closed the connection", t->peer);
     else
         fail(t, AMI_E_DISCONNECTED, "read from %s failed: %s", t->peer, strerror(errno));
+}
+
+/* Up to read_chunk bytes of plaintext per wake-up, the same share as plain
+ * TCP's one recv, record by record (16 KiB at most each); plaintext the
+ * session already decrypted is taken too, since no readiness would ever
+ * announce it. The owner may close (and reopen) from on_read: gen tells. */
+static void read_tls(ami_tcp_t *t)
+{
+    size_t budget = t->opt.read_chunk;
+    uint64_t gen = t->gen;
+    for (;;) {
+        size_t want = budget ? budget : ami_tls_pending(t->tls);
+        if (want == 0)
+            return;
+        size_t room = 0, got = 0;
+        char *dst = t->cb.read_buffer(t->ud, want, &room);
+        if (!dst || room == 0) {
+            fail(t, AMI_E_LIMIT, "no room to read from %s: the input buffer is at its bound", t->peer);
+            return;
+        }
+        ami_tls_result_t r = ami_tls_read(t->tls, dst, room, &got);
+        if (r == AMI_TLS_WANT_READ)
+            return;
+        if (r == AMI_TLS_WANT_WRITE) {
+            t->read_wants_write = true;
+            ev_io_start(t->loop, &t->wio);
+            return;
+        }
+        if (r != AMI_TLS_DONE) {
+            tls_ended(t, r);
+            return;
+        }
+        t->stats.bytes_in += (uint64_t)got;
+        t->stats.reads++;
+        t->cb.on_read(t->ud, got);
+        if (gen != t->gen)
+            return;
+        budget = got >= budget ? 0 : budget - got;
+    }
+}
+
+static void read_some(ami_tcp_t *t)
+{
+    if (t->tls)
+        read_tls(t);
+    else
+        read_plain(t);
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    ami_tcp_t *t = w->data;
+    if (t->state == AMI_TCP_HANDSHAKE) {
+        handshake_step(t);
+        return;
+    }
+    bool retry_write = t->write_wants_read;
+    uint64_t gen = t->gen;
+    t->write_wants_read = false;
+    read_some(t);
+    if (retry_write && gen == t->gen)
+        flush(t);
 }
 
 ami_tcp_state_t ami_tcp_state(const ami_tcp_t *t)

@@ -16,6 +16,16 @@
  *   - writes are appended to a bounded buffer (the write high-water mark)
  *     and flushed once per loop iteration, before the loop polls; a partial
  *     write or EAGAIN waits for writability. Appends past the mark fail.
+ *   - with a TLS context (options.tls), the connection is TLS: after the TCP
+ *     connect comes the handshake, stepped by readiness and bounded by the
+ *     context's handshake timeout; on_open follows it, so the owner sees the
+ *     same plaintext stream as over plain TCP (reads still land in
+ *     read_buffer, up to read_chunk bytes per wake-up). Reads that must
+ *     write first and writes that must read first (renegotiation, key
+ *     updates) wait for the readiness they need; nothing blocks. A close
+ *     sends close_notify once if the socket takes it. Each attempt starts
+ *     with ami_tls_ctx_refresh (new certificate files apply at reconnects)
+ *     and, when verification is off, logs a WARNING.
  *
  * Callbacks run on the loop thread. on_close reports closes the transport
  * noticed itself (connect failure or timeout, EOF, socket error); it is not
@@ -30,6 +40,7 @@
 #include <stdint.h>
 
 #include "obs/log.h"
+#include "transport/tls.h"
 #include "util/buf.h"
 #include "util/err.h"
 
@@ -39,6 +50,7 @@ typedef enum ami_tcp_state {
     AMI_TCP_IDLE = 0,
     AMI_TCP_RESOLVING,
     AMI_TCP_CONNECTING,
+    AMI_TCP_HANDSHAKE, /* TLS only */
     AMI_TCP_OPEN,
 } ami_tcp_state_t;
 
@@ -56,6 +68,7 @@ typedef struct ami_tcp_options {
     uint32_t connect_timeout_ms; /* default 5000 */
     size_t read_chunk;           /* bytes per read; default 64 KiB */
     size_t write_hwm;            /* write buffer bound; default 1 MiB */
+    ami_tls_ctx_t *tls;          /* borrowed; must outlive the transport. NULL: plain TCP */
 } ami_tcp_options_t;
 
 void ami_tcp_options_default(ami_tcp_options_t *opt);

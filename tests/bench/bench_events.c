@@ -25,7 +25,11 @@
  * the JIT off, so that the watchdog's count hook can stop a runaway
  * handler, costs on this path.
  *
- *   bench_events [--duration S] [--warmup S] [--only c|lua|jit] [--read-chunk KiB]
+ * With --tls the simulator serves AMI over TLS (certificates made at start
+ * by tests/support/make_certs.sh in a temporary folder, removed at the end)
+ * and the client verifies it: the same figures over TLS, for comparison.
+ *
+ *   bench_events [--duration S] [--warmup S] [--only c|lua|jit] [--read-chunk KiB] [--tls]
  */
 #include <errno.h>
 #include <ev.h>
@@ -57,6 +61,8 @@ typedef struct options {
     double warmup;
     bool run[V_COUNT];
     uint32_t read_chunk_kib;
+    bool tls;
+    char pki[64]; /* --tls: the temporary certificate folder */
 } options_t;
 
 typedef struct result {
@@ -69,6 +75,7 @@ typedef struct result {
     bool truncated;
     double p50_us, p99_us, p999_us, max_us;
     double busy; /* fraction of wall time the loop was working */
+    double cpu_ns_per_event; /* the client thread's CPU time per event: steady under contention */
     uint64_t handler_errors;
 } result_t;
 
@@ -150,6 +157,13 @@ static double pct_us(const uint32_t *s, size_t n, double q)
     return (double)s[i] / 1000.0;
 }
 
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static const char SCRIPT[] =
     "local ami = require \"ami\"\n"
     "ami.on(\"*\", function(ev) local a, b = ev.Channel, ev.Uniqueid end)\n";
@@ -188,7 +202,15 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
         fprintf(stderr, "bench_events: cannot create the simulator\n");
         return -1;
     }
+    char cert[128], key[128], ca[128];
+    snprintf(cert, sizeof cert, "%s/server.crt", o->pki);
+    snprintf(key, sizeof key, "%s/server.key", o->pki);
+    snprintf(ca, sizeof ca, "%s/ca.crt", o->pki);
     ami_sim_node_config_t nc = {.name = "pbx1"};
+    if (o->tls) {
+        nc.tls_cert_file = cert;
+        nc.tls_key_file = key;
+    }
     ami_sim_node_t *node = ami_sim_add_node(sim, &nc, &err);
     if (!node) {
         fprintf(stderr, "bench_events: sim node: %s\n", err.msg);
@@ -225,6 +247,10 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
     so.secret = "s3cret";
     if (o->read_chunk_kib)
         so.read_chunk = (size_t)o->read_chunk_kib << 10;
+    if (o->tls) {
+        so.tls.enabled = true;
+        so.tls.ca_file = ca;
+    }
     if (ami_client_add_server(b.client, &so, &err) < 0) {
         fprintf(stderr, "bench_events: add_server: %s\n", err.msg);
         goto out;
@@ -277,10 +303,12 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
     uint64_t conn_ev0 = ami_conn_stats(conn)->events;
     uint64_t n0 = delivered(&b);
     double t0 = bench_now_s();
+    double cpu0 = thread_cpu_s();
     b.sampling = true;
     run_for(&b, o->duration);
     b.sampling = false;
     double t1 = bench_now_s();
+    double cpu1 = thread_cpu_s();
     uint64_t n1 = delivered(&b);
     uint64_t bytes1 = ami_conn_stats(conn)->bytes_in;
     uint64_t conn_ev1 = ami_conn_stats(conn)->events;
@@ -291,6 +319,7 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
     r->secs = t1 - t0;
     r->events = n1 - n0;
     r->events_per_s = (double)r->events / r->secs;
+    r->cpu_ns_per_event = r->events ? (cpu1 - cpu0) * 1e9 / (double)r->events : 0;
     r->bytes_per_event =
         conn_ev1 > conn_ev0 ? (double)(bytes1 - bytes0) / (double)(conn_ev1 - conn_ev0) : 0;
     r->iterations = b.nsamples;
@@ -332,14 +361,34 @@ out:
     return rc;
 }
 
+static int make_pki(options_t *o)
+{
+    snprintf(o->pki, sizeof o->pki, "/tmp/ami-bench-tls-XXXXXX");
+    if (!mkdtemp(o->pki))
+        return -1;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "bash '%s/tests/support/make_certs.sh' '%s' >/dev/null 2>&1", AMI_BENCH_SOURCE_DIR,
+             o->pki);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void remove_pki(const options_t *o)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", o->pki);
+    if (system(cmd) != 0)
+        fprintf(stderr, "bench_events: could not remove %s\n", o->pki);
+}
+
 static void usage(FILE *to)
 {
     fprintf(to, "usage: bench_events [--duration S] [--warmup S] [--only c|lua|jit]... "
-                "[--read-chunk KiB]\n"
+                "[--read-chunk KiB] [--tls]\n"
                 "  --duration S     measured seconds per variant (default 5)\n"
                 "  --warmup S       flood seconds before measuring (default 1)\n"
                 "  --only V         run only variant V (repeatable): c, lua, jit\n"
-                "  --read-chunk KiB the client's read size (default: the engine's, 64)\n");
+                "  --read-chunk KiB the client's read size (default: the engine's, 64)\n"
+                "  --tls            AMI over TLS (verified against a CA made for the run)\n");
 }
 
 static int parse_args(options_t *o, int argc, char **argv)
@@ -352,6 +401,10 @@ static int parse_args(options_t *o, int argc, char **argv)
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             exit(0);
+        }
+        if (strcmp(a, "--tls") == 0) {
+            o->tls = true;
+            continue;
         }
         if (!val) {
             usage(stderr);
@@ -400,6 +453,11 @@ int main(int argc, char **argv)
     uint32_t *samples = malloc(MAX_SAMPLES * sizeof *samples);
     if (!samples)
         return 1;
+    if (o.tls && make_pki(&o) < 0) {
+        fprintf(stderr, "bench_events: cannot make certificates with the openssl CLI\n");
+        return 1;
+    }
+    printf("transport: %s\n", o.tls ? "TLS (verified; the simulator encrypts on its own thread)" : "plain TCP");
 
     static const char *const what[V_COUNT] = {
         "into a C subscriber (no Lua)",
@@ -418,9 +476,10 @@ int main(int argc, char **argv)
             continue;
         }
         const result_t *r = &res[v];
-        printf("events[%s]: %.3f M events/s %s (%.1f s, %s; %llu events, %.0f bytes/event)\n",
+        printf("events[%s]: %.3f M events/s %s (%.1f s, %s; %llu events, %.0f bytes/event; "
+               "client thread %.0f ns CPU/event)\n",
                variant_names[v], r->events_per_s / 1e6, what[v], r->secs, mode[v],
-               (unsigned long long)r->events, r->bytes_per_event);
+               (unsigned long long)r->events, r->bytes_per_event, r->cpu_ns_per_event);
         printf("loop[%s]: iteration p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us "
                "(%llu iterations%s, loop busy %.0f%%)\n",
                variant_names[v], r->p50_us, r->p99_us, r->p999_us, r->max_us,
@@ -440,5 +499,7 @@ int main(int argc, char **argv)
                res[V_C].events_per_s / res[V_LUA].events_per_s);
     free(samples);
     ami_logger_free(log);
+    if (o.tls)
+        remove_pki(&o);
     return failed;
 }

@@ -254,24 +254,6 @@ static void start_sim(proc_t *p, const char *name, uint16_t *port, const char *c
     *port = got;
 }
 
-/* The value of `key=` in the first line of the log that contains needle; 0 if none. */
-static unsigned long log_field(const char *needle, const char *key)
-{
-    char *text = file_read(W.log, NULL);
-    const char *line = text ? strstr(text, needle) : NULL;
-    unsigned long v = 0;
-    if (line) {
-        while (line > text && line[-1] != '\n')
-            line--;
-        const char *nl = strchr(line, '\n');
-        const char *at = strstr(line, key);
-        if (at && (!nl || at < nl))
-            v = strtoul(at + strlen(key), NULL, 10);
-    }
-    free(text);
-    return v;
-}
-
 static void start_engine(void)
 {
     snprintf(W.env_p1, sizeof W.env_p1, "E2E_P1=%u", (unsigned)W.p1);
@@ -284,13 +266,11 @@ static void start_engine(void)
         fail_msg("ami-engine did not log \"ami-engine started\" within %u ms", T);
     }
     /* the metrics endpoint listens on a port the kernel chose: the log says which */
-    static const char LISTENING[] = "msg=\"metrics endpoint listening\"";
-    unsigned long mport = file_wait_contains(W.log, LISTENING, T) ? log_field(LISTENING, " port=") : 0;
-    if (mport == 0 || mport > 65535) {
+    W.mport = engine_metrics_port(W.log, T);
+    if (!W.mport) {
         dump_tail(W.log, "no metrics port in the log");
         fail_msg("ami-engine did not log the port of its metrics endpoint");
     }
-    W.mport = (uint16_t)mport;
 }
 
 /* ---- HTTP and metrics ------------------------------------------------------------------------ */

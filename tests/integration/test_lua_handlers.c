@@ -152,6 +152,7 @@ static void action_errors_are_values(void **state)
         "  local r2, e2 = ami.action('pbx1', 'Setvar', {Variable = 'A', Value = 'x\\r\\nAction: Originate'})\n"
         "  local r3, e3, res3 = ami.action('pbx1', 'Hangup', {Channel = 'SIP/does-not-exist'})\n"
         "  local r4, e4 = ami.action('pbx1', 'Ping', {}, {timeout = -5})\n"
+        "  ami.log.info('e4', {e = e4, r = tostring(r4)})\n"
         "end)\n"
         "ami.on({Event = 'UserEvent', UserEvent = 'B'}, function(ev)\n"
         "  local r1, e1 = ami.action('nope', 'Ping')\n"
@@ -166,8 +167,9 @@ static void action_errors_are_values(void **state)
     assert_int_equal(lua_world_count_log(w, "msg=e1 e=\"unknown_server: no server named"), 1);
     assert_int_equal(lua_world_count_log(w, "(Value): value contains CR (AMI header injection refused)"), 1);
     assert_int_equal(lua_world_count_log(w, "msg=e3 e=\"server: No such channel\" msg=\"No such channel\""), 1);
-    /* The first handler's last call had a bad opts.timeout: a script error, logged. */
-    expect_log(w, "opts.timeout", 1);
+    /* The first handler's last call had a bad opts.timeout: an error value, nothing sent. */
+    expect_log(w, "msg=e4 e=\"invalid: ami.action: opts.timeout must be an integer from 1 to 86400000 "
+                  "(milliseconds), got -5\" r=nil", 1);
     lua_world_free(w);
 }
 
@@ -314,7 +316,9 @@ static void yield_across_a_c_boundary_is_an_error_not_a_crash(void **state)
         "  ami.log.info('still alive')\n"
         "end)\n");
     lua_world_inject(w, 0, USER_EVENT("A", ""));
-    expect_log(w, "msg=sorted err=\"attempt to yield across C-call boundary\" ok=false", 1);
+    expect_log(w, "ami.sleep cannot wait here: it was called through a C function that cannot yield", 1);
+    assert_int_equal(lua_world_count_log(w, "msg=sorted err="), 1);
+    assert_int_equal(lua_world_count_log(w, "ok=false"), 1);
     expect_log(w, "msg=\"still alive\"", 1);
     lua_world_run_for(w, 100); /* the cancelled 10 ms timer must not resume anything */
     assert_int_equal(lua_world_count_log(w, "msg=\"still alive\""), 1);
@@ -331,7 +335,7 @@ static void coroutine_yield_at_handler_level_is_reported(void **state)
         "  ami.log.info('own coroutines work', {a = co(), b = co()})\n"
         "end)\n");
     lua_world_inject(w, 0, USER_EVENT("A", ""));
-    expect_log(w, "has nobody to resume it", 1);
+    expect_log(w, "coroutine.yield() would suspend the engine's own coroutine", 1);
     expect_log(w, "msg=\"own coroutines work\" a=1 b=2", 1);
     lua_world_free(w);
 }
@@ -366,6 +370,64 @@ static void script_metrics_appear_beside_the_engines(void **state)
     lua_world_free(w);
 }
 
+static void server_state_events_reach_on_server_handlers_and_waiters(void **state)
+{
+    (void)state;
+    lua_world_t *w = world_with(
+        "ami.on_server(function(ev)\n"
+        "  ami.log.info('server event', {server = ev.Server, lower = ev.server, state = ev.State,\n"
+        "    reason = ev.Reason, previous = ev.Previous})\n"
+        "end)\n"
+        "ami.on('*', function(ev) if ev:name() == 'ServerState' then ami.log.info('star saw it') end end)\n"
+        "ami.on({Event = 'UserEvent', UserEvent = 'Wait'}, function()\n"
+        "  local ev, err = ami.wait_for({Event = 'ServerState', Server = 'pbx1', State = 'up'}, 5000)\n"
+        "  ami.log.info('waited', {state = ev and ev.State, err = err})\n"
+        "end)\n");
+    lua_world_inject(w, 0, USER_EVENT("Wait", ""));
+    lua_world_run_for(w, 50);
+    ami_sim_node_drop_sessions(w->nodes[0]);
+    expect_log(w, "msg=\"server event\" lower=pbx1 previous=connected reason=", 1);
+    expect_log(w, "server=pbx1 state=down", 1);
+    expect_log(w, "previous=authenticating server=pbx1 state=up", 1);
+    expect_log(w, "msg=waited state=up", 1);
+    assert_int_equal(lua_world_count_log(w, "star saw it"), 0);
+    lua_world_free(w);
+}
+
+static void handlers_run_in_registration_order_named_or_not(void **state)
+{
+    (void)state;
+    lua_world_t *w = world_with(
+        "local order = {}\n"
+        "ami.on('*', function(ev) order[#order + 1] = 'any1' end)\n"
+        "ami.on('UserEvent', function(ev) order[#order + 1] = 'named' end)\n"
+        "ami.on({UserEvent = 'Go'}, function(ev) order[#order + 1] = 'filter' end)\n"
+        "ami.on('*', function(ev) order[#order + 1] = 'any2'\n"
+        "  ami.log.info('order', {o = table.concat(order, ',')}) end)\n");
+    lua_world_inject(w, 0, USER_EVENT("Go", ""));
+    expect_log(w, "msg=order o=any1,named,filter,any2", 1);
+    lua_world_free(w);
+}
+
+static void results_read_like_events(void **state)
+{
+    (void)state;
+    lua_world_t *w = world_with(
+        "ami.on('UserEvent', function(ev)\n"
+        "  local res = assert(ami.action('pbx1', 'Command', {Command = 'core show version'}))\n"
+        "  local out = res:all('Output')\n"
+        "  local n = 0\n"
+        "  for k, v in res:headers() do n = n + 1 end\n"
+        "  local t = res:totable()\n"
+        "  ami.log.info('result', {lines = #out, first = out[1], get = res:get('Response'),\n"
+        "    headers = n > 2, response = t.Response, meta = getmetatable(res)})\n"
+        "end)\n");
+    lua_world_inject(w, 0, USER_EVENT("A", ""));
+    expect_log(w, "msg=result first=\"Asterisk", 1);
+    expect_log(w, "get=Success headers=true lines=1 meta=ami.result response=Success", 1);
+    lua_world_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -387,6 +449,9 @@ int main(void)
         cmocka_unit_test(coroutine_yield_at_handler_level_is_reported),
         cmocka_unit_test(handler_error_is_logged_with_script_line_and_traceback),
         cmocka_unit_test(script_metrics_appear_beside_the_engines),
+        cmocka_unit_test(server_state_events_reach_on_server_handlers_and_waiters),
+        cmocka_unit_test(handlers_run_in_registration_order_named_or_not),
+        cmocka_unit_test(results_read_like_events),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "httpc/httpc.h"
 
 static void add_server(lua_world_t *w, const char *key, ami_sim_node_t *node)
 {
@@ -72,12 +73,21 @@ lua_world_t *lua_world_new(const lua_world_options_t *opt)
         fail_msg("servers did not connect");
     ami_lua_config_t lcfg;
     ami_lua_config_default(&lcfg);
+    if (opt->lua)
+        lcfg = *opt->lua;
     lcfg.scripts_dir = w->dir;
     lcfg.lua_path = AMI_SOURCE_DIR "/lua/?.lua;" AMI_SOURCE_DIR "/lua/?/init.lua";
     lcfg.handler_budget_ms = opt->budget_ms ? opt->budget_ms : 50;
     lcfg.reload_grace_ms = opt->grace_ms ? opt->grace_ms : 2000;
     lcfg.watch_scripts = opt->watch;
     lcfg.reload_debounce_ms = 50;
+    if (opt->http) {
+        ami_httpc_err_t herr = {0};
+        w->httpc = ami_httpc_new(w->loop, opt->http, w->metrics, w->log, &herr);
+        if (!w->httpc)
+            fail_msg("http client: %s", herr.msg);
+        lcfg.http = w->httpc;
+    }
     ami_err_t err;
     w->rt = ami_lua_runtime_new(w->client, &lcfg, &err);
     if (!w->rt)
@@ -88,6 +98,7 @@ lua_world_t *lua_world_new(const lua_world_options_t *opt)
 void lua_world_free(lua_world_t *w)
 {
     ami_lua_runtime_free(w->rt);
+    ami_httpc_free(w->httpc);
     ami_client_free(w->client);
     ami_sim_free(w->sim);
     ami_logger_free(w->log);

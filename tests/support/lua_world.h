@@ -24,6 +24,7 @@ typedef struct lua_world {
     log_capture_t lines;      /* every log line (log_capture_text: all of them) */
     ami_lua_runtime_t *rt;
     char dir[256];            /* the scripts folder */
+    struct ami_httpc *httpc;  /* ami.http's client when options.http is set */
 } lua_world_t;
 
 typedef struct lua_world_options {
@@ -31,6 +32,8 @@ typedef struct lua_world_options {
     uint32_t budget_ms;       /* handler budget; default 50 */
     uint32_t grace_ms;        /* reload grace; default 2000 */
     bool watch;               /* reload on file changes */
+    const ami_lua_config_t *lua; /* base runtime config (limits...); the world sets dir, path, budgets */
+    const struct ami_httpc_config *http; /* turn ami.http on with these settings */
 } lua_world_options_t;
 
 /* Creates the world, connects, but loads no scripts yet. */

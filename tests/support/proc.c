@@ -436,6 +436,41 @@ uint16_t port_file_lookup(const char *path, const char *name)
     return port <= 65535 ? (uint16_t)port : 0;
 }
 
+uint16_t port_file_wait(const char *path, const char *name, uint32_t timeout_ms)
+{
+    int64_t deadline = mono_ms() + timeout_ms;
+    for (;;) {
+        uint16_t port = port_file_lookup(path, name);
+        if (port || mono_ms() >= deadline)
+            return port;
+        sleep_ms(10);
+    }
+}
+
+/* The number after ` key=` on the first line of text holding needle; 0 if none. */
+static unsigned long line_field(const char *text, const char *needle, const char *key)
+{
+    const char *line = text ? strstr(text, needle) : NULL;
+    if (!line)
+        return 0;
+    while (line > text && line[-1] != '\n')
+        line--;
+    const char *nl = strchr(line, '\n');
+    const char *at = strstr(line, key);
+    return at && (!nl || at < nl) ? strtoul(at + strlen(key), NULL, 10) : 0;
+}
+
+uint16_t engine_metrics_port(const char *log_path, uint32_t timeout_ms)
+{
+    static const char LISTENING[] = "msg=\"metrics endpoint listening\"";
+    if (!file_wait_contains(log_path, LISTENING, timeout_ms))
+        return 0;
+    char *text = file_read(log_path, NULL);
+    unsigned long port = line_field(text, LISTENING, " port=");
+    free(text);
+    return port <= 65535 ? (uint16_t)port : 0;
+}
+
 int refusing_port(uint16_t *port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

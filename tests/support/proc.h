@@ -91,6 +91,14 @@ size_t str_count(const char *text, const char *needle);
  * 0 if the file or the line is missing. */
 uint16_t port_file_lookup(const char *path, const char *name);
 
+/* Wait up to timeout_ms for an ami-sim --port-file to name `name`; its
+ * port, or 0. */
+uint16_t port_file_wait(const char *path, const char *name, uint32_t timeout_ms);
+
+/* Wait up to timeout_ms for the engine's log (logfmt) to say which port its
+ * metrics endpoint listens on (metrics.listen with port 0); the port, or 0. */
+uint16_t engine_metrics_port(const char *log_path, uint32_t timeout_ms);
+
 /* A port where connections are refused, and stay refused while the
  * returned descriptor is open: a socket bound to 127.0.0.1:0 that never
  * listens (nobody else can bind that port meanwhile). The caller closes the

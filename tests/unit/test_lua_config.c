@@ -6,9 +6,10 @@
  * The CLI sources are compiled into the ami-engine program only, so they
  * are included here; the file is named test_lua_* so that the test build
  * links ami_lua (LuaJIT and the runtime defaults the loader uses). */
-#include "../../engine/cli/config.c"
-#include "../../engine/cli/config_server.c"
-#include "../../engine/cli/config_values.c"
+
+#include "cli/config.h"
+#include "cli/config_internal.h"
+#include "util/alloc.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -330,6 +331,31 @@ static void secret_from_file_strips_line_end(void **state)
     ami_config_free(&cfg);
 }
 
+static void a_world_readable_secret_file_is_a_warning(void **state)
+{
+    (void)state;
+    write_file(tmp_path("open.secret"), "pw\n");
+    chmod(tmp_path("open.secret"), 0644);
+    write_file(tmp_path("closed.secret"), "pw\n");
+    chmod(tmp_path("closed.secret"), 0600);
+    char text[1200];
+    snprintf(text, sizeof text,
+             "servers = { { key = 'pbx1', host = '10.0.0.5', username = 'e', secret_file = '%s' },\n"
+             "  { key = 'pbx2', host = '10.0.0.6', username = 'e', secret_file = '%s' } }\n",
+             tmp_path("open.secret"), tmp_path("closed.secret"));
+    write_file(tmp_path("perm.lua"), text);
+    ami_engine_config_t cfg;
+    ami_config_errors_t errs;
+    assert_int_equal(load(tmp_path("perm.lua"), &cfg, &errs), 0);
+    assert_int_equal(cfg.nwarnings, 1);
+    assert_non_null(strstr(cfg.warnings[0], "open.secret\" is readable by every user of the machine (mode 644)"));
+    assert_non_null(strstr(cfg.warnings[0], "chmod 600"));
+    char *d = describe(&cfg);
+    assert_non_null(strstr(d, "warning: servers[1]"));
+    free(d);
+    ami_config_free(&cfg);
+}
+
 static void describe_never_shows_secrets(void **state)
 {
     (void)state;
@@ -454,6 +480,23 @@ static void endless_loop_inside_pcall_is_stopped(void **state)
     load_expect_error(FIXTURES "/bad_loop_pcall.lua", "config did not finish (endless loop?)");
 }
 
+static void endless_loop_in_an_xpcall_handler_is_stopped(void **state)
+{
+    (void)state;
+    alarm(60); /* before the guard, this hung --check-config and SIGHUP for good */
+    load_expect_error(FIXTURES "/bad_loop_xpcall.lua", "config did not finish (endless loop?)");
+    load_expect_error(FIXTURES "/bad_loop_nested.lua", "config did not finish (endless loop?)");
+    alarm(0);
+}
+
+static void a_pathological_pattern_is_stopped(void **state)
+{
+    (void)state;
+    alarm(60); /* LuaJIT's own matcher takes about 20 s here, in one uninterruptible call */
+    load_expect_error(FIXTURES "/bad_pattern.lua", "pattern matching stopped: over its step budget");
+    alarm(0);
+}
+
 static void missing_file(void **state)
 {
     (void)state;
@@ -505,8 +548,8 @@ static const bad_case_t CASES[] = {
     {"unknown_top_level_key_suggests", SRV("") "serverz = {}\n",
      "serverz: unknown setting; did you mean \"servers\"?"},
     {"unknown_top_level_key_global_helper", SRV("") "function helper() end\n",
-     "helper: unknown setting; the config may set servers, defaults, scripts, metrics, log, routing and "
-     "drain_grace_ms (make helper variables local)"},
+     "helper: unknown setting; the config may set servers, defaults, scripts, metrics, log, routing, "
+     "drain_grace_ms and http (make helper variables local)"},
     {"unknown_server_key_suggests", SRV(", heartbeat_intervall_ms = 1000"),
      "servers[1] (pbx1): unknown option \"heartbeat_intervall_ms\"; did you mean \"heartbeat_interval_ms\"?"},
     {"unknown_section_key_suggests", SRV("") "scripts = { dirr = 'x' }\n",
@@ -667,6 +710,7 @@ int main(void)
         cmocka_unit_test(secret_inline),
         cmocka_unit_test(secret_from_env),
         cmocka_unit_test(secret_from_file_strips_line_end),
+        cmocka_unit_test(a_world_readable_secret_file_is_a_warning),
         cmocka_unit_test(describe_never_shows_secrets),
         cmocka_unit_test(secrets_never_in_errors),
         cmocka_unit_test(metrics_ipv6_and_off),
@@ -675,6 +719,8 @@ int main(void)
         cmocka_unit_test(runtime_error_names_file_and_line),
         cmocka_unit_test(endless_loop_is_stopped),
         cmocka_unit_test(endless_loop_inside_pcall_is_stopped),
+        cmocka_unit_test(endless_loop_in_an_xpcall_handler_is_stopped),
+        cmocka_unit_test(a_pathological_pattern_is_stopped),
         cmocka_unit_test(missing_file),
         cmocka_unit_test(many_errors_all_reported),
         cmocka_unit_test(too_many_errors_are_counted),
