@@ -25,6 +25,10 @@ command -v gcovr >/dev/null || { echo "coverage: gcovr is missing (tests/deps.sh
 if [ "$do_build" = 1 ]; then
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DAMI_WERROR=ON \
         -DCMAKE_C_FLAGS=--coverage -DCMAKE_EXE_LINKER_FLAGS=--coverage >/dev/null
+  # From scratch (a minute): notes (.gcno) of objects that no longer belong to
+  # any target would otherwise be read as stale, uncovered versions of their files.
+  cmake --build "$build" --target clean
+  find "$build" -name '*.gcno' -delete
   cmake --build "$build" -j"$jobs"
 fi
 # counts from this run only
