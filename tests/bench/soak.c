@@ -319,6 +319,8 @@ static int start_engine(soak_t *s)
     lc.lua_path = AMI_BENCH_SOURCE_DIR "/lua/?.lua;" AMI_BENCH_SOURCE_DIR "/lua/?/init.lua";
     lc.watch_scripts = false;
     lc.reload_grace_ms = 1000;
+    static const char *const env_allowed[] = {"QUEUE_STATS_*", "AFTER_HOURS_*", NULL};
+    lc.getenv_allow = env_allowed; /* the scripts' settings below */
     s->rt = ami_lua_runtime_new(s->client, &lc, &err);
     if (!s->rt || ami_lua_runtime_load(s->rt, &err) < 0) {
         fprintf(stderr, "soak: runtime: %s\n", err.msg);
@@ -443,8 +445,12 @@ static int report(soak_t *s, bool wound_down)
     bool judge = s->trend.n > 1 && s->trend.v[s->trend.n - 1].t - s->trend.v[0].t >= 600;
     bool memory = soak_trend_report(&s->trend, judge, tail_min);
     bool day = day_report(s);
-    bool pass = wound_down && cycles && actions && events && memory && st.handler_runs > 0 &&
-                (day || !s->o->require_24h);
+    const soak_count_t *qs = soak_account_action(&s->acct, "QueueStatus");
+    bool workload = st.handler_runs > 0 && s->acct.nlists > 0 && qs && qs->sent > 0;
+    if (!workload)
+        printf("soak: FAIL: the workload did not run (handler runs, the soak's lists, queue_stats.lua's "
+               "QueueStatus)\n");
+    bool pass = wound_down && workload && cycles && actions && events && memory && (day || !s->o->require_24h);
     printf("soak: %s: cycles %s, actions %s, events %s, memory %s, 24 h equivalent %s\n",
            pass ? "PASS" : "FAIL", cycles ? "ok" : "FAIL", actions ? "exact" : "FAIL",
            events ? "exact" : "FAIL", memory ? "flat" : "FAIL",
