@@ -13,8 +13,13 @@ What it does
   Channel) so the requester learns the outcome. Numbers are checked
   (digits, +, *, # only) before they reach a dial string.
 
+  With the engine's live call state on (callstate = {} in the config), an
+  agent who already has a channel (on a call, or ringing) is not rung
+  again: the answer is Result "busy" with that channel, found in the
+  engine's table without asking Asterisk.
+
 Metrics
-  click_to_call_total{server, result}   result: answered failed invalid error
+  click_to_call_total{server, result}   result: answered failed invalid busy error
 
 Settings (environment variables)
   CLICK_TO_CALL_TECH      channel technology for agents (default PJSIP)
@@ -41,6 +46,15 @@ local function reply(server, request, result, reason, channel)
   if err then ami.log.warn("click-to-call: could not send the result", {server = server, err = err}) end
 end
 
+-- The agent's current channel ("PJSIP/1001-0000002a"), from the engine's table.
+local function agent_channel(server, agent)
+  if not ami.callstate then return nil end
+  local prefix = TECH .. "/" .. agent .. "-"
+  for _, ch in ipairs(ami.channels(server) or {}) do
+    if ch.channel:sub(1, #prefix) == prefix then return ch end
+  end
+end
+
 local function valid_number(s) return type(s) == "string" and s:match("^%+?[%d*#]+$") and #s <= 32 end
 local function valid_agent(s) return type(s) == "string" and s:match("^[%w_-]+$") and #s <= 32 end
 
@@ -51,6 +65,14 @@ ami.on({Event = "UserEvent", UserEvent = "ClickToCall"}, function(ev)
     ami.log.warn("click-to-call: refused a request", {server = ev.server, request = request,
                  agent = tostring(agent), number = tostring(number)})
     reply(ev.server, request, "invalid", "Agent and Number must be an extension and digits")
+    return
+  end
+  local busy = agent_channel(ev.server, agent)
+  if busy then
+    count(ev.server, "busy")
+    ami.log.info("click-to-call: agent busy", {server = ev.server, request = request, agent = agent,
+                 channel = busy.channel, state = busy.state_desc})
+    reply(ev.server, request, "busy", "Agent is on a call", busy.channel)
     return
   end
   ami.log.info("click-to-call: calling", {server = ev.server, request = request, agent = agent, number = number})

@@ -6,6 +6,7 @@ What it does
   and publishes the figures as gauges, plus one info log line per queue.
   A server that is down or slow is skipped and retried next round: one bad
   server never delays the others (each is collected in its own coroutine).
+  With high availability, each instance collects only the servers it owns.
 
 Metrics
   queue_callers{server, queue}                 callers waiting
@@ -92,6 +93,6 @@ end
 
 ami.every(INTERVAL, function()
   for _, s in ipairs(ami.servers()) do
-    if s.connected then ami.spawn(collect, s.key) end
+    if s.connected and s.owned then ami.spawn(collect, s.key) end   -- owned: always true without ha
   end
 end)

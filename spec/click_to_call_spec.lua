@@ -29,12 +29,25 @@ local function count(server, result)
   return h.metric("click_to_call_total", {server = server, result = result})
 end
 
+-- The simulator keeps an answered agent's channel up for a few seconds:
+-- hang them up so the next request finds the agent free.
+local function hangup_agents()
+  for _, server in ipairs({"pbx1", "pbx2"}) do
+    for _, ch in ipairs(ami.channels(server)) do
+      if ch.channel:match("^PJSIP/") then ami.action(server, "Hangup", {Channel = ch.channel}) end
+    end
+  end
+end
+
 describe("click_to_call.lua", function()
   before_each(function()
     T.reset()
     T.clear_logs()
   end)
-  after_each(T.reset)
+  after_each(function()
+    T.reset()
+    hangup_agents()
+  end)
 
   describe("with the default settings", function()
     before_each(function() T.load_script(SCRIPT) end)
@@ -102,6 +115,7 @@ describe("click_to_call.lua", function()
         local ev = result_for(rid)
         assert.truthy(ev, number)
         assert.are.equal("answered", ev.Result, number)
+        hangup_agents() -- free for the next number
       end
     end)
 
@@ -132,6 +146,39 @@ describe("click_to_call.lua", function()
         assert.are.equal(orig0, T.sim.stats("pbx1").originates)
       end)
     end
+
+    it("answers busy, without an Originate, when the agent already has a channel", function()
+      local rid = h.uid("c2c-busy")
+      local uid = h.uid("agent-call")
+      h.inject("pbx1", "Newchannel", {Channel = "PJSIP/1007-000000aa", Uniqueid = uid, Linkedid = uid,
+                                      ChannelState = "6", ChannelStateDesc = "Up"})
+      local orig0 = T.sim.stats("pbx1").originates
+      local before = count("pbx1", "busy")
+      request("pbx1", {Agent = "1007", Number = "5550100", RequestId = rid})
+      local ev = result_for(rid)
+      assert.truthy(ev)
+      assert.are.equal("busy", ev.Result)
+      assert.are.equal("Agent is on a call", ev.Reason)
+      assert.are.equal("PJSIP/1007-000000aa", ev.Channel)
+      assert.are.equal(orig0, T.sim.stats("pbx1").originates)
+      assert.are.equal(before + 1, count("pbx1", "busy"))
+      local line = h.log_with('msg="click-to-call: agent busy"', "request=" .. rid .. " ")
+      assert.truthy(line)
+      assert.are.equal("Up", h.field(line, "state"))
+      -- another agent whose extension starts the same is not busy
+      h.inject("pbx1", "Hangup", {Channel = "PJSIP/1007-000000aa", Uniqueid = uid, Cause = "16"})
+      local rid2 = h.uid("c2c-free")
+      request("pbx1", {Agent = "1007", Number = "5550100", RequestId = rid2})
+      assert.are.equal("answered", result_for(rid2).Result)
+    end)
+
+    it("does not take agent 100 for agent 1001", function()
+      local res = ami.action("pbx1", "Originate", {Channel = "PJSIP/1001", Application = "Wait", Data = "5"})
+      assert.truthy(res)
+      local rid = h.uid("c2c-prefix")
+      request("pbx1", {Agent = "100", Number = "5550100", RequestId = rid})
+      assert.are.equal("answered", result_for(rid).Result)
+    end)
 
     it("logs a refused request at warn with what it got", function()
       local rid = h.uid("c2c-bad")

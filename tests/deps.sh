@@ -10,6 +10,7 @@ packages=(
   lua-busted
   clang libclang-rt-14-dev
   curl procps
+  libhiredis-dev redis-server
   gcovr
 )
 

@@ -5,8 +5,8 @@
 #      (LeakSanitizer included)
 #   3. the coverage gate (gcc --coverage, gcovr): line and branch coverage
 #      per file; fails below the floors of tests/coverage/thresholds.txt
-#   4. the parser and pattern fuzzers (libFuzzer, clang) for a bounded time
-# Environment: AMI_FUZZ_SECONDS (default 60), AMI_SKIP_SANITIZE=1,
+#   4. the fuzz targets (libFuzzer, clang), AMI_FUZZ_SECONDS shared between them
+# Environment: AMI_FUZZ_SECONDS (default 60, all targets together), AMI_SKIP_SANITIZE=1,
 #   AMI_SKIP_COVERAGE=1, AMI_SKIP_FUZZ=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,10 +39,10 @@ if [ "${AMI_SKIP_COVERAGE:-0}" != 1 ]; then
 fi
 
 if [ "${AMI_SKIP_FUZZ:-0}" != 1 ]; then
-  step "fuzzing the parser and Lua patterns (${AMI_FUZZ_SECONDS:-60} s each)"
+  step "fuzzing every untrusted input (${AMI_FUZZ_SECONDS:-60} s in all)"
   cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DAMI_FUZZ=ON -DAMI_WERROR=ON \
         -DAMI_FUZZ_SECONDS="${AMI_FUZZ_SECONDS:-60}" >/dev/null
-  cmake --build build-fuzz -j"$jobs" --target fuzz_parser fuzz_pattern
+  cmake --build build-fuzz -j"$jobs" --target fuzz_targets
   (cd build-fuzz && ctest -R '^fuzz\.' --timeout 600)
 fi
 

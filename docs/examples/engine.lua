@@ -18,7 +18,7 @@ servers = {
 defaults = {
   username = "engine",
   secret_env = "AMI_DEMO_SECRET",
-  heartbeat_interval_ms = 2000,     -- a dead PBX is noticed within ~6 s
+  heartbeat_interval_ms = 2000,     -- a silent PBX is closed 6-8 s after it stops answering
   heartbeat_max_failures = 3,
   backoff_initial_ms = 500,
   backoff_max_ms = 10000,
@@ -55,3 +55,22 @@ log = {
 
 routing = "first_healthy"
 drain_grace_ms = 5000
+
+-- High availability (engine/cli/demo.sh --ha): two engines share the
+-- cluster through a local redis-server; see docs/high-availability.md.
+if os.getenv("AMI_DEMO_REDIS") then
+  ha = {
+    cluster = "demo",
+    instance = os.getenv("AMI_DEMO_INSTANCE") or "engine-a",
+    redis = { address = "unix:" .. os.getenv("AMI_DEMO_REDIS") },
+    lease_ms = 3000,                -- a dead engine's servers are taken over within ~3 s
+    renew_ms = 1000,
+  }
+end
+
+-- The live call state (ami.channels, ami.channel, ami.calls): the example
+-- scripts hangup_causes.lua and click_to_call.lua read it.
+callstate = {
+  max_channels = 20000,             -- per server
+  variables = { "CLICK_REQUEST" },  -- channel variables kept with each channel
+}

@@ -43,15 +43,18 @@ static const char ENV_KEY = 'e'; /* registry key: the address is unique */
 /* Not const: the struct's field is char *. Never freed (see ami_config_free). */
 static char default_metrics_ip[] = "127.0.0.1";
 
-static const char *const TOP_KEYS[] = {"servers", "defaults", "scripts", "metrics",
-                                       "log",     "routing",  "drain_grace_ms", "http"};
+static const char *const TOP_KEYS[] = {"servers", "defaults", "scripts",        "metrics",
+                                       "log",     "routing",  "drain_grace_ms", "http", "ha",
+                                       "callstate"};
 #define N_TOP_KEYS (sizeof TOP_KEYS / sizeof TOP_KEYS[0])
 
 static const char *const SCRIPT_KEYS[] = {
     "dir", "lua_path", "handler_budget_ms", "load_budget_ms", "reload_grace_ms", "max_coroutines",
     "max_handlers", "max_waiters", "memory_limit_mb", "watch", "reload_debounce_ms", "getenv",
     "log_lines_per_sec", "log_bytes_per_sec", "max_metric_series", "filter_max_steps"};
-static const char *const METRICS_KEYS[] = {"listen", "health_quorum"};
+static const char *const METRICS_KEYS[] = {"listen", "health_quorum", "max_connections", "request_timeout_ms",
+                                           "response_timeout_ms", "max_request_bytes", "max_response_mb",
+                                           "max_buffered_mb", "listen_backlog"};
 static const char *const LOG_KEYS[] = {"level", "format", "summary_interval_ms"};
 static const char *const LEVEL_NAMES[] = {"debug", "info", "warn", "error"};
 static const char *const FORMAT_NAMES[] = {"logfmt", "json"};
@@ -428,6 +431,29 @@ static void parse_listen(cfg_ctx_t *cx, const char *given)
     cx->cfg->metrics_port = (uint16_t)p;
 }
 
+/* The endpoint's limits against attacks (obs/http.h says what each bounds). */
+static void read_metrics_limits(cfg_ctx_t *cx, int t)
+{
+    ami_http_config_t *hc = &cx->cfg->metrics_http;
+    uint32_t request_bytes = 0, response_mb = 0, buffered_mb = 0;
+    read_u32(cx, t, "metrics", "max_connections", 1, 65536, &hc->max_connections);
+    read_u32(cx, t, "metrics", "request_timeout_ms", 10, 600000, &hc->request_timeout_ms);
+    read_u32(cx, t, "metrics", "response_timeout_ms", 10, 3600000, &hc->response_timeout_ms);
+    read_u32(cx, t, "metrics", "max_request_bytes", 1024, 1u << 20, &request_bytes);
+    read_u32(cx, t, "metrics", "max_response_mb", 1, 4096, &response_mb);
+    read_u32(cx, t, "metrics", "max_buffered_mb", 1, 65536, &buffered_mb);
+    read_u32(cx, t, "metrics", "listen_backlog", 1, 65535, &hc->backlog);
+    if (request_bytes)
+        hc->max_request = request_bytes;
+    if (response_mb)
+        hc->max_response = (size_t)response_mb << 20;
+    if (buffered_mb)
+        hc->max_buffered = (size_t)buffered_mb << 20;
+    if (hc->max_buffered < hc->max_response)
+        cfg_error(cx, "metrics.max_buffered_mb: %zu is less than max_response_mb (%zu); it must hold at least one "
+                      "whole answer", hc->max_buffered >> 20, hc->max_response >> 20);
+}
+
 static void load_metrics(cfg_ctx_t *cx, int t)
 {
     lua_State *L = cx->L;
@@ -467,6 +493,7 @@ static void load_metrics(cfg_ctx_t *cx, int t)
         }
     }
     lua_pop(L, 1);
+    read_metrics_limits(cx, t);
 }
 
 static void load_log(cfg_ctx_t *cx, int t)
@@ -507,7 +534,7 @@ static void check_top_keys(cfg_ctx_t *cx, int env)
             cfg_error(cx, "%.60s: unknown setting; did you mean \"%s\"?", key, s);
         else
             cfg_error(cx, "%.60s: unknown setting; the config may set servers, defaults, scripts, metrics, "
-                          "log, routing, drain_grace_ms and http (make helper variables local)", key);
+                          "log, routing, drain_grace_ms, http, ha and callstate (make helper variables local)", key);
     }
 }
 
@@ -534,10 +561,29 @@ static int extract(lua_State *L)
     if (!lua_isnil(L, 8) && cfg_read_uint(cx, 8, "drain_grace_ms", 0, 3600000, &grace))
         cx->cfg->drain_grace_ms = (uint32_t)grace;
     cfg_load_http(cx, 9);
+    cfg_load_ha(cx, 10);
+    cfg_load_callstate(cx, 11);
     return 0;
 }
 
-static void evaluate(cfg_ctx_t *cx, const char *path)
+/* The config's code: the file at path, or text already in memory. */
+typedef struct cfg_source {
+    const char *text; /* NULL: read the file */
+    size_t len;
+} cfg_source_t;
+
+/* Text only ("t"): LuaJIT does not verify bytecode, and a crafted binary
+ * chunk reads and writes wherever it says. */
+static int load_chunk(lua_State *L, const char *path, const cfg_source_t *src)
+{
+    if (!src->text)
+        return luaL_loadfilex(L, path, "t");
+    char chunkname[512]; /* "@name", as luaL_loadfile names a file's chunk */
+    snprintf(chunkname, sizeof chunkname, "@%s", path);
+    return luaL_loadbufferx(L, src->text, src->len, chunkname, "t");
+}
+
+static void evaluate(cfg_ctx_t *cx, const char *path, const cfg_source_t *src)
 {
     eval_mem_t mem = {.capped = true};
     lua_State *L = lua_newstate(eval_alloc, &mem);
@@ -550,8 +596,10 @@ static void evaluate(cfg_ctx_t *cx, const char *path)
     int st = lua_cpcall(L, open_sandbox, &mem);
     if (st != 0) {
         cfg_error(cx, "%s: cannot set up the config sandbox: %s", path, error_text(L));
-    } else if ((st = luaL_loadfile(L, path)) != 0) {
-        if (st == LUA_ERRSYNTAX)
+    } else if ((st = load_chunk(L, path, src)) != 0) {
+        if (st == LUA_ERRSYNTAX && (strstr(error_text(L), "wrong mode") || strstr(error_text(L), "binary chunk")))
+            cfg_error(cx, "%s: is compiled Lua (bytecode), which is refused; give the config's Lua text", path);
+        else if (st == LUA_ERRSYNTAX)
             cfg_error(cx, "%s; fix the Lua syntax", error_text(L));
         else if (st == LUA_ERRMEM)
             cfg_error(cx, "%s: larger than %zu MiB; a config file holds a few settings", path, MEMORY_CAP >> 20);
@@ -594,15 +642,20 @@ void ami_config_init(ami_engine_config_t *cfg)
     cfg->metrics_ip = default_metrics_ip;
     cfg->metrics_port = 9100;
     cfg->health_quorum = 0;
+    ami_http_config_default(&cfg->metrics_http);
+    cfg->metrics_http.bind_ip = NULL;
     cfg->log_level = AMI_LOG_INFO;
     cfg->log_format = AMI_LOG_FMT_LOGFMT;
     cfg->drain_grace_ms = 10000;
     cfg->summary_interval_ms = 0;
     cfg->http_enabled = false;
     ami_httpc_config_default(&cfg->http);
+    ami_ha_config_default(&cfg->ha);
+    ami_callstate_config_default(&cfg->callstate);
 }
 
-int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_errors_t *errs)
+static int load_config(const char *path, const cfg_source_t *src, ami_engine_config_t *cfg,
+                       ami_config_errors_t *errs)
 {
     ami_config_errors_t scratch;
     if (!errs)
@@ -621,7 +674,7 @@ int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_error
     if (!cfg->path || (slash && !dir))
         cfg_error(&cx, "%s: out of memory loading the config", path);
     else
-        evaluate(&cx, path);
+        evaluate(&cx, path, src);
     ami_free(dir);
     if (cx.total > errs->count && errs->count > 0)
         snprintf(errs->msg[errs->count - 1], sizeof errs->msg[0],
@@ -630,6 +683,17 @@ int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_error
         return 0;
     ami_config_free(cfg);
     return -1;
+}
+
+int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_errors_t *errs)
+{
+    return load_config(path, &(cfg_source_t){NULL, 0}, cfg, errs);
+}
+
+int ami_config_load_text(const char *name, const char *text, size_t len, ami_engine_config_t *cfg,
+                         ami_config_errors_t *errs)
+{
+    return load_config(name, &(cfg_source_t){text ? text : "", len}, cfg, errs);
 }
 
 void ami_config_free(ami_engine_config_t *cfg)
@@ -648,6 +712,8 @@ void ami_config_free(ami_engine_config_t *cfg)
     if (cfg->metrics_ip != default_metrics_ip)
         ami_free(cfg->metrics_ip);
     cfg_free_http(cfg);
+    cfg_free_ha(cfg);
+    cfg_free_callstate(cfg);
     ami_config_init(cfg); /* a second free, or a free after a failed load, is harmless */
 }
 
@@ -715,6 +781,11 @@ void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out)
             ami_buf_printf(out, "%u of %zu\n", cfg->health_quorum, cfg->nservers);
         else
             ami_buf_printf(out, "all %zu\n", cfg->nservers);
+        const ami_http_config_t *hc = &cfg->metrics_http;
+        ami_buf_printf(out, "  connections: max %u (backlog %u); request head %u ms, %zu bytes; answer %u ms, "
+                            "%zu MiB; %zu MiB held for slow readers\n", hc->max_connections, hc->backlog,
+                       hc->request_timeout_ms, hc->max_request, hc->response_timeout_ms, hc->max_response >> 20,
+                       hc->max_buffered >> 20);
     }
     ami_buf_printf(out, "log: level %s, format %s, summary ", ami_log_level_name(cfg->log_level),
                    cfg->log_format == AMI_LOG_FMT_JSON ? "json" : "logfmt");
@@ -726,4 +797,6 @@ void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out)
     for (size_t i = 0; i < cfg->nwarnings; i++)
         ami_buf_printf(out, "warning: %s\n", cfg->warnings[i]);
     cfg_describe_http(cfg, out);
+    cfg_describe_ha(cfg, out);
+    cfg_describe_callstate(cfg, out);
 }

@@ -8,10 +8,12 @@
  *   }
  *   defaults = { port = 5038, heartbeat_interval_ms = 5000 }   -- any server option
  *   scripts  = { dir = "scripts", handler_budget_ms = 20 }
- *   metrics  = { listen = "127.0.0.1:9100", health_quorum = "all" }
+ *   metrics  = { listen = "127.0.0.1:9100", health_quorum = "all", max_connections = 256 }
  *   log      = { level = "info", format = "logfmt" }
  *   routing  = "first_healthy"
  *   http     = { timeout_ms = 5000, ca_file = "/etc/ssl/crm-ca.pem" }  -- ami.http (off without it)
+ *   ha       = { cluster = "prod", redis = { address = "10.0.0.9:6379" } }   -- config_ha.c
+ *   callstate = { max_channels = 10000, variables = {"CRM_ID"} }  -- off when absent
  *
  * The file is evaluated in an empty sandbox (no io, no os but os.getenv), with
  * an instruction budget: a config cannot hang or touch the system. Then
@@ -35,10 +37,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "callstate/callstate.h"
 #include "cluster/client.h"
+#include "ha/ha.h"
 #include "health/conn.h"
 #include "httpc/httpc.h"
 #include "lua/runtime.h"
+#include "obs/http.h"
 #include "obs/log.h"
 
 #define AMI_CONFIG_MAX_SERVERS 64
@@ -64,6 +69,7 @@ typedef struct ami_engine_config {
     char *metrics_ip;              /* default "127.0.0.1" */
     uint16_t metrics_port;         /* default 9100 */
     uint32_t health_quorum;        /* servers that must be connected for /healthz 200; 0 = all */
+    ami_http_config_t metrics_http; /* the endpoint's limits; bind_ip and port unset (above) */
     ami_log_level_t log_level;     /* default info */
     ami_log_format_t log_format;   /* default logfmt */
     uint32_t drain_grace_ms;       /* SIGTERM: coroutines get this long; default 10000 */
@@ -78,6 +84,12 @@ typedef struct ami_engine_config {
     char warnings[AMI_CONFIG_MAX_WARNINGS][256];
     bool http_enabled;             /* an http section turns ami.http on (config_http.c) */
     ami_httpc_config_t http;       /* ca_file and proxy owned by this config */
+    bool ha_enabled;               /* an ha section: leases, ami.kv, stream on Redis (config_ha.c) */
+    ami_ha_config_t ha;            /* strings owned by this config */
+    char ha_secret_source[160];    /* where the Redis password came from, never the value */
+    bool callstate_enabled;        /* the callstate section: off when absent */
+    ami_callstate_config_t callstate; /* its variables point into callstate_vars */
+    char *callstate_vars[AMI_CALLSTATE_MAX_VARIABLES];
 } ami_engine_config_t;
 
 /* Defaults only (no servers). */
@@ -87,7 +99,15 @@ void ami_config_init(ami_engine_config_t *cfg);
  * config is freed (nothing to release). */
 int ami_config_load(const char *path, ami_engine_config_t *cfg, ami_config_errors_t *errs);
 
+/* The same from text in memory (tools, fuzzing): name stands for the file
+ * in messages, and relative paths resolve against its folder. */
+int ami_config_load_text(const char *name, const char *text, size_t len, ami_engine_config_t *cfg,
+                         ami_config_errors_t *errs);
+
 void ami_config_free(ami_engine_config_t *cfg);
+
+/* Do two configs differ in their ha section (which needs a restart)? */
+bool ami_config_ha_changed(const ami_engine_config_t *a, const ami_engine_config_t *b);
 
 /* Print a config summary without secrets (for --check-config). */
 void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out);

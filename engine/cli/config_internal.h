@@ -76,9 +76,24 @@ void cfg_describe_http(const ami_engine_config_t *cfg, ami_buf_t *out);
 void cfg_read_tls(cfg_ctx_t *cx, ami_server_options_t *o, int idx, const char *where);
 void cfg_check_tls(cfg_ctx_t *cx, const char *label, const ami_server_options_t *o);
 void cfg_describe_tls(const ami_server_options_t *o, ami_buf_t *out);
+/* The callstate section (config_callstate.c); idx may hold nil. */
+void cfg_load_callstate(cfg_ctx_t *cx, int idx);
+void cfg_free_callstate(ami_engine_config_t *cfg);
+void cfg_describe_callstate(const ami_engine_config_t *cfg, ami_buf_t *out);
 
 /* A server's secret block holds "value\0source": the source ("env NAME",
  * "file PATH", "inline") is what describe shows instead of the value. */
 void cfg_free_server(ami_server_options_t *o);
+
+/* A secret named in the table at idx by secret, secret_env or secret_file
+ * (read as for servers), for other sections; NULL if none is named or on a
+ * reported error. source gets where it came from. The caller wipes and
+ * frees it. */
+char *cfg_read_secret(cfg_ctx_t *cx, int idx, const char *label, char *source, size_t source_size);
+
+/* The ha section (config_ha.c). */
+void cfg_load_ha(cfg_ctx_t *cx, int idx);
+void cfg_free_ha(ami_engine_config_t *cfg);
+void cfg_describe_ha(const ami_engine_config_t *cfg, ami_buf_t *out);
 
 #endif

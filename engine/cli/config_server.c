@@ -55,6 +55,7 @@ static const int_opt_t INT_OPTS[] = {
     {"heartbeat_max_failures", OFF(heartbeat_max_failures), F_U32, 1, 1000},
     {"backoff_initial_ms", OFF(backoff_initial_ms), F_U32, 1, 3600000},
     {"backoff_max_ms", OFF(backoff_max_ms), F_U32, 1, 86400000},
+    {"backoff_reset_ms", OFF(backoff_reset_ms), F_U32, 1, 86400000},
     {"max_pending", OFF(max_pending), F_U32, 1, 1000000},
     {"write_hwm_bytes", OFF(write_hwm), F_SIZE, 4096, 1024 * MIB},
     {"read_chunk_bytes", OFF(read_chunk), F_SIZE, 512, 16 * MIB},
@@ -71,7 +72,7 @@ static const char *const SERVER_KEYS[] = {
     "key", "host", "port", "username", "secret", "secret_env", "secret_file", "auth",
     "enforce_ip_endpoints", "connect_timeout_ms", "login_timeout_ms", "action_timeout_ms",
     "heartbeat_interval_ms", "heartbeat_timeout_ms", "heartbeat_max_failures",
-    "backoff_initial_ms", "backoff_max_ms", "max_pending", "write_hwm_bytes", "read_chunk_bytes",
+    "backoff_initial_ms", "backoff_max_ms", "backoff_reset_ms", "max_pending", "write_hwm_bytes", "read_chunk_bytes",
     "max_line_bytes", "max_headers", "max_message_bytes", "max_list_items", "max_command_lines",
     "max_completion_events", "events", "filters", "tls"};
 #define N_SERVER_KEYS (sizeof SERVER_KEYS / sizeof SERVER_KEYS[0])
@@ -208,14 +209,21 @@ static void read_filters(cfg_ctx_t *cx, srv_t *s, int idx, const char *where)
 }
 
 /* Read a whole secret file; NULL with errno set on failure. *mode: its
- * permission bits. */
+ * type and permission bits. Only a regular file is read: a FIFO or a
+ * terminal would block the loop (SIGHUP reloads the config on it), so the
+ * open does not wait and anything else is refused (EINVAL). */
 static char *slurp_secret(const char *path, size_t *len, mode_t *mode)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return NULL;
     struct stat st;
     *mode = fstat(fd, &st) == 0 ? st.st_mode : 0;
+    if (!S_ISREG(*mode)) {
+        close(fd);
+        errno = EINVAL;
+        return NULL;
+    }
     char *buf = ami_malloc(MAX_SECRET_BYTES + 1);
     size_t n = 0;
     ssize_t r = 0;
@@ -262,7 +270,10 @@ static void load_secret_file(cfg_ctx_t *cx, srv_t *s, const char *where, const c
         cfg_warn(cx, "%s: \"%.120s\" is readable%s by every user of the machine (mode %03o); "
                      "chmod 600 it (or 640 with a group only the engine is in)",
                  where, path, mode & S_IWOTH ? " and writable" : "", (unsigned)(mode & 0777));
-    if (!text) {
+    if (!text && mode && !S_ISREG(mode)) {
+        cfg_error(cx, "%s: \"%.120s\" is not a regular file (a pipe, device or folder); give the file that "
+                      "holds the secret", where, path);
+    } else if (!text) {
         cfg_error(cx, "%s: cannot read \"%.120s\": %s; check the path and that the engine's user may read it",
                   where, path ? path : file, strerror(errno));
     } else if (len > MAX_SECRET_BYTES) {
@@ -571,4 +582,18 @@ void cfg_load_servers(cfg_ctx_t *cx, int servers_idx, int defaults_idx)
         }
         check_server(cx, &s, before);
     }
+}
+
+char *cfg_read_secret(cfg_ctx_t *cx, int idx, const char *label, char *source, size_t source_size)
+{
+    ami_server_options_t scratch;
+    ami_server_options_default(&scratch);
+    char from[160] = "";
+    srv_t s = {.o = &scratch, .source = from, .label = label};
+    apply_secret(cx, &s, idx);
+    char *secret = (char *)scratch.secret;
+    scratch.secret = NULL;
+    snprintf(source, source_size, "%s", from);
+    cfg_free_server(&scratch);
+    return secret;
 }

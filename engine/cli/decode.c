@@ -161,7 +161,7 @@ static int decode_stream(decoder_t *d, const char *text, size_t len)
     if (rc == 0)
         while ((rc = ami_parser_next(&p, &m, &err)) == 1) {
             d->messages++;
-            print_message(&m, ami_registry_on_message(d->reg, &m));
+            print_message(&m, ami_registry_on_message(d->reg, &m) != AMI_TOOK_NOTHING);
         }
     if (rc < 0)
         fprintf(stderr, "decode: protocol error after %zu messages: %s\n", d->messages, err.msg);

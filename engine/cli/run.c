@@ -9,8 +9,12 @@
  *
  * SIGHUP: re-reads the config file. The log level and format, the handler
  * budget and the summary interval apply at once; the scripts are reloaded.
- * Changes to servers, the metrics listener, the scripts folder or the http
- * section need a restart (they are logged as such).
+ * Changes to servers, the metrics listener, the scripts folder, the http
+ * or the ha section need a restart (they are logged as such).
+ *
+ * High availability (an ha section): the coordinator (engine/ha) starts
+ * with the client and gates the scripts; a drain gives every lease back at
+ * once, and the program exits once the releases are answered.
  */
 #include <ev.h>
 #include <signal.h>
@@ -31,7 +35,9 @@ typedef struct engine {
     ami_logger_t *log;
     ami_metrics_t *metrics;
     ami_client_t *client;
+    ami_callstate_t *callstate;   /* NULL unless the config has a callstate section */
     ami_lua_runtime_t *rt;
+    ami_ha_t *ha;                /* NULL without an ha section */
     ami_http_t *http;
     ami_loopmon_t *loopmon;
     ami_sdnotify_t *notify;
@@ -69,6 +75,8 @@ static int health(void *ud, ami_buf_t *body)
         ami_buf_printf(body, "%s %s%s%s\n", info.server_key, ami_conn_state_name(info.state),
                        info.last_error[0] ? " last_error=" : "", info.last_error);
     }
+    if (e->ha)
+        ami_ha_health(e->ha, body);
     return ok ? 200 : 503;
 }
 
@@ -88,7 +96,8 @@ static void on_summary(struct ev_loop *loop, ev_timer *t, int revents)
         AMI_LOG(e->log, AMI_LOG_INFO, "summary", AMI_F_STR("server_key", info.server_key),
                 AMI_F_STR("state", ami_conn_state_name(info.state)), AMI_F_UINT("events", info.stats->events),
                 AMI_F_DBL("events_per_s", (double)delta / secs), AMI_F_UINT("pending", info.pending),
-                AMI_F_UINT("logins", info.stats->logins), AMI_F_UINT("disconnects", info.stats->force_closes));
+                AMI_F_UINT("logins", info.stats->logins), AMI_F_UINT("disconnects", info.stats->sessions_lost),
+                AMI_F_UINT("connect_failures", info.stats->connect_failures));
     }
     ami_lua_stats_t st;
     ami_lua_runtime_stats(e->rt, &st);
@@ -125,7 +134,7 @@ static void on_drain_check(struct ev_loop *loop, ev_timer *t, int revents)
         AMI_LOG(e->log, AMI_LOG_INFO, "logging off from every server");
         ami_client_stop(e->client, LOGOFF_GRACE_MS);
     }
-    if (e->draining == 2 && ami_client_stopped(e->client)) {
+    if (e->draining == 2 && ami_client_stopped(e->client) && (!e->ha || ami_ha_drained(e->ha))) {
         ev_timer_stop(loop, t);
         ev_break(loop, EVBREAK_ALL);
     }
@@ -145,6 +154,8 @@ static void begin_drain(engine_t *e, const char *why)
             AMI_F_STR("why", why), AMI_F_UINT("waiting", ami_lua_runtime_waiting(e->rt)),
             AMI_F_UINT("grace_ms", e->cfg->drain_grace_ms));
     ami_lua_runtime_drain(e->rt);
+    if (e->ha)
+        ami_ha_drain(e->ha); /* another instance takes over now, not when the leases expire */
     ev_timer_set(&e->drain_check, 0., 0.05);
     ev_timer_start(e->loop, &e->drain_check);
 }
@@ -173,11 +184,14 @@ static void warn_if_changed(engine_t *e, const ami_engine_config_t *fresh)
                   strcmp(fresh->servers[i].host, e->cfg->servers[i].host) != 0 ||
                   fresh->servers[i].port != e->cfg->servers[i].port ||
                   !ami_tls_options_equal(&fresh->servers[i].tls, &e->cfg->servers[i].tls);
-    bool metrics = fresh->metrics_port != e->cfg->metrics_port || fresh->metrics_enabled != e->cfg->metrics_enabled;
+    bool metrics = fresh->metrics_port != e->cfg->metrics_port || fresh->metrics_enabled != e->cfg->metrics_enabled ||
+                   memcmp(&fresh->metrics_http, &e->cfg->metrics_http, sizeof fresh->metrics_http) != 0;
     bool http = fresh->http_enabled != e->cfg->http_enabled;
-    if (servers || metrics || http)
+    bool ha = ami_config_ha_changed(fresh, e->cfg);
+    if (servers || metrics || http || ha)
         AMI_LOG(e->log, AMI_LOG_WARN, "config changes that need a restart were not applied",
-                AMI_F_BOOL("servers", servers), AMI_F_BOOL("metrics_listener", metrics), AMI_F_BOOL("http", http));
+                AMI_F_BOOL("servers", servers), AMI_F_BOOL("metrics_listener", metrics), AMI_F_BOOL("http", http),
+                AMI_F_BOOL("ha", ha));
 }
 
 static void apply_live_settings(engine_t *e, ami_engine_config_t *fresh)
@@ -249,9 +263,27 @@ static int add_servers(engine_t *e)
     return 0;
 }
 
+/* Before the scripts: the call state subscribes first, so handlers see it
+ * already updated by the event they handle. */
+static int start_callstate(engine_t *e)
+{
+    if (!e->cfg->callstate_enabled)
+        return 0;
+    ami_callstate_config_t cc = e->cfg->callstate;
+    cc.variables = (const char *const *)e->cfg->callstate_vars;
+    ami_err_t err;
+    e->callstate = ami_callstate_new(e->client, &cc, &err);
+    if (!e->callstate) {
+        AMI_LOG(e->log, AMI_LOG_ERROR, "cannot start the call state", AMI_F_STR("error", err.msg));
+        return -1;
+    }
+    return 0;
+}
+
 static int start_scripts(engine_t *e)
 {
     ami_lua_config_t lc = e->cfg->lua;
+    lc.callstate = e->callstate;
     snprintf(e->lua_path, sizeof e->lua_path, "%s%s%s", ami_cli_engine_lua_path(),
              lc.lua_path && *lc.lua_path ? ";" : "", lc.lua_path ? lc.lua_path : "");
     lc.lua_path = e->lua_path;
@@ -262,6 +294,7 @@ static int start_scripts(engine_t *e)
         AMI_LOG(e->log, AMI_LOG_ERROR, "cannot start the Lua runtime", AMI_F_STR("error", err.msg));
         return -1;
     }
+    ami_lua_runtime_set_ha(e->rt, e->ha);
     return ami_lua_runtime_load(e->rt, &err);
 }
 
@@ -280,12 +313,22 @@ static int start_http_client(engine_t *e)
     return 0;
 }
 
+static int start_ha(engine_t *e)
+{
+    if (!e->cfg->ha_enabled)
+        return 0;
+    ami_err_t err;
+    e->ha = ami_ha_new(e->client, &e->cfg->ha, &err);
+    if (!e->ha)
+        AMI_LOG(e->log, AMI_LOG_ERROR, "cannot start high availability", AMI_F_STR("error", err.msg));
+    return e->ha ? 0 : -1;
+}
+
 static int start_http(engine_t *e)
 {
     if (!e->cfg->metrics_enabled)
         return 0;
-    ami_http_config_t hc;
-    ami_http_config_default(&hc);
+    ami_http_config_t hc = e->cfg->metrics_http;
     hc.bind_ip = e->cfg->metrics_ip;
     hc.port = e->cfg->metrics_port;
     ami_err_t err;
@@ -295,7 +338,8 @@ static int start_http(engine_t *e)
         return -1;
     }
     AMI_LOG(e->log, AMI_LOG_INFO, "metrics endpoint listening", AMI_F_STR("ip", e->cfg->metrics_ip),
-            AMI_F_UINT("port", ami_http_port(e->http)), AMI_F_STR("paths", "/metrics /healthz"));
+            AMI_F_UINT("port", ami_http_port(e->http)), AMI_F_STR("paths", "/metrics /healthz"),
+            AMI_F_UINT("max_connections", hc.max_connections));
     return 0;
 }
 
@@ -342,8 +386,8 @@ static int setup(engine_t *e, const ami_run_options_t *opt)
     ami_metrics_add_collector(e->metrics, collect_log_stats, e);
     e->loopmon = ami_loopmon_new(e->loop, NULL, e->metrics, e->log, &err);
     e->notify = ami_sdnotify_new(e->loop, e->metrics, e->log);
-    if (!e->loopmon || add_servers(e) < 0 || start_http_client(e) < 0 || start_scripts(e) < 0 ||
-        start_http(e) < 0)
+    if (!e->loopmon || add_servers(e) < 0 || start_callstate(e) < 0 || start_ha(e) < 0 ||
+        start_http_client(e) < 0 || start_scripts(e) < 0 || start_http(e) < 0)
         return -1;
     watch_signals(e);
     init_timers(e, opt);
@@ -365,6 +409,8 @@ static void teardown(engine_t *e)
     ami_loopmon_free(e->loopmon);
     ami_lua_runtime_free(e->rt);
     ami_httpc_free(e->httpc); /* after the runtime: its waits cancel their transfers */
+    ami_ha_free(e->ha); /* after the scripts (their ami.kv calls), before the client */
+    ami_callstate_free(e->callstate);
     ami_client_free(e->client);
     ami_metrics_free(e->metrics);
     ami_logger_free(e->log);
@@ -384,6 +430,8 @@ int ami_cli_run(ami_engine_config_t *cfg, const ami_run_options_t *opt)
         char status[96];
         snprintf(status, sizeof status, "serving %zu servers", cfg->nservers);
         ami_sdnotify_ready(e.notify, status);
+        if (e.ha)
+            ami_ha_start(e.ha);
         ev_run(e.loop, 0);
         AMI_LOG(e.log, AMI_LOG_INFO, "ami-engine stopped");
     }

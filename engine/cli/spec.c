@@ -43,6 +43,7 @@ typedef struct spec_run {
     ami_logger_t *log;
     ami_metrics_t *metrics;
     ami_client_t *client;
+    ami_callstate_t *callstate;
     ami_lua_runtime_t *rt;
     ami_httpc_t *httpc;
     ami_sim_http_t *web;
@@ -201,6 +202,20 @@ static int sim_restart(lua_State *L)
 
 #define FIELD(name) (lua_pushnumber(L, (lua_Number)st.name), lua_setfield(L, -2, #name))
 
+static int sim_drop_sessions(lua_State *L)
+{
+    ami_sim_node_drop_sessions(node_arg(L, 1));
+    return 0;
+}
+
+static int sim_rename(lua_State *L)
+{
+    ami_err_t err;
+    if (ami_sim_node_rename(node_arg(L, 1), luaL_checkstring(L, 2), luaL_checkstring(L, 3), &err) < 0)
+        return luaL_error(L, "%s", err.msg);
+    return 0;
+}
+
 static int sim_stats(lua_State *L)
 {
     ami_sim_node_stats_t st = ami_sim_node_stats(node_arg(L, 1));
@@ -297,7 +312,8 @@ static void extend(lua_State *L, void *ud)
     };
     static const luaL_Reg sim[] = {
         {"inject", sim_inject}, {"faults", sim_faults}, {"call_rate", sim_call_rate},
-        {"stop", sim_stop},     {"restart", sim_restart}, {"stats", sim_stats}, {NULL, NULL},
+        {"stop", sim_stop},     {"restart", sim_restart}, {"stats", sim_stats},
+        {"rename", sim_rename}, {"drop_sessions", sim_drop_sessions}, {NULL, NULL},
     };
     for (const luaL_Reg *r = top; r->name; r++) {
         lua_pushlightuserdata(L, ud);
@@ -423,8 +439,19 @@ static int setup(spec_run_t *s, double cps, uint32_t budget_ms)
         fprintf(stderr, "spec: %s\n", !s->web ? werr.msg : herr.msg);
         return -1;
     }
+    /* Specs see the live call state, with the variables the simulator's
+     * dialplan and the example scripts set. */
+    static const char *const VARS[] = {"CALLTAG", "FOO", "CLICK_TO_CALL", "CLICK_REQUEST"};
+    ami_callstate_config_t csc;
+    ami_callstate_config_default(&csc);
+    csc.variables = VARS;
+    csc.nvariables = sizeof VARS / sizeof VARS[0];
+    s->callstate = ami_callstate_new(s->client, &csc, NULL);
+    if (!s->callstate)
+        return -1;
     ami_lua_config_t lc2;
     ami_lua_config_default(&lc2);
+    lc2.callstate = s->callstate;
     lc2.lua_path = ami_cli_engine_lua_path();
     lc2.handler_budget_ms = budget_ms;
     lc2.load_budget_ms = budget_ms;
@@ -457,6 +484,7 @@ static void teardown(spec_run_t *s)
     ami_lua_runtime_free(s->rt);
     ami_httpc_free(s->httpc);
     ami_sim_http_stop(s->web);
+    ami_callstate_free(s->callstate);
     ami_client_free(s->client);
     ami_sim_free(s->sim);
     ami_metrics_free(s->metrics);

@@ -56,6 +56,7 @@ struct ami_client {
     ev_check iter_start;
     int64_t iter_started_ns;
     ami_histogram_t *iter_hist;
+    bool timing_started;      /* the two timing watchers are started and unref'd */
     ev_timer tick_timer;
 };
 
@@ -118,6 +119,7 @@ static void start_iteration_timing(ami_client_t *c)
     ev_prepare_start(c->loop, &c->iter_end);
     ev_unref(c->loop); /* timing watchers must not keep the loop alive */
     ev_unref(c->loop);
+    c->timing_started = true;
 }
 
 /* coverage-begin: seed-2.2 (the timer that bounds tick) */
@@ -188,10 +190,13 @@ void ami_client_free(ami_client_t *c)
         free_subscriptions(c->buckets[b]);
     free_subscriptions(c->every);
     if (c->loop) {
-        ev_ref(c->loop);
-        ev_ref(c->loop);
-        ev_check_stop(c->loop, &c->iter_start);
-        ev_prepare_stop(c->loop, &c->iter_end);
+        if (c->timing_started) {
+            /* undo the unrefs before stopping, as libev asks; only if they happened */
+            ev_ref(c->loop);
+            ev_ref(c->loop);
+            ev_check_stop(c->loop, &c->iter_start);
+            ev_prepare_stop(c->loop, &c->iter_end);
+        }
         ev_timer_stop(c->loop, &c->tick_timer);
         if (c->own_loop)
             ev_loop_destroy(c->loop);

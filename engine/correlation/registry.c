@@ -64,15 +64,17 @@ ami_registry_t *ami_registry_new(const ami_registry_config_t *cfg, ami_err_t *er
         ami_err_set(err, AMI_E_INVALID, "registry needs a config with an ActionID generator");
         return NULL;
     }
-    uint32_t n = cfg->max_pending ? cfg->max_pending : DEFAULT_MAX_PENDING;
-    if (n > (1u << 24)) {
-        ami_err_set(err, AMI_E_INVALID, "max_pending %u is above the supported 16777216", n);
+    uint32_t max = cfg->max_pending ? cfg->max_pending : DEFAULT_MAX_PENDING;
+    if (max > (1u << 24)) {
+        ami_err_set(err, AMI_E_INVALID, "max_pending %u is above the supported 16777216", max);
         return NULL;
     }
+    uint32_t n = max + AMI_REGISTRY_RESERVED;
     ami_registry_t *r = ami_calloc(1, sizeof *r);
     if (!r)
         goto nomem;
     r->nslots = n;
+    r->max_pending = max;
     r->table_mask = pow2_at_least(n * 2) - 1;
     r->slots = ami_calloc(n, sizeof *r->slots);
     r->free_stack = ami_malloc(n * sizeof *r->free_stack);
@@ -120,6 +122,15 @@ static void copy_name(char *dst, size_t size, const char *src)
     snprintf(dst, size, "%s", src ? src : "");
 }
 
+/* Ordinary actions share max_pending slots; the reserved ones are kept for
+ * actions that must go out even then (the heartbeat). */
+static bool has_room(const ami_registry_t *r, bool reserved)
+{
+    if (reserved)
+        return r->reserved_in_use < AMI_REGISTRY_RESERVED && r->nfree > 0;
+    return r->nslots - r->nfree - r->reserved_in_use < r->max_pending;
+}
+
 int ami_registry_add(ami_registry_t *r, const ami_pending_spec_t *spec, ami_err_t *err)
 {
     if (!spec->cb || spec->id == 0 || (unsigned)spec->strategy >= AMI_STRATEGY_COUNT)
@@ -127,19 +138,28 @@ int ami_registry_add(ami_registry_t *r, const ami_pending_spec_t *spec, ami_err_
     if (spec->strategy == AMI_STRATEGY_EVENT && (!spec->completion_event || !*spec->completion_event))
         return ami_err_set(err, AMI_E_INVALID,
                            "the completion_event strategy needs the name of the completing event");
+    if (spec->completion_event && strlen(spec->completion_event) > AMI_REGISTRY_NAME_MAX)
+        return ami_err_set(err, AMI_E_INVALID,
+                           "completion event name \"%.40s...\" is longer than %d bytes: no AMI event has "
+                           "such a name, so it could never complete", spec->completion_event, AMI_REGISTRY_NAME_MAX);
+    if (spec->action && strlen(spec->action) > AMI_REGISTRY_NAME_MAX)
+        return ami_err_set(err, AMI_E_INVALID, "action name \"%.40s...\" is longer than %d bytes",
+                           spec->action, AMI_REGISTRY_NAME_MAX);
     if (registry_table_find(r, spec->id) != NONE)
         return ami_err_set(err, AMI_E_INVALID, "action id %llu is already pending",
                            (unsigned long long)spec->id);
-    if (r->nfree == 0) {
+    if (!has_room(r, spec->reserved)) {
         r->stats.refused++;
         return ami_err_set(err, AMI_E_LIMIT,
                            "%u actions already pending on server %s (max_pending): wait for "
                            "answers or raise max_pending",
-                           r->nslots, r->server_key);
+                           r->max_pending, r->server_key);
     }
     uint32_t idx = r->free_stack[--r->nfree];
     slot_t *s = &r->slots[idx];
     memset(s, 0, sizeof *s);
+    s->reserved = spec->reserved;
+    r->reserved_in_use += spec->reserved;
     s->id = spec->id;
     s->cb = spec->cb;
     s->ud = spec->ud;
@@ -235,12 +255,32 @@ static void finish(ami_registry_t *r, uint32_t idx, ami_pending_signal_t sig, co
     copy.cb(copy.ud, &n);
 }
 
+/* A failed Command says why only in its Output lines ("No such command
+ * 'x' ..."); its Message is the generic "Command output follows". */
+static bool output_reason(const ami_msg_t *msg, char *out, size_t size)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (long i = ami_msg_next_index(msg, "Output", 6, 0); i >= 0 && len + 1 < size;
+         i = ami_msg_next_index(msg, "Output", 6, (size_t)i + 1)) {
+        size_t n;
+        const char *v = ami_msg_value(msg, (size_t)i, &n);
+        if (n == 0)
+            continue;
+        int w = snprintf(out + len, size - len, "%s%.*s", len ? " / " : "", (int)n, v);
+        len += w > 0 ? (size_t)w : 0;
+    }
+    return out[0] != '\0';
+}
+
 static void fail_with_server_error(ami_registry_t *r, uint32_t idx, const ami_msg_t *msg)
 {
     char reason[200];
     const char *text = ami_msg_get(msg, "Message");
     const char *what = ami_msg_name(msg);
-    if (msg->kind == AMI_MSG_EVENT) {
+    if (msg->kind == AMI_MSG_RESPONSE && output_reason(msg, reason, sizeof reason)) {
+        /* Asterisk's own words, from the output */
+    } else if (msg->kind == AMI_MSG_EVENT) {
         const char *resp = ami_msg_get(msg, "Response");
         const char *why = ami_msg_get(msg, "Reason");
         snprintf(reason, sizeof reason, "%s: %s%s%s", what, resp ? resp : "Failure",
@@ -428,19 +468,20 @@ static bool event_reports_failure(const ami_msg_t *msg)
     return v && !ieq_cstr(v, n, "Success");
 }
 
-static void on_completion_event(ami_registry_t *r, uint32_t idx, const ami_msg_t *msg)
+static ami_registry_took_t on_completion_event(ami_registry_t *r, uint32_t idx, const ami_msg_t *msg)
 {
     slot_t *s = &r->slots[idx];
     const char *name = ami_msg_name(msg);
     if (!ami_str_ieq(name, strlen(name), s->completion_event, strlen(s->completion_event))) {
         take_item(r, idx, msg);
-        return;
+        return AMI_TOOK_ITEM;
     }
     registry_fifo_remove(r, idx);
     if (event_reports_failure(msg))
         fail_with_server_error(r, idx, msg);
     else
         finish(r, idx, AMI_PENDING_DONE, msg, AMI_OK, NULL);
+    return AMI_TOOK_COMPLETION;
 }
 
 /* ---- routing ----------------------------------------------------------------------- */
@@ -457,50 +498,48 @@ static uint32_t slot_for_id(const ami_registry_t *r, const ami_msg_t *msg, bool 
     return t == NONE ? NONE : r->table[t] - 1;
 }
 
-static bool route_response(ami_registry_t *r, const ami_msg_t *msg)
+static ami_registry_took_t route_response(ami_registry_t *r, const ami_msg_t *msg)
 {
     bool ours;
     uint32_t idx = slot_for_id(r, msg, &ours);
     if (ours && idx == NONE) {
         r->stats.unmatched++; /* answer to a cancelled or timed-out action */
-        return true;
+        return AMI_TOOK_RESPONSE;
     }
     if (!ours) {
         if (msg->actionid_idx >= 0)
-            return false; /* somebody else's ActionID */
+            return AMI_TOOK_NOTHING; /* somebody else's ActionID */
         idx = r->fifo_head; /* no ActionID at all: answers come in order */
         if (idx == NONE) {
             r->stats.unmatched++;
-            return false;
+            return AMI_TOOK_NOTHING;
         }
     }
     on_response(r, idx, msg);
-    return true;
+    return AMI_TOOK_RESPONSE;
 }
 
-static bool route_event(ami_registry_t *r, const ami_msg_t *msg)
+static ami_registry_took_t route_event(ami_registry_t *r, const ami_msg_t *msg)
 {
     bool ours;
     uint32_t idx = slot_for_id(r, msg, &ours);
     if (idx == NONE)
-        return false; /* e.g. the UserEvent an earlier UserEvent action caused */
+        return AMI_TOOK_NOTHING; /* e.g. the UserEvent an earlier UserEvent action caused */
     if (r->slots[idx].strategy == AMI_STRATEGY_EVENT)
-        on_completion_event(r, idx, msg);
-    else if (r->slots[idx].strategy == AMI_STRATEGY_SINGLE ||
-             r->slots[idx].strategy == AMI_STRATEGY_COMMAND)
-        return false; /* a single-response action does not own events */
-    else
-        on_list_event(r, idx, msg);
-    return true;
+        return on_completion_event(r, idx, msg);
+    if (r->slots[idx].strategy == AMI_STRATEGY_SINGLE || r->slots[idx].strategy == AMI_STRATEGY_COMMAND)
+        return AMI_TOOK_NOTHING; /* a single-response action does not own events */
+    on_list_event(r, idx, msg);
+    return AMI_TOOK_ITEM;
 }
 
-bool ami_registry_on_message(ami_registry_t *r, const ami_msg_t *msg)
+ami_registry_took_t ami_registry_on_message(ami_registry_t *r, const ami_msg_t *msg)
 {
     if (msg->kind == AMI_MSG_RESPONSE)
         return route_response(r, msg);
     if (msg->kind == AMI_MSG_EVENT && msg->actionid_idx >= 0)
         return route_event(r, msg);
-    return false;
+    return AMI_TOOK_NOTHING;
 }
 
 /* ---- failure paths ------------------------------------------------------------------- */
@@ -533,7 +572,7 @@ size_t ami_registry_expire(ami_registry_t *r, int64_t now_ms)
     size_t n = 0;
     while (r->heap_len && r->slots[r->heap[0]].deadline_ms <= now_ms) {
         uint32_t idx = r->heap[0];
-        char reason[AMI_ERR_MSG_MAX];
+        char reason[512]; /* names up to AMI_REGISTRY_NAME_MAX and a 63-byte server key fit */
         timeout_reason(r, &r->slots[idx], reason, sizeof reason);
         finish(r, idx, AMI_PENDING_FAILED, NULL, AMI_E_TIMEOUT, reason);
         n++;

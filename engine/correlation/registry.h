@@ -33,7 +33,8 @@
  * timeout, fail_all), unless the caller cancels it (no callback at all).
  * The slot is released before the final callback runs, so the callback may
  * add new actions or cancel others. Memory: a fixed pool of max_pending
- * slots, allocated at init; nothing is allocated per message.
+ * (+ AMI_REGISTRY_RESERVED) slots, allocated at init; nothing is allocated
+ * per message.
  */
 #ifndef AMI_CORRELATION_REGISTRY_H
 #define AMI_CORRELATION_REGISTRY_H
@@ -116,19 +117,39 @@ typedef struct ami_pending_spec {
     int64_t start_ns;             /* caller's clock; handed back in the notes */
     ami_pending_cb cb;
     void *ud;
+    bool reserved;                /* may use a reserved slot (the heartbeat's Ping) */
 } ami_pending_spec_t;
 
+/* Slots kept beyond max_pending for reserved actions: a connection whose
+ * max_pending actions all wait on a dead server still sends its heartbeat,
+ * so the stall is detected as fast as an idle one. */
+#define AMI_REGISTRY_RESERVED 1u
+
 /* Register before the action is written. -1: AMI_E_LIMIT when all
- * max_pending slots are in use (counted), AMI_E_INVALID for a bad spec. */
+ * max_pending slots are in use (counted; a reserved action is refused only
+ * when the reserved slots are in use too), AMI_E_INVALID for a bad spec. */
 int ami_registry_add(ami_registry_t *r, const ami_pending_spec_t *spec, ami_err_t *err);
+
+/* Longest action and completion event names kept (AMI_E_INVALID beyond:
+ * a completion event name cut short could never match). */
+#define AMI_REGISTRY_NAME_MAX 63
 
 /* Forget an action without calling back (its waiter is gone). A late
  * answer is then ignored. Returns false if it was not pending. */
 bool ami_registry_cancel(ami_registry_t *r, uint64_t id);
 
-/* Offer an incoming response or event. Returns true if the message belonged
- * to a pending action (the caller should not dispatch it further). */
-bool ami_registry_on_message(ami_registry_t *r, const ami_msg_t *msg);
+/* What a pending action took an incoming message as (0 when it is no
+ * action's: dispatch it as usual). */
+typedef enum ami_registry_took {
+    AMI_TOOK_NOTHING = 0,
+    AMI_TOOK_RESPONSE,    /* a response (or the answer to a cancelled action) */
+    AMI_TOOK_ITEM,        /* an event of a list, or an event before the completion event */
+    AMI_TOOK_COMPLETION   /* the completion event (OriginateResponse): subscribers may see it too */
+} ami_registry_took_t;
+
+/* Offer an incoming response or event. Nonzero if it belonged to a pending
+ * action; only a completion event is then worth dispatching further. */
+ami_registry_took_t ami_registry_on_message(ami_registry_t *r, const ami_msg_t *msg);
 
 /* Fail every action whose deadline is <= now_ms. Returns how many. */
 size_t ami_registry_expire(ami_registry_t *r, int64_t now_ms);

@@ -126,12 +126,13 @@ void registry_fifo_push(ami_registry_t *r, uint32_t slot)
     else
         r->fifo_head = slot;
     r->fifo_tail = slot;
+    s->in_fifo = true;
 }
 
 void registry_fifo_remove(ami_registry_t *r, uint32_t slot)
 {
     slot_t *s = &r->slots[slot];
-    if (s->phase != PHASE_AWAIT_RESPONSE)
+    if (!s->in_fifo)
         return;
     if (s->fifo_prev != NONE)
         r->slots[s->fifo_prev].fifo_next = s->fifo_next;
@@ -142,6 +143,7 @@ void registry_fifo_remove(ami_registry_t *r, uint32_t slot)
     else
         r->fifo_tail = s->fifo_prev;
     s->fifo_prev = s->fifo_next = NONE;
+    s->in_fifo = false;
 }
 
 /* ---- all of them ---------------------------------------------------------------- */
@@ -155,6 +157,8 @@ void registry_release(ami_registry_t *r, uint32_t idx)
         registry_table_delete(r, t);
     registry_heap_remove(r, idx);
     registry_fifo_remove(r, idx);
+    r->reserved_in_use -= s->reserved;
+    s->reserved = false;
     s->id = 0;
     r->free_stack[r->nfree++] = idx;
 }

@@ -37,13 +37,17 @@ typedef struct slot {
     int64_t start_ns;
     uint8_t strategy; /* as resolved */
     uint8_t phase;
-    char action[24];
-    char completion_event[40];
+    bool in_fifo;     /* linked in the first-response FIFO */
+    bool reserved;    /* holds one of the AMI_REGISTRY_RESERVED slots */
+    char action[AMI_REGISTRY_NAME_MAX + 1];
+    char completion_event[AMI_REGISTRY_NAME_MAX + 1];
 } slot_t;
 
 struct ami_registry {
     slot_t *slots;
-    uint32_t nslots;
+    uint32_t nslots;          /* max_pending + AMI_REGISTRY_RESERVED */
+    uint32_t max_pending;
+    uint32_t reserved_in_use;
     uint32_t *free_stack;
     uint32_t nfree;
     uint32_t *table; /* id -> slot index + 1; 0 empty; linear probing */
@@ -77,7 +81,8 @@ void registry_heap_push(ami_registry_t *r, uint32_t slot);
 void registry_heap_remove(ami_registry_t *r, uint32_t slot);
 /* Append slot to the first-response FIFO. */
 void registry_fifo_push(ami_registry_t *r, uint32_t slot);
-/* Take slot out of the FIFO; nothing unless its phase is PHASE_AWAIT_RESPONSE. */
+/* Take slot out of the FIFO. Idempotent: a slot already out is left alone
+ * (a response unlinks it, then finish() releases it and unlinks again). */
 void registry_fifo_remove(ami_registry_t *r, uint32_t slot);
 /* Unlink slot from every index and return it to the free stack. */
 void registry_release(ami_registry_t *r, uint32_t slot);

@@ -42,6 +42,7 @@ void ami_server_options_default(ami_server_options_t *opt)
     opt->heartbeat_max_failures = 3;
     opt->backoff_initial_ms = 500;
     opt->backoff_max_ms = 30000;
+    opt->backoff_reset_ms = 10000;
     opt->max_pending = 1024;
     opt->write_hwm = 1u << 20;
     opt->read_chunk = 64u << 10;
@@ -71,6 +72,12 @@ int ami_server_options_validate(const ami_server_options_t *o, ami_err_t *err)
         return ami_err_set(err, AMI_E_CONFIG, "server %s: secret is missing", key);
     if (o->heartbeat_interval_ms && o->heartbeat_max_failures == 0)
         return ami_err_set(err, AMI_E_CONFIG, "server %s: heartbeat_max_failures must be at least 1", key);
+    if (o->heartbeat_interval_ms && o->heartbeat_timeout_ms > o->heartbeat_interval_ms)
+        return ami_err_set(err, AMI_E_CONFIG,
+                           "server %s: heartbeat_timeout_ms (%u) is longer than heartbeat_interval_ms (%u); "
+                           "one Ping is judged before the next goes out, so the timeout must not exceed "
+                           "the interval (0 means \"equal to the interval\")",
+                           key, o->heartbeat_timeout_ms, o->heartbeat_interval_ms);
     if (o->backoff_initial_ms == 0 || o->backoff_max_ms < o->backoff_initial_ms)
         return ami_err_set(err, AMI_E_CONFIG,
                            "server %s: backoff needs 0 < backoff_initial_ms <= backoff_max_ms", key);
@@ -143,6 +150,9 @@ void conn_set_state(ami_conn_t *c, ami_conn_state_t to, const char *reason)
 
 /* ---- closing, backoff, reconnect -------------------------------------------------- */
 
+/* "Equal jitter": the ceiling doubles with each consecutive failure, the
+ * delay is drawn from its upper half. Always random (also the first retry),
+ * so engines that lost the same server do not come back in lock-step. */
 static uint32_t backoff_delay(ami_conn_t *c)
 {
     uint64_t ceiling = c->opt.backoff_initial_ms;
@@ -150,15 +160,33 @@ static uint32_t backoff_delay(ami_conn_t *c)
         ceiling *= 2;
     if (ceiling > c->opt.backoff_max_ms)
         ceiling = c->opt.backoff_max_ms;
-    uint64_t span = ceiling - c->opt.backoff_initial_ms;
-    return c->opt.backoff_initial_ms + (uint32_t)(span ? next_random(c) % (span + 1) : 0);
+    uint64_t floor = (ceiling + 1) / 2;
+    return (uint32_t)(floor + next_random(c) % (ceiling - floor + 1));
+}
+
+/* A session that stayed up this long proves the server healthy again: only
+ * then do retries start from backoff_initial_ms. A server that fails right
+ * after login keeps backing off. */
+static void on_healthy_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    ami_conn_t *c = w->data;
+    c->attempts = 0;
+}
+
+void conn_session_healthy_after(ami_conn_t *c, uint32_t ms)
+{
+    ev_timer_set(&c->healthy_timer, ms / 1000.0, 0.);
+    ev_timer_start(c->env.loop, &c->healthy_timer);
 }
 
 /* coverage-begin: seed-3.1 (force close: reset the session) */
 static void stop_session_timers(ami_conn_t *c)
 {
-    ev_timer_stop(c->env.loop, &c->heartbeat_timer);
+    conn_heartbeat_stop(c);
     ev_timer_stop(c->env.loop, &c->login_timer);
+    ev_timer_stop(c->env.loop, &c->healthy_timer);
 }
 
 static void reset_session(ami_conn_t *c)
@@ -169,7 +197,6 @@ static void reset_session(ami_conn_t *c)
     if (!c->in_dispatch)
         ami_parser_reset(&c->parser); /* else the dispatch loop resets it when it unwinds */
     c->phase = WAIT_BANNER;
-    c->ping_id = 0;
     c->logoff_id = 0;
 }
 /* coverage-end: seed-3.1 */
@@ -204,8 +231,16 @@ void ami_conn_force_close(ami_conn_t *c, ami_status_t status, const char *reason
     }
     snprintf(c->last_error, sizeof c->last_error, "%s", reason);
     c->stats.force_closes++;
-    ami_conn_metrics_disconnect(&c->m, status);
-    AMI_LOG(c->env.log, AMI_LOG_WARN, "connection closed", AMI_F_STR("server_key", c->opt.server_key),
+    bool lost = c->state == AMI_CONN_CONNECTED;
+    if (lost) {
+        c->stats.sessions_lost++;
+        ami_conn_metrics_disconnect(&c->m, status);
+    } else {
+        c->stats.connect_failures++;
+        ami_conn_metrics_connect_failure(&c->m, status);
+    }
+    AMI_LOG(c->env.log, AMI_LOG_WARN, lost ? "connection closed" : "connection attempt failed",
+            AMI_F_STR("server_key", c->opt.server_key),
             AMI_F_STR("peer", ami_tcp_peer(c->tcp)), AMI_F_STR("kind", ami_status_name(status)),
             AMI_F_STR("reason", reason), AMI_F_UINT("pending", ami_registry_pending(c->reg)));
     reset_session(c);
@@ -303,7 +338,12 @@ static void handle_message(ami_conn_t *c, const ami_msg_t *msg)
             conn_begin_login(c);
         return;
     }
-    if (ami_registry_on_message(c->reg, msg))
+    uint64_t gen = c->close_gen;
+    ami_registry_took_t took = ami_registry_on_message(c->reg, msg);
+    /* The completion event of an action (OriginateResponse) is also an
+     * event like any other: subscribers that ask for it see it, after the
+     * action's own callback. List items and responses are the action's. */
+    if (took != AMI_TOOK_NOTHING && (took != AMI_TOOK_COMPLETION || gen != c->close_gen))
         return;
     if (msg->kind == AMI_MSG_EVENT) {
         c->stats.events++;
@@ -311,6 +351,33 @@ static void handle_message(ami_conn_t *c, const ami_msg_t *msg)
         if (c->cb.on_event)
             c->cb.on_event(c->ud, c, msg);
     }
+}
+
+/* One odd line relayed by the server (any AMI user may send UserEvent) is
+ * bad data of its message: counted always, logged at most once per
+ * MALFORMED_LOG_EVERY_S so a peer cannot flood the log either. */
+#define MALFORMED_LOG_EVERY_S 10.0
+
+static void note_malformed_lines(ami_conn_t *c)
+{
+    uint64_t total = ami_parser_stats(&c->parser)->bad_lines;
+    if (total == c->bad_lines_seen)
+        return;
+    uint64_t fresh = total - c->bad_lines_seen;
+    c->bad_lines_seen = total;
+    c->stats.malformed_lines += fresh;
+    c->bad_lines_unlogged += fresh;
+    ami_conn_metrics_malformed(&c->m, fresh);
+    double now = ev_now(c->env.loop);
+    if (c->bad_lines_logged_at > 0 && now - c->bad_lines_logged_at < MALFORMED_LOG_EVERY_S)
+        return;
+    const ami_parser_bad_t *bad = ami_parser_last_bad(&c->parser);
+    AMI_LOG(c->env.log, AMI_LOG_WARN, "malformed line dropped from a message",
+            AMI_F_STR("server_key", c->opt.server_key), AMI_F_STR("kind", ami_bad_kind_name(bad->kind)),
+            AMI_F_UINT("line", bad->line), AMI_F_STR("excerpt", bad->excerpt),
+            AMI_F_UINT("dropped", c->bad_lines_unlogged), AMI_F_UINT("total", c->stats.malformed_lines));
+    c->bad_lines_unlogged = 0;
+    c->bad_lines_logged_at = now;
 }
 
 static void on_read(void *ud, size_t n)
@@ -329,6 +396,7 @@ static void on_read(void *ud, size_t n)
             break;
     }
     c->in_dispatch = false;
+    note_malformed_lines(c);
     if (gen != c->close_gen) {
         ami_parser_reset(&c->parser); /* closed while dispatching */
         return;
@@ -343,7 +411,11 @@ static void on_read(void *ud, size_t n)
 static void on_transport_close(void *ud, ami_status_t why, const char *reason)
 {
     ami_conn_t *c = ud;
-    ami_conn_force_close(c, why == AMI_E_TIMEOUT ? AMI_E_TIMEOUT : AMI_E_DISCONNECTED, reason);
+    /* An attempt keeps the transport's kind (io: refused, unreachable,
+     * unresolvable; timeout); an open session that closes is disconnected. */
+    if (c->state != AMI_CONN_CONNECTING && why != AMI_E_TIMEOUT)
+        why = AMI_E_DISCONNECTED;
+    ami_conn_force_close(c, why, reason);
 }
 
 /* ---- lifecycle ----------------------------------------------------------------------- */
@@ -384,11 +456,13 @@ static bool init_parts(ami_conn_t *c, ami_err_t *err)
             return false;
         }
     }
-    ami_tcp_options_t to = {.enforce_ip = c->opt.enforce_ip_endpoints,
-                            .connect_timeout_ms = c->opt.connect_timeout_ms,
-                            .read_chunk = c->opt.read_chunk,
-                            .write_hwm = c->opt.write_hwm,
-                            .tls = c->tls};
+    ami_tcp_options_t to;
+    ami_tcp_options_default(&to);
+    to.enforce_ip = c->opt.enforce_ip_endpoints;
+    to.connect_timeout_ms = c->opt.connect_timeout_ms;
+    to.read_chunk = c->opt.read_chunk;
+    to.write_hwm = c->opt.write_hwm;
+    to.tls = c->tls;
     ami_tcp_callbacks_t tcb = {.on_open = on_open, .read_buffer = read_buffer,
                                .on_read = on_read, .on_close = on_transport_close};
     c->tcp = ami_tcp_new(c->env.loop, &to, &tcb, c, c->env.log);
@@ -399,7 +473,8 @@ static void init_timers(ami_conn_t *c)
 {
     ev_init(&c->backoff_timer, on_backoff_timer);
     ev_init(&c->stop_timer, on_stop_timer);
-    c->backoff_timer.data = c->stop_timer.data = c;
+    ev_init(&c->healthy_timer, on_healthy_timer);
+    c->backoff_timer.data = c->stop_timer.data = c->healthy_timer.data = c;
     conn_session_init_timers(c);
 }
 
@@ -440,10 +515,11 @@ void ami_conn_free(ami_conn_t *c)
         return;
     struct ev_loop *loop = c->env.loop;
     ev_timer_stop(loop, &c->backoff_timer);
-    ev_timer_stop(loop, &c->heartbeat_timer);
+    conn_heartbeat_stop(c);
     ev_timer_stop(loop, &c->action_timer);
     ev_timer_stop(loop, &c->login_timer);
     ev_timer_stop(loop, &c->stop_timer);
+    ev_timer_stop(loop, &c->healthy_timer);
     if (c->reg)
         ami_registry_fail_all(c->reg, AMI_E_SHUTDOWN, "the connection was freed");
     ami_tcp_free(c->tcp);

@@ -14,16 +14,30 @@
  * and are lost on every reconnect.
  *
  * Heartbeat: a Ping every heartbeat_interval_ms; a Ping that gets no answer
- * within heartbeat_timeout_ms is a failure; at heartbeat_max_failures
+ * within heartbeat_timeout_ms is a failure (a Pong resets the count); at heartbeat_max_failures
  * consecutive failures the connection is force-closed with the reason
  * "Max heartbeat failures": every pending action fails with it exactly once,
  * the parser resets, the socket closes, and reconnect backoff starts.
  * Any other failure (EOF, socket error, protocol error, login refused,
  * connect timeout) takes the same force-close path with its own reason.
+ * A malformed line inside an otherwise framed message (no colon, a NUL, a
+ * lone CR) is not a failure: the parser drops it, the connection counts it
+ * (ami_malformed_lines_total) and logs it at most once per 10 s per server;
+ * the session stays up. Only lost framing or a bound exceeded closes it.
  *
- * Backoff: the n-th consecutive failed attempt waits a delay drawn uniformly
- * from [initial, min(max, initial * 2^n)] (jittered, growing, bounded); a
- * successful login resets n.
+ * Backoff: after the n-th consecutive failure (n = 1, 2, ...) the next
+ * attempt waits a delay drawn uniformly from [c/2, c], c = min(max,
+ * initial * 2^(n-1)): always jittered, growing, bounded. A failure is an
+ * attempt that does not log in, or a session that ends within
+ * backoff_reset_ms of its login; only a session that stays up that long
+ * resets n, so a server that fails right after login is not hammered.
+ *
+ * Heartbeat detection time: a server that goes silent is force-closed
+ * exactly max_failures * interval + timeout after the last answered Ping
+ * (or the login) was sent; timeout <= interval (validated). A Ping that
+ * cannot be sent (the write buffer over its high-water mark) is a failed
+ * round like an unanswered one; a full registry does not stop it (the Ping
+ * has a reserved slot).
  *
  * Originate is always sent with "Async: true" and completes on its
  * OriginateResponse: a synchronous Originate stalls the whole AMI session.
@@ -89,6 +103,7 @@ typedef struct ami_server_options {
     uint32_t heartbeat_max_failures;/* default 3 */
     uint32_t backoff_initial_ms;   /* default 500 */
     uint32_t backoff_max_ms;       /* default 30000 */
+    uint32_t backoff_reset_ms;     /* a session up this long resets the backoff; default 10000 */
     uint32_t max_pending;          /* default 1024 */
     size_t write_hwm;              /* default 1 MiB */
     size_t read_chunk;             /* default 64 KiB */
@@ -191,7 +206,10 @@ typedef struct ami_conn_stats {
     uint64_t logins;            /* successful logins */
     uint64_t login_failures;
     uint64_t heartbeat_failures;
-    uint64_t force_closes;
+    uint64_t force_closes;      /* every close: sessions_lost + connect_failures */
+    uint64_t sessions_lost;     /* logged-in sessions that ended (not by ami_conn_stop) */
+    uint64_t connect_failures;  /* attempts that ended before login completed */
+    uint64_t malformed_lines;   /* bad lines dropped from framed messages */
     uint64_t events;
     uint64_t protocol_errors;
     uint64_t bytes_in;

@@ -2,7 +2,7 @@
  * Private to health/: the connection's structure and what its two halves
  * share. conn.c runs the connection's life (state machine, closing, backoff,
  * reconnect, transport callbacks); conn_session.c what is said over the
- * socket (actions, login, session settings, heartbeat). The connection owns
+ * socket (actions, login, session settings); conn_heartbeat.c the heartbeat. The connection owns
  * everything it points to except env's loop, ids, log and metrics, which
  * are borrowed. Loop thread only.
  */
@@ -33,32 +33,46 @@ struct ami_conn {
     bool stopping;
     bool in_dispatch;
     uint64_t close_gen;       /* bumps on every close; stale dispatch loops notice */
-    uint32_t attempts;        /* consecutive failed attempts, for backoff */
+    uint32_t attempts;        /* consecutive failures (attempts, or sessions that did not stay up) */
     uint32_t backoff_ms;
-    uint32_t hb_failures;
+    uint32_t hb_failures;     /* consecutive failed heartbeat rounds */
     uint64_t ping_id;         /* heartbeat Ping in flight, 0 if none */
+    bool hb_round_open;       /* a Ping went out (or was refused) and is not judged yet */
+    bool hb_answered;         /* this round's Ping got its Pong */
+    char hb_problem[160];     /* why this round's Ping was not sent or was refused */
     uint64_t logoff_id;
     uint32_t rng;
     int64_t armed_deadline;
     ev_timer backoff_timer;
-    ev_timer heartbeat_timer;
+    ev_timer heartbeat_timer; /* repeating: a Ping every heartbeat_interval_ms */
+    ev_timer hb_check_timer;  /* heartbeat_timeout_ms after each Ping: judge it */
     ev_timer action_timer;
     ev_timer login_timer;
     ev_timer stop_timer;
+    ev_timer healthy_timer;   /* backoff_reset_ms after login: the backoff starts over */
     ami_conn_stats_t stats;
     ami_conn_metrics_t m;
     ami_conn_observer_t obs;  /* all NULL unless a tool set one */
     char last_error[AMI_ERR_MSG_MAX];
+    uint64_t bad_lines_seen;       /* the parser's bad_lines already counted */
+    uint64_t bad_lines_unlogged;   /* counted since the last log line about them */
+    double bad_lines_logged_at;    /* loop time of that line; 0 = never */
 };
 
 /* ---- conn.c ---------------------------------------------------------------------- */
 
 /* Move to state `to`: metrics, a log line, then the on_state callback. */
 void conn_set_state(ami_conn_t *c, ami_conn_state_t to, const char *reason);
+/* Logged in: reset the backoff if the session is still up after ms. */
+void conn_session_healthy_after(ami_conn_t *c, uint32_t ms);
 
 /* ---- conn_session.c -------------------------------------------------------------- */
 
-/* Register, serialise and flush an action whatever the state (login goes out before CONNECTED). */
+/* Register, serialise and flush an action whatever the state (login goes out
+ * before CONNECTED). reserved: may use the registry's reserved slot. */
+int conn_send_spec(ami_conn_t *c, const ami_action_req_t *req, bool reserved, ami_pending_cb cb,
+                   void *ud, uint64_t *id_out, ami_err_t *err);
+/* conn_send_spec without the reserved slot. */
 int conn_send_raw(ami_conn_t *c, const ami_action_req_t *req, ami_pending_cb cb, void *ud,
                   uint64_t *id_out, ami_err_t *err);
 /* (Re)arm the action timer on the registry's next deadline, or stop it when none. */
@@ -69,5 +83,13 @@ void conn_on_final(void *ud, const ami_pending_note_t *n);
 void conn_begin_login(ami_conn_t *c);
 /* ev_init the heartbeat, action and login timers, with the connection as data. */
 void conn_session_init_timers(ami_conn_t *c);
+
+/* ---- conn_heartbeat.c -------------------------------------------------------------- */
+
+void conn_heartbeat_init(ami_conn_t *c);
+/* Logged in: failures back to 0, the first Ping in heartbeat_interval_ms. */
+void conn_heartbeat_start(ami_conn_t *c);
+/* The session ends: no more Pings or judgements. */
+void conn_heartbeat_stop(ami_conn_t *c);
 
 #endif

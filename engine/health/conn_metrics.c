@@ -39,6 +39,8 @@ void ami_conn_metrics_init(ami_conn_metrics_t *m, ami_metrics_t *reg, const char
     m->heartbeat_failures = counter(m, "ami_heartbeat_failures_total", "Pings that got no Pong in time");
     m->events = counter(m, "ami_events_received_total", "Events received");
     m->protocol_errors = counter(m, "ami_protocol_errors_total", "Streams closed for breaking the AMI protocol");
+    m->malformed_lines = counter(m, "ami_malformed_lines_total",
+                                 "Malformed lines (no colon, empty key, NUL, lone CR) dropped from messages");
     m->sent = counter(m, "ami_actions_sent_total", "Actions written to the server");
     m->completed = counter(m, "ami_actions_completed_total", "Actions answered successfully");
     if (reg)
@@ -85,12 +87,24 @@ void ami_conn_metrics_refused(ami_conn_metrics_t *m, ami_status_t why)
     ami_counter_inc(failed_counter(m, why));
 }
 
-void ami_conn_metrics_disconnect(ami_conn_metrics_t *m, ami_status_t why)
+static void count_by_reason(ami_conn_metrics_t *m, ami_counter_t **slots, const char *name,
+                            const char *help, ami_status_t why)
 {
     if ((unsigned)why >= AMI_STATUS_COUNT)
         why = AMI_E_IO;
-    if (!m->disconnects[why])
-        m->disconnects[why] = counter_by_reason(m, "ami_disconnects_total",
-                                                "Connections force-closed, by reason", why);
-    ami_counter_inc(m->disconnects[why]);
+    if (!slots[why])
+        slots[why] = counter_by_reason(m, name, help, why);
+    ami_counter_inc(slots[why]);
+}
+
+void ami_conn_metrics_disconnect(ami_conn_metrics_t *m, ami_status_t why)
+{
+    count_by_reason(m, m->disconnects, "ami_disconnects_total",
+                    "Logged-in sessions lost (closed by the server, the heartbeat, an error), by reason", why);
+}
+
+void ami_conn_metrics_connect_failure(ami_conn_metrics_t *m, ami_status_t why)
+{
+    count_by_reason(m, m->connect_failures, "ami_connect_failures_total",
+                    "Connection attempts that ended before login completed, by reason", why);
 }

@@ -4,8 +4,9 @@
  * the correlation registry, serialised, their deadlines on one timer;
  * Originate forced asynchronous), the login (plain, or MD5 over a
  * Challenge), the session settings (Events mask, Filters) re-applied after
- * every login, and the heartbeat Ping. The socket, the state machine and
- * reconnecting are conn.c's; failures here end in ami_conn_force_close.
+ * every login. The heartbeat is conn_heartbeat.c's; the socket, the state
+ * machine and reconnecting are conn.c's; failures here end in
+ * ami_conn_force_close.
  * Loop thread only.
  */
 #include <ev.h>
@@ -64,8 +65,8 @@ static void log_sent(ami_conn_t *c, const char *name, const char *id, const ami_
 
 /* Register, serialise into the write buffer, schedule the flush. The state
  * check is the caller's: login actions go out before CONNECTED. */
-int conn_send_raw(ami_conn_t *c, const ami_action_req_t *req, ami_pending_cb cb, void *ud,
-                    uint64_t *id_out, ami_err_t *err)
+int conn_send_spec(ami_conn_t *c, const ami_action_req_t *req, bool reserved, ami_pending_cb cb,
+                   void *ud, uint64_t *id_out, ami_err_t *err)
 {
     uint64_t id = ami_actionid_next(c->env.ids);
     char idtext[AMI_ACTIONID_MAX];
@@ -75,7 +76,7 @@ int conn_send_raw(ami_conn_t *c, const ami_action_req_t *req, ami_pending_cb cb,
     ami_pending_spec_t spec = {
         .id = id, .action = req->name, .strategy = req->strategy,
         .completion_event = req->completion_event, .deadline_ms = start / 1000000 + timeout,
-        .timeout_ms = timeout, .start_ns = start, .cb = cb, .ud = ud,
+        .timeout_ms = timeout, .start_ns = start, .cb = cb, .ud = ud, .reserved = reserved,
     };
     if (ami_registry_add(c->reg, &spec, err) < 0)
         return -1;
@@ -93,6 +94,12 @@ int conn_send_raw(ami_conn_t *c, const ami_action_req_t *req, ami_pending_cb cb,
     if (id_out)
         *id_out = id;
     return 0;
+}
+
+int conn_send_raw(ami_conn_t *c, const ami_action_req_t *req, ami_pending_cb cb, void *ud,
+                  uint64_t *id_out, ami_err_t *err)
+{
+    return conn_send_spec(c, req, false, cb, ud, id_out, err);
 }
 
 /* Originate must be asynchronous: force "Async: true", complete on OriginateResponse. */
@@ -161,45 +168,6 @@ void conn_on_final(void *ud, const ami_pending_note_t *n)
         c->obs.on_final(c->obs.ud, c, n);
 }
 
-/* ---- heartbeat ---------------------------------------------------------------------- */
-
-/* coverage-begin: seed-3.1 (heartbeat failures to force close) */
-static void on_ping_done(void *ud, const ami_pending_note_t *n)
-{
-    ami_conn_t *c = ud;
-    c->ping_id = 0;
-    if (n->signal == AMI_PENDING_DONE) {
-        c->hb_failures = 0;
-        return;
-    }
-    if (n->status != AMI_E_TIMEOUT && n->status != AMI_E_SERVER)
-        return; /* the connection is already going away */
-    c->hb_failures++;
-    c->stats.heartbeat_failures++;
-    ami_conn_metrics_heartbeat_failure(&c->m);
-    AMI_LOG(c->env.log, AMI_LOG_WARN, "heartbeat failed", AMI_F_STR("server_key", c->opt.server_key),
-            AMI_F_UINT("failures", c->hb_failures), AMI_F_UINT("max", c->opt.heartbeat_max_failures),
-            AMI_F_STR("reason", n->reason ? n->reason : ""));
-    if (c->hb_failures >= c->opt.heartbeat_max_failures)
-        ami_conn_force_close(c, AMI_E_HEARTBEAT, "Max heartbeat failures");
-}
-
-static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    ami_conn_t *c = w->data;
-    if (c->state != AMI_CONN_CONNECTED || c->ping_id)
-        return; /* the Ping in flight has its own timeout */
-    ami_action_req_t ping = {.name = "Ping", .strategy = AMI_STRATEGY_SINGLE,
-                             .timeout_ms = c->opt.heartbeat_timeout_ms};
-    ami_err_t err;
-    if (conn_send_raw(c, &ping, on_ping_done, c, &c->ping_id, &err) < 0)
-        AMI_LOG(c->env.log, AMI_LOG_WARN, "heartbeat not sent", AMI_F_STR("server_key", c->opt.server_key),
-                AMI_F_STR("reason", err.msg));
-}
-/* coverage-end: seed-3.1 */
-
 /* ---- login ---------------------------------------------------------------------------- */
 
 static void on_server_setting_done(void *ud, const ami_pending_note_t *n)
@@ -231,20 +199,13 @@ static void logged_in(ami_conn_t *c)
 {
     ev_timer_stop(c->env.loop, &c->login_timer);
     c->phase = LOGGED_IN;
-    c->attempts = 0;
-    c->hb_failures = 0;
     c->last_error[0] = '\0';
+    conn_session_healthy_after(c, c->opt.backoff_reset_ms);
     c->stats.logins++;
     AMI_LOG(c->env.log, AMI_LOG_INFO, "logged in", AMI_F_STR("server_key", c->opt.server_key),
             AMI_F_STR("peer", ami_tcp_peer(c->tcp)), AMI_F_STR("username", c->opt.username));
     apply_session_settings(c);
-    /* coverage-begin: seed-3.1 (the heartbeat starts with the session) */
-    if (c->opt.heartbeat_interval_ms) {
-        double every = c->opt.heartbeat_interval_ms / 1000.0;
-        ev_timer_set(&c->heartbeat_timer, every, every);
-        ev_timer_start(c->env.loop, &c->heartbeat_timer);
-    }
-    /* coverage-end: seed-3.1 */
+    conn_heartbeat_start(c);
     conn_set_state(c, AMI_CONN_CONNECTED, NULL);
 }
 
@@ -341,8 +302,8 @@ static void on_login_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 void conn_session_init_timers(ami_conn_t *c)
 {
-    ev_init(&c->heartbeat_timer, on_heartbeat_timer);
     ev_init(&c->action_timer, on_action_timer);
     ev_init(&c->login_timer, on_login_timer);
-    c->heartbeat_timer.data = c->action_timer.data = c->login_timer.data = c;
+    c->action_timer.data = c->login_timer.data = c;
+    conn_heartbeat_init(c);
 }

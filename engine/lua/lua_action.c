@@ -23,9 +23,9 @@
 #include "lua/lua_internal.h"
 #include "protocol/writer.h"
 
-/* The correlation registry keeps a completion event's name in 40 bytes: a
- * longer one could never match, so it is refused here. */
-#define COMPLETE_ON_MAX 39
+/* The correlation registry refuses a completion event name it could not
+ * keep whole (it could never match). */
+#define COMPLETE_ON_MAX AMI_REGISTRY_NAME_MAX
 
 typedef struct headers {
     ami_kv_t kv[AMI_WRITER_MAX_LINES];
@@ -373,6 +373,8 @@ static int send_action(lua_State *L, bool collect)
             lua_pushfstring(L, "invalid: %s", why);
         return 2;
     }
+    if (!lua_ha_may_act(rt, server))
+        return lua_ha_refuse(L, rt, server);
     wait_t *w = sched_wait_new(co, WAIT_ACTION);
     if (!w)
         return luaL_error(L, "out of memory in ami.action");

@@ -474,6 +474,7 @@ typedef struct dispatch {
     int ev_idx;    /* stack index of the shared event object in sc->L, 0 until made */
     uint64_t seq;
     bool engine;   /* the engine's ServerState event, not one from Asterisk */
+    bool handlers; /* false: waiters only */
 } dispatch_t;
 
 static int event_index_in(dispatch_t *d)
@@ -554,7 +555,7 @@ static int dispatch_protected(lua_State *L)
     script_t *sc = d->sc;
     ami_lua_runtime_t *rt = sc->gen->rt;
     bool matched = false;
-    if (sc->gen->state == GEN_ACTIVE && !rt->drained)
+    if (d->handlers && sc->gen->state == GEN_ACTIVE && !rt->drained)
         matched = run_handlers(d);
     if (sc->waiters)
         wake_waiters(d);
@@ -575,10 +576,13 @@ static void dispatch_failed(script_t *sc, int status)
             AMI_F_STR("reason", status == LUA_ERRMEM ? "the script is at its memory_limit" : lua_tostring(sc->L, -1)));
 }
 
-static void dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key, bool engine)
+static void dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key, bool engine, bool handlers)
 {
     ami_lua_runtime_t *rt = sc->gen->rt;
-    dispatch_t d = {.sc = sc, .msg = msg, .server_key = server_key, .seq = rt->event_seq, .engine = engine};
+    if (!handlers && !sc->waiters)
+        return;
+    dispatch_t d = {.sc = sc, .msg = msg, .server_key = server_key, .seq = rt->event_seq, .engine = engine,
+                    .handlers = handlers};
     d.name = ami_msg_name(msg);
     d.name_len = msg->nhdrs ? msg->hdrs[0].val_len : 0;
     d.hash = msg->name_hash;
@@ -593,14 +597,15 @@ static void dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key,
         sweep_all(rt);
 }
 
-void handlers_dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key)
+void handlers_dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key, bool handlers_too)
 {
-    dispatch(sc, msg, server_key, false);
+    dispatch(sc, msg, server_key, false, handlers_too);
 }
 
-void handlers_dispatch_server_state(script_t *sc, const ami_msg_t *msg, const char *server_key)
+void handlers_dispatch_server_state(script_t *sc, const ami_msg_t *msg, const char *server_key,
+                                    bool handlers_too)
 {
-    dispatch(sc, msg, server_key, true);
+    dispatch(sc, msg, server_key, true, handlers_too);
 }
 
 static int pattern_tostring(lua_State *L)

@@ -130,6 +130,15 @@ void ami_lua_inject_metrics(lua_State *L, script_t *sc);   /* ami.metrics.* */
 void ami_lua_inject_servers(lua_State *L, script_t *sc);   /* ami.servers, ami.server, ami.on_server */
 void ami_lua_inject_http(lua_State *L, script_t *sc);      /* ami.http.request, get, post */
 void ami_lua_inject_json(lua_State *L, script_t *sc);      /* ami.json.encode, decode, null */
+void ami_lua_inject_kv(lua_State *L, script_t *sc);        /* ami.kv.* (lua_kv.c) */
+void ami_lua_inject_calls(lua_State *L, script_t *sc);     /* ami.channels, ami.channel, ami.calls */
+
+/* lua_ha.c: the ownership gate. Without HA every server is ours. */
+bool lua_ha_may_act(const ami_lua_runtime_t *rt, const char *server_key);
+/* Push nil, "not_owner: ..." for an action refused by the gate; returns 2. */
+int lua_ha_refuse(lua_State *L, const ami_lua_runtime_t *rt, const char *server_key);
+/* Add owned, owner and epoch to the server table on top of L. */
+void lua_ha_server_fields(lua_State *L, const ami_lua_runtime_t *rt, const char *server_key);
 /* lua_servers.c: ServerState events from the client's state changes. */
 void server_events_start(ami_lua_runtime_t *rt);
 void server_events_stop(ami_lua_runtime_t *rt);
@@ -148,11 +157,13 @@ int sandbox_load_file(lua_State *L, script_t *sc, const char *path, ami_err_t *e
 /* Make the table at the top a read-only proxy named name (replaces it). MAY_RAISE */
 MAY_RAISE void sandbox_make_readonly(lua_State *L, script_t *sc, const char *name);
 
-/* lua_handlers.c: dispatch one event to sc's handlers and waiters. The
- * engine's own ServerState events go to ami.on_server handlers and to
- * waiters that name them, never to "*". */
-void handlers_dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key);
-void handlers_dispatch_server_state(script_t *sc, const ami_msg_t *msg, const char *server_key);
+/* lua_handlers.c: dispatch one event to sc's waiters, and to its handlers
+ * when handlers_too (false: another instance owns the server, or the
+ * generation is draining). The engine's own ServerState events go to
+ * ami.on_server handlers and to waiters that name them, never to "*". */
+void handlers_dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key, bool handlers_too);
+void handlers_dispatch_server_state(script_t *sc, const ami_msg_t *msg, const char *server_key,
+                                    bool handlers_too);
 /* ami.on_server(fn): a handler for ServerState events. MAY_RAISE */
 MAY_RAISE int handlers_on_server(lua_State *L);
 void handlers_free_all(script_t *sc);

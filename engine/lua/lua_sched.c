@@ -206,7 +206,6 @@ void sched_wake(wait_t *w, int nresults)
 {
     co_t *co = w->co;
     gen_t *g = co->sc->gen;
-    w->cancel = NULL; /* the waited-for thing happened: nothing to undo there */
     unpark(co);
     wait_dispose(w);
     sched_resume(co, nresults);
@@ -385,7 +384,10 @@ static void runq_stop(ami_lua_runtime_t *rt)
 
 /* A bounded batch per iteration; only what was queued before the batch
  * began runs in it (a spawn loop cannot keep the loop here). Coroutines of
- * a generation still loading wait until it is live. */
+ * a generation still loading wait until it is live. The queue stops only
+ * after an iteration that ran nothing: what a batch started from this
+ * prepare phase (the transport's flush hook, itself a prepare watcher)
+ * runs in the next iteration, so the loop must not block before it. */
 static void on_runq(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     (void)loop;
@@ -401,7 +403,7 @@ static void on_runq(struct ev_loop *loop, ev_prepare *w, int revents)
         sched_resume(co, co->nargs);
         done++;
     }
-    if (!rt->runq || done == 0)
+    if (done == 0)
         runq_stop(rt);
 }
 

@@ -206,6 +206,8 @@ static int build_module(lua_State *L)
     ami_lua_inject_servers(L, sc);
     ami_lua_inject_http(L, sc);
     ami_lua_inject_json(L, sc);
+    ami_lua_inject_kv(L, sc);
+    ami_lua_inject_calls(L, sc);
     lua_pushnumber(L, (lua_Number)sc->gen->id);
     lua_setfield(L, -2, "generation");
     lua_pushstring(L, sc->name);
@@ -292,16 +294,12 @@ void script_close(script_t *sc)
     handlers_free_all(sc);
     if (sc->L) {
         watchdog_forget(rt, sc->L);
-        /* LuaJIT destroys a state's whole arena at close only if the state
-         * still uses LuaJIT's allocator; through our wrapper it would free
-         * the objects and keep the arena's pages (every reload leaked each
-         * script's arena, ~170 KiB of RSS invisible to live bytes; found by
-         * the soak). */
-        if (sc->base_alloc)
-            lua_setallocf(sc->L, sc->base_alloc, sc->base_ud);
+        /* LuaJIT destroys its allocator's arena on close only when the
+         * state still uses that allocator: without this, every closed
+         * state (each script of each reload) left its mmap'd arena behind. */
+        lua_setallocf(sc->L, sc->base_alloc, sc->base_ud);
         lua_close(sc->L);
-        /* lua_close freed everything; a remainder is only the first
-         * estimate's rounding, not memory still held. */
+        /* Everything the state held went back with the arena. */
         ami_alloc_note_external(-sc->mem_bytes);
     }
     ami_free(sc);

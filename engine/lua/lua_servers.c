@@ -9,7 +9,9 @@
  *
  * Fields: key, state ("connected", ...), connected, pending,
  * heartbeat_failures, backoff_ms, last_error (nil when none), events,
- * logins, reconnects (connection attempts after the first).
+ * logins, reconnects (connection attempts after the first); owned (this
+ * instance runs the server's scripts: always true without high
+ * availability), and with it owner (instance name) and epoch (lua_ha.c).
  *
  * ami.on_server(fn): fn runs (in its own coroutine, like any handler) with
  * a ServerState event each time a server logs in, loses its session, or is
@@ -69,6 +71,7 @@ static int l_servers(lua_State *L)
         if (ami_client_server_info(c, i, &info) != 0)
             continue;
         push_server(L, &info);
+        lua_ha_server_fields(L, sc->gen->rt, info.server_key);
         lua_rawseti(L, -2, ++slot);
     }
     return 1;
@@ -89,6 +92,7 @@ MAY_RAISE static int l_server(lua_State *L)
         return 2;
     }
     push_server(L, &info);
+    lua_ha_server_fields(L, sc->gen->rt, info.server_key);
     return 1;
 }
 
@@ -149,8 +153,9 @@ static void on_state(void *ud, const char *server_key, ami_conn_state_t from, am
     ami_msg_t msg;
     if (build_event(&p, &msg, server_key, state, from, reason)) {
         rt->event_seq++;
+        bool act = lua_ha_may_act(rt, server_key);
         for (script_t *sc = rt->current->scripts; sc; sc = sc->next)
-            handlers_dispatch_server_state(sc, &msg, server_key);
+            handlers_dispatch_server_state(sc, &msg, server_key, act);
     }
     ami_parser_deinit(&p);
 }

@@ -89,7 +89,7 @@ struct co {
     co_t *prev, *next;   /* idle pool, parked list or run queue */
 };
 
-typedef enum wait_kind { WAIT_SLEEP = 0, WAIT_ACTION, WAIT_EVENT, WAIT_HTTP } wait_kind_t;
+typedef enum wait_kind { WAIT_SLEEP = 0, WAIT_ACTION, WAIT_EVENT, WAIT_HTTP, WAIT_EXTERNAL } wait_kind_t;
 typedef enum wait_state { WAIT_PREPARED = 0, WAIT_ARMED } wait_state_t;
 
 struct wait {
@@ -111,9 +111,9 @@ struct wait {
     uint64_t since;                  /* armed during this event: it does not see it */
     wait_t *wprev, *wnext;           /* in the script's waiters */
     bool linked;
-    /* Other kinds (WAIT_HTTP, ...): what to undo when the wait is disposed of
-     * without its answer (cancelled coroutine, failed yield), and its state.
-     * The waker clears cancel before it wakes the coroutine. */
+    /* Other kinds (WAIT_HTTP, WAIT_EXTERNAL): called when the wait is
+     * disposed of, woken or cancelled (a cancelled coroutine, a failed
+     * yield), unless the waker cleared it first; and the kind's state. */
     void (*cancel)(wait_t *w);
     void *ext;
 };
@@ -221,6 +221,7 @@ struct ami_lua_runtime {
     ami_logger_t *log;
     ami_metrics_t *metrics;
     ami_subscription_t *sub;
+    struct ami_ha *ha;               /* high availability (lua_ha.c); NULL: every server is ours */
     bool watching_states;            /* registered with ami_client_on_state */
     gen_t *current;
     gen_t *draining;                 /* list of old generations */

@@ -108,13 +108,15 @@ static void on_client_event(void *ud, const char *server_key, const ami_msg_t *m
 {
     ami_lua_runtime_t *rt = ud;
     rt->event_seq++;
+    /* With high availability, handlers run only on the owner of the
+     * server; waiters (coroutines already running) hear every event. */
+    bool act = lua_ha_may_act(rt, server_key);
     if (rt->current)
         for (script_t *sc = rt->current->scripts; sc; sc = sc->next)
-            handlers_dispatch(sc, msg, server_key);
+            handlers_dispatch(sc, msg, server_key, act);
     for (gen_t *g = rt->draining; g; g = g->next)
         for (script_t *sc = g->scripts; sc; sc = sc->next)
-            if (sc->waiters)
-                handlers_dispatch(sc, msg, server_key);
+            handlers_dispatch(sc, msg, server_key, false);
 }
 
 /* ---- metrics ------------------------------------------------------------------------------------ */

@@ -36,6 +36,7 @@
 #include "util/err.h"
 
 struct lua_State;
+struct ami_callstate;
 
 typedef struct ami_lua_config {
     const char *scripts_dir;     /* every *.lua here is loaded; NULL = no scripts */
@@ -62,6 +63,9 @@ typedef struct ami_lua_config {
     /* ami.http's client (engine/httpc), borrowed: it must outlive the
      * runtime. NULL: ami.http.request answers nil, "disabled: ...". */
     struct ami_httpc *http;
+    /* The live call state behind ami.channels/channel/calls; NULL: they
+     * answer nil, "config: ...". Not owned; it must outlive the runtime. */
+    struct ami_callstate *callstate;
     /* Specs only: provide require "ami.testing" (load_script, reset, metric,
      * wait_until) and let the tool add its own functions to that table,
      * which is on top of L's stack when testing_extend is called. */
@@ -78,6 +82,15 @@ typedef struct ami_lua_runtime ami_lua_runtime_t;
 ami_lua_runtime_t *ami_lua_runtime_new(ami_client_t *client, const ami_lua_config_t *cfg,
                                        ami_err_t *err);
 void ami_lua_runtime_free(ami_lua_runtime_t *rt);
+
+/* High availability (engine/ha): from now on handlers run only for events
+ * of servers this instance owns, ami.action/ami.collect to another server
+ * fail at once with "not_owner: ...", ami.server(key) reports owner and
+ * epoch, and ami.kv works. ami.wait_for, ami.every and ami.spawn are not
+ * gated. NULL (the default): every server is ours, ami.kv is unavailable.
+ * ha must outlive the runtime. */
+struct ami_ha;
+void ami_lua_runtime_set_ha(ami_lua_runtime_t *rt, struct ami_ha *ha);
 
 /* Load the first generation. -1 with a message naming file and line. */
 int ami_lua_runtime_load(ami_lua_runtime_t *rt, ami_err_t *err);

@@ -1,12 +1,14 @@
 /*
  * One accepted connection of the HTTP endpoint (private to obs/): read the
- * request head into a bounded buffer, parse it strictly (one request line,
- * well-formed header lines), route it (/metrics, /healthz, anything else),
- * write the answer without blocking, then close, or half-close and drain
- * when unread input may follow. Each connection has one timer for its whole
- * budget; whatever happens, it ends in http_client_close, which logs the
- * request once and frees everything the connection owned. The listener,
- * accept and the endpoint's lifecycle are in http.c. Loop thread only.
+ * request head into a bounded buffer, parse it strictly (http_head.c),
+ * route it (/metrics, /healthz, anything else), write the answer without
+ * blocking, then close, or half-close and drain when unread input may
+ * follow. Each connection is in one phase list (read, write, linger) in the
+ * order it entered it, which is what eviction picks from, and has one timer
+ * for the deadline of its phase; whatever happens, it ends in
+ * http_client_close, which logs the request once and frees everything the
+ * connection owned. The listener, accept and the endpoint's lifecycle are
+ * in http.c. Loop thread only.
  */
 #include <errno.h>
 #include <ev.h>
@@ -19,6 +21,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "obs/http_head.h"
 #include "obs/http_internal.h"
 #include "util/alloc.h"
 #include "util/clock.h"
@@ -33,30 +36,25 @@
 #define TEXT_PLAIN "text/plain; charset=utf-8"
 #define PROM_TEXT "text/plain; version=0.0.4; charset=utf-8"
 
-enum phase { PHASE_READ, PHASE_WRITE, PHASE_LINGER };
-
-typedef struct span {
-    const char *p;
-    size_t n;
-} span_t;
-
 struct client {
-    struct client *prev, *next;
+    struct client *prev, *next; /* in h->phases[phase] */
     ami_http_t *h;
     int fd;
     enum phase phase;
+    uint64_t batch;    /* the accept batch that brought it: immune to that batch */
     ev_io io;
-    ev_timer timer;
+    ev_timer timer;    /* the deadline of the phase */
     int64_t start_ns;
     ami_buf_t in;
-    size_t scan;       /* where the search for the blank line resumes */
+    size_t scan;       /* where the search for the empty line resumes */
     ami_buf_t head;    /* status line and headers of the response */
     ami_buf_t body;
     size_t sent;
+    size_t buffered;   /* of the answer's bytes, counted in h->buffered */
     int code;          /* 0 until a response is chosen */
     bool linger;       /* unread input may follow: drain it before closing */
     bool logged;
-    span_t method, path; /* into in, for the log */
+    http_span_t method, path; /* into in, for the log */
 };
 
 static void on_client_io(struct ev_loop *loop, ev_io *w, int revents);
@@ -80,27 +78,115 @@ static void log_request(struct client *c)
             AMI_F_DBL("duration_ms", (double)(ami_now_ns() - c->start_ns) / 1e6));
 }
 
-/* ---- connections -------------------------------------------------------------------- */
+/* ---- phases and connections ---------------------------------------------------------- */
+
+static void list_unlink(struct client_list *l, struct client *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        l->tail = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void list_append(struct client_list *l, struct client *c)
+{
+    c->prev = l->tail;
+    c->next = NULL;
+    if (l->tail)
+        l->tail->next = c;
+    else
+        l->head = c;
+    l->tail = c;
+}
+
+static void set_deadline(struct client *c, uint32_t ms)
+{
+    ev_timer_stop(c->h->loop, &c->timer);
+    ev_timer_set(&c->timer, ms / 1000.0, 0.);
+    ev_timer_start(c->h->loop, &c->timer);
+}
+
+static void account_buffered(struct client *c, size_t bytes)
+{
+    ami_http_t *h = c->h;
+    h->buffered = h->buffered - c->buffered + bytes;
+    c->buffered = bytes;
+    ami_gauge_set(h->buffered_gauge, (double)h->buffered);
+}
+
+static void enter_phase(struct client *c, enum phase phase)
+{
+    list_unlink(&c->h->phases[c->phase], c);
+    c->phase = phase;
+    list_append(&c->h->phases[phase], c);
+}
 
 void http_client_close(struct client *c)
 {
     ami_http_t *h = c->h;
     if (c->code && !c->logged)
         log_request(c);
+    account_buffered(c, 0);
     ev_io_stop(h->loop, &c->io);
     ev_timer_stop(h->loop, &c->timer);
     close(c->fd);
     ami_buf_deinit(&c->in);
     ami_buf_deinit(&c->head);
     ami_buf_deinit(&c->body);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        h->clients = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    list_unlink(&h->phases[c->phase], c);
     h->nclients--;
+    ami_gauge_set(h->open, h->nclients);
     ami_free(c);
+}
+
+/* A writer given up on: reset the connection, so that the kernel drops the
+ * rest of the answer now instead of holding it for a reader that does not read. */
+static void close_abortively(struct client *c)
+{
+    struct linger reset = {.l_onoff = 1, .l_linger = 0};
+    if (c->phase == PHASE_WRITE)
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    http_client_close(c);
+}
+
+/* The oldest connection of a phase that did not come in the current batch. */
+static struct client *oldest_evictable(ami_http_t *h, enum phase phase)
+{
+    struct client *c = h->phases[phase].head;
+    while (c && c->batch == h->batch)
+        c = c->next;
+    return c;
+}
+
+static void evict(struct client *c)
+{
+    http_count_eviction(c->h, c->phase);
+    AMI_LOG(c->h->log, AMI_LOG_DEBUG, "http connection evicted", AMI_F_STR("phase",
+            c->phase == PHASE_READ ? "read" : c->phase == PHASE_WRITE ? "write" : "linger"),
+            AMI_F_UINT("received", c->in.len), AMI_F_UINT("sent", c->sent),
+            AMI_F_DBL("age_ms", (double)(ami_now_ns() - c->start_ns) / 1e6));
+    close_abortively(c);
+}
+
+/* An answered connection loses nothing; one still reading its head is the
+ * likeliest to be an attacker (or a client too slow to be served anyway);
+ * a writer only when everything else is fresh. */
+bool http_client_evict_one(ami_http_t *h)
+{
+    static const enum phase order[] = {PHASE_LINGER, PHASE_READ, PHASE_WRITE};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        struct client *c = oldest_evictable(h, order[i]);
+        if (c) {
+            evict(c);
+            return true;
+        }
+    }
+    return false;
 }
 
 static void watch(struct client *c, int events)
@@ -112,13 +198,16 @@ static void watch(struct client *c, int events)
     ev_io_start(c->h->loop, &c->io);
 }
 
-struct client *http_client_new(ami_http_t *h, int fd)
+static void on_readable(struct client *c);
+
+bool http_client_new(ami_http_t *h, int fd)
 {
     struct client *c = ami_calloc(1, sizeof *c);
     if (!c)
-        return NULL;
+        return false;
     c->h = h;
     c->fd = fd;
+    c->batch = h->batch;
     c->start_ns = ami_now_ns();
     ami_buf_init(&c->in, h->cfg.max_request);
     ami_buf_init(&c->head, RESPONSE_HEAD_MAX);
@@ -129,16 +218,16 @@ struct client *http_client_new(ami_http_t *h, int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     ev_io_init(&c->io, on_client_io, fd, EV_READ);
     c->io.data = c;
-    ev_timer_init(&c->timer, on_client_timeout, h->cfg.timeout_ms / 1000.0, 0.);
+    ev_init(&c->timer, on_client_timeout);
     c->timer.data = c;
-    ev_io_start(h->loop, &c->io);
-    ev_timer_start(h->loop, &c->timer);
-    c->next = h->clients;
-    if (h->clients)
-        h->clients->prev = c;
-    h->clients = c;
+    c->phase = PHASE_READ;
+    list_append(&h->phases[PHASE_READ], c);
     h->nclients++;
-    return c;
+    ami_gauge_set(h->open, h->nclients);
+    ev_io_start(h->loop, &c->io);
+    set_deadline(c, h->cfg.request_timeout_ms);
+    on_readable(c); /* a scrape's request is usually there already: answer it now */
+    return true;
 }
 
 /* ---- writing ---------------------------------------------------------------------- */
@@ -155,7 +244,10 @@ static void response_done(struct client *c)
         return;
     }
     shutdown(c->fd, SHUT_WR);
-    c->phase = PHASE_LINGER;
+    account_buffered(c, 0);
+    ami_buf_deinit(&c->head);
+    ami_buf_deinit(&c->body);
+    enter_phase(c, PHASE_LINGER); /* the answer's deadline still runs */
     watch(c, EV_READ);
 }
 
@@ -216,7 +308,9 @@ static void respond(struct client *c, enum route r, int code, const char *ctype,
     if (head_only)
         ami_buf_deinit(&c->body);
     ev_io_stop(c->h->loop, &c->io);
-    c->phase = PHASE_WRITE;
+    enter_phase(c, PHASE_WRITE);
+    account_buffered(c, c->head.len + c->body.len);
+    set_deadline(c, c->h->cfg.response_timeout_ms);
     flush(c);
 }
 
@@ -230,6 +324,21 @@ static void respond_error(struct client *c, enum route r, int code, const char *
 
 /* ---- routes ------------------------------------------------------------------------- */
 
+/* Room for an answer of `need` bytes within max_buffered, made by evicting
+ * the writers that have waited longest for their readers. One answer alone
+ * always fits, whatever its size. */
+static bool make_room(struct client *c, size_t need)
+{
+    ami_http_t *h = c->h;
+    while (h->buffered > 0 && h->buffered + need > h->cfg.max_buffered) {
+        struct client *w = oldest_evictable(h, PHASE_WRITE);
+        if (!w)
+            return false;
+        evict(w);
+    }
+    return true;
+}
+
 static void serve_metrics(struct client *c, bool head_only)
 {
     ami_http_t *h = c->h;
@@ -239,6 +348,12 @@ static void serve_metrics(struct client *c, bool head_only)
                 AMI_F_UINT("max_response", h->cfg.max_response),
                 AMI_F_UINT("series", ami_metrics_series_count(h->metrics)));
         respond_error(c, ROUTE_METRICS, 500, "metrics rendering exceeds max_response\n", head_only);
+        return;
+    }
+    if (!head_only && !make_room(c, c->body.len + RESPONSE_HEAD_MAX)) {
+        AMI_LOG(h->log, AMI_LOG_WARN, "metrics answer refused: max_buffered is full of answers clients do not read",
+                AMI_F_UINT("max_buffered", h->cfg.max_buffered), AMI_F_UINT("buffered", h->buffered));
+        respond_error(c, ROUTE_METRICS, 503, "busy: too many answers waiting for slow readers\n", false);
         return;
     }
     respond(c, ROUTE_METRICS, 200, PROM_TEXT, head_only);
@@ -256,139 +371,44 @@ static void serve_health(struct client *c, bool head_only)
     respond(c, ROUTE_HEALTHZ, code, TEXT_PLAIN, head_only);
 }
 
-/* ---- parsing ------------------------------------------------------------------------ */
+/* ---- requests ----------------------------------------------------------------------- */
 
-static bool is_tchar(unsigned char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-static size_t token_len(const char *p, size_t n)
-{
-    size_t i = 0;
-    while (i < n && is_tchar((unsigned char)p[i]))
-        i++;
-    return i;
-}
-
-/* Lines end in LF, optionally preceded by CR. */
-static span_t next_line(const char **cur, const char *end)
-{
-    const char *nl = memchr(*cur, '\n', (size_t)(end - *cur));
-    span_t line = {*cur, (size_t)(nl - *cur)};
-    if (line.n && line.p[line.n - 1] == '\r')
-        line.n--;
-    *cur = nl + 1;
-    return line;
-}
-
-/* METHOD SP request-target SP HTTP/1.x, nothing more, nothing less. */
-static int parse_request_line(span_t line, span_t *method, span_t *target)
-{
-    const char *p = line.p, *end = line.p + line.n;
-    method->p = p;
-    method->n = token_len(p, line.n);
-    p += method->n;
-    if (!method->n || p == end || *p++ != ' ')
-        return -1;
-    target->p = p;
-    while (p < end && *p > ' ' && *p < 0x7f)
-        p++;
-    target->n = (size_t)(p - target->p);
-    if (!target->n || p == end || *p++ != ' ')
-        return -1;
-    if (end - p != 8 || memcmp(p, "HTTP/1.", 7) != 0 || p[7] < '0' || p[7] > '9')
-        return -1;
-    return 0;
-}
-
-/* field-name ":" field-value, where a value is visible text, spaces, tabs
- * and obs-text. A line starting with blanks (obsolete folding) has no name. */
-static int parse_header(span_t line)
-{
-    size_t name = token_len(line.p, line.n);
-    if (!name || name == line.n || line.p[name] != ':')
-        return -1;
-    for (size_t i = name + 1; i < line.n; i++) {
-        unsigned char ch = (unsigned char)line.p[i];
-        if ((ch < ' ' && ch != '\t') || ch == 0x7f)
-            return -1;
-    }
-    return 0;
-}
-
-static int parse_head(const char *p, size_t len, span_t *method, span_t *target)
-{
-    const char *cur = p, *end = p + len;
-    if (parse_request_line(next_line(&cur, end), method, target) < 0)
-        return -1;
-    for (;;) {
-        span_t line = next_line(&cur, end);
-        if (!line.n)
-            return 0;
-        if (parse_header(line) < 0)
-            return -1;
-    }
-}
-
-/* The head ends at the first empty line. 0 while it has not come yet. */
-static size_t find_head_end(struct client *c)
-{
-    const char *d = c->in.data;
-    size_t len = c->in.len;
-    for (size_t i = c->scan; i < len; i++) {
-        if (d[i] != '\n')
-            continue;
-        if (i + 1 < len && d[i + 1] == '\n')
-            return i + 2;
-        if (i + 2 < len && d[i + 1] == '\r' && d[i + 2] == '\n')
-            return i + 3;
-        if (i + 2 >= len) {
-            c->scan = i; /* the blank line may still be arriving */
-            return 0;
-        }
-    }
-    c->scan = len;
-    return 0;
-}
-
-static bool span_is(span_t s, const char *lit)
+static bool span_is(http_span_t s, const char *lit)
 {
     return s.n == strlen(lit) && memcmp(s.p, lit, s.n) == 0;
 }
 
 /* The query is dropped for routing and for the log alike: it routes
  * nothing here, and a query may carry a token that must not reach a log. */
-static span_t path_of(span_t target)
+static http_span_t path_of(http_span_t target)
 {
     const char *q = memchr(target.p, '?', target.n);
-    return (span_t){target.p, q ? (size_t)(q - target.p) : target.n};
+    return (http_span_t){target.p, q ? (size_t)(q - target.p) : target.n};
 }
 
-static enum route route_of(span_t path)
+static enum route route_of(http_span_t path)
 {
     return span_is(path, "/metrics") ? ROUTE_METRICS : span_is(path, "/healthz") ? ROUTE_HEALTHZ : ROUTE_OTHER;
 }
 
 static void handle_request(struct client *c, size_t head_len)
 {
-    span_t method, target;
+    http_head_t req;
     if (c->in.len > head_len)
         c->linger = true; /* a body or a pipelined request we will not read */
-    if (parse_head(c->in.data, head_len, &method, &target) < 0) {
+    if (http_head_parse(c->in.data, head_len, &req) < 0) {
         c->linger = true;
         respond_error(c, ROUTE_OTHER, 400, "bad request\n", false);
         return;
     }
-    c->method = method;
-    c->path = path_of(target);
-    bool head_only = span_is(method, "HEAD");
+    c->method = req.method;
+    c->path = path_of(req.target);
+    bool head_only = span_is(req.method, "HEAD");
     enum route r = route_of(c->path);
-    if (!head_only && !span_is(method, "GET")) {
+    if (!head_only && !span_is(req.method, "GET")) {
         c->linger = true;
         respond_error(c, r, 405, "method not allowed\n", false);
-    } else if (target.p[0] != '/') {
+    } else if (req.target.p[0] != '/') {
         respond_error(c, ROUTE_OTHER, 400, "bad request\n", head_only);
     } else if (r == ROUTE_METRICS) {
         serve_metrics(c, head_only);
@@ -422,7 +442,7 @@ static void on_readable(struct client *c)
         return;
     }
     c->in.len += (size_t)n;
-    size_t head_len = find_head_end(c);
+    size_t head_len = http_head_end(c->in.data, c->in.len, &c->scan);
     if (head_len) {
         handle_request(c, head_len);
     } else if (c->in.len >= c->h->cfg.max_request) {
@@ -459,11 +479,11 @@ static void on_client_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct client *c = w->data;
     if (c->phase != PHASE_LINGER) { /* lingering is past the answer: nothing was lost */
-        ami_counter_inc(c->h->timeouts);
-        AMI_LOG(c->h->log, AMI_LOG_DEBUG, "http connection timed out",
-                AMI_F_STR("phase", c->phase == PHASE_READ ? "read" : "write"),
+        bool reading = c->phase == PHASE_READ;
+        ami_counter_inc(c->h->timeouts[c->phase]);
+        AMI_LOG(c->h->log, AMI_LOG_DEBUG, "http connection timed out", AMI_F_STR("phase", reading ? "read" : "write"),
                 AMI_F_UINT("received", c->in.len), AMI_F_UINT("sent", c->sent),
-                AMI_F_UINT("timeout_ms", c->h->cfg.timeout_ms));
+                AMI_F_UINT("timeout_ms", reading ? c->h->cfg.request_timeout_ms : c->h->cfg.response_timeout_ms));
     }
-    http_client_close(c);
+    close_abortively(c);
 }

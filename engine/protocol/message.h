@@ -47,6 +47,7 @@ typedef struct ami_msg {
     int32_t actionid_idx; /* index of the first ActionID header, or -1 */
     uint32_t name_hash;   /* ami_name_hash of the first header's value (the event name) */
     bool legacy_command;  /* parsed from "Response: Follows" ... "--END COMMAND--" */
+    uint32_t bad_lines;   /* malformed lines the parser left out of this message */
 } ami_msg_t;
 
 static inline const char *ami_msg_key(const ami_msg_t *m, size_t i, size_t *len)

@@ -73,6 +73,7 @@ void ami_parser_deinit(ami_parser_t *p)
 static void begin_message(ami_parser_t *p)
 {
     p->nhdrs = 0;
+    p->msg_bad_lines = 0;
     p->name_hash = 0;
     p->actionid_idx = -1;
     p->kind = AMI_MSG_OTHER;
@@ -85,6 +86,7 @@ void ami_parser_reset(ami_parser_t *p)
     p->start = p->scan = p->end = 0;
     p->line_scanned = 0;
     p->line_colon = SIZE_MAX;
+    p->line_bad = AMI_BAD_NONE;
     p->banner_done = false;
     p->failed = false;
     ami_err_clear(&p->error);
@@ -323,6 +325,7 @@ static void finish_message(ami_parser_t *p, ami_msg_t *msg)
     msg->actionid_idx = p->actionid_idx;
     msg->legacy_command = p->in_legacy_output;
     msg->name_hash = p->name_hash;
+    msg->bad_lines = p->msg_bad_lines;
     p->stats.messages++;
     p->stats.bytes += msg->wire_len;
     p->start = p->scan;
@@ -371,6 +374,18 @@ static void classify(ami_parser_t *p, const char *key, size_t klen, const char *
     }
 }
 
+/* A malformed line inside a message whose first line was good: bad data
+ * of that message, not a lost stream. Dropped, counted, described. */
+static int drop_line(ami_parser_t *p, ami_bad_kind_t kind, const char *line, size_t len)
+{
+    p->msg_bad_lines++;
+    p->stats.bad_lines++;
+    p->last_bad.kind = kind;
+    p->last_bad.line = p->nhdrs + p->msg_bad_lines;
+    excerpt(p->last_bad.excerpt, sizeof p->last_bad.excerpt, line, len);
+    return 0;
+}
+
 /* A legacy output line is an Output header, except for the ActionID and
  * Privilege headers that precede the output. */
 static int take_legacy_line(ami_parser_t *p, ami_err_t *err, char *line, size_t len, size_t colon_at)
@@ -408,10 +423,12 @@ static int take_header(ami_parser_t *p, ami_err_t *err, char *line, size_t len, 
 {
     char *colon = colon_at < len ? line + colon_at : NULL;
     if (!colon || colon == line) {
+        if (p->nhdrs > 0)
+            return drop_line(p, colon ? AMI_BAD_EMPTY_KEY : AMI_BAD_NO_COLON, line, len);
         SNIPPET(snippet, line, len);
         return fail(p, err, AMI_E_PROTOCOL,
-                    "line %zu of a message %s (\"%s\"); the stream is not AMI or is out of sync",
-                    p->nhdrs + 1, colon ? "has an empty key" : "has no ':' separator", snippet);
+                    "line 1 of a message %s (\"%s\"); the stream is not AMI or is out of sync",
+                    colon ? "has an empty key" : "has no ':' separator", snippet);
     }
     size_t klen = (size_t)(colon - line);
     size_t voff = klen + 1;
@@ -457,6 +474,11 @@ static int check_partial(ami_parser_t *p, ami_err_t *err)
 static int take_line(ami_parser_t *p, ami_err_t *err, char *line, size_t len, size_t colon_at,
                      ami_msg_t *msg)
 {
+    if (p->line_bad) {
+        ami_bad_kind_t kind = (ami_bad_kind_t)p->line_bad;
+        p->line_bad = AMI_BAD_NONE;
+        return drop_line(p, kind, line, len);
+    }
     if (len == 0) {
         if (p->in_legacy_output && !p->legacy_ended) {
             line[0] = '\0'; /* the CR or LF: an empty C string */
@@ -477,8 +499,21 @@ static int take_line(ami_parser_t *p, ami_err_t *err, char *line, size_t len, si
     return take_header(p, err, line, len, colon_at);
 }
 
-static int bad_byte(ami_parser_t *p, ami_err_t *err, const char *line, size_t len, bool nul)
+/* A NUL or a CR not followed by LF at index t. Inside a message whose first
+ * line was good, it marks the line bad (dropped when it ends; scanning goes
+ * on after the byte). On the first line of a message the stream is out of
+ * sync: a protocol error. */
+static int bad_byte(ami_parser_t *p, ami_err_t *err, size_t t, size_t colon, bool nul)
 {
+    if (p->nhdrs > 0) {
+        if (!p->line_bad)
+            p->line_bad = nul ? AMI_BAD_NUL : AMI_BAD_LONE_CR;
+        p->line_scanned = t + 1 - p->scan;
+        p->line_colon = colon == SIZE_MAX ? SIZE_MAX : colon - p->scan;
+        return 0;
+    }
+    const char *line = p->buf + p->scan;
+    size_t len = t - p->scan;
     SNIPPET(snippet, line, len);
     if (nul)
         return fail(p, err, AMI_E_PROTOCOL,
@@ -531,11 +566,16 @@ int ami_parser_next(ami_parser_t *p, ami_msg_t *msg, ami_err_t *err)
         if (p->buf[t] == '\r') {
             if (t + 1 == p->end)
                 return need_more(p, err, t, colon);
-            if (p->buf[t + 1] != '\n')
-                return bad_byte(p, err, line, len, false);
+            if (p->buf[t + 1] != '\n') {
+                if (bad_byte(p, err, t, colon, false) < 0)
+                    return -1;
+                continue;
+            }
             next = t + 2;
         } else if (p->buf[t] == '\0') {
-            return bad_byte(p, err, line, len, true);
+            if (bad_byte(p, err, t, colon, true) < 0)
+                return -1;
+            continue;
         }
         p->scan = next;
         p->line_scanned = 0;
@@ -548,5 +588,21 @@ int ami_parser_next(ami_parser_t *p, ami_msg_t *msg, ami_err_t *err)
         int rc = take_line(p, err, line, len, colon_at, msg);
         if (rc != 0)
             return rc;
+    }
+}
+
+const ami_parser_bad_t *ami_parser_last_bad(const ami_parser_t *p)
+{
+    return &p->last_bad;
+}
+
+const char *ami_bad_kind_name(ami_bad_kind_t kind)
+{
+    switch (kind) {
+    case AMI_BAD_NO_COLON: return "no ':' separator";
+    case AMI_BAD_EMPTY_KEY: return "empty key";
+    case AMI_BAD_NUL: return "NUL byte";
+    case AMI_BAD_LONE_CR: return "CR not followed by LF";
+    default: return "none";
     }
 }

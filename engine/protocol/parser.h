@@ -22,13 +22,21 @@
  *   - a header with no value ("ReportBlock:"), an empty value ("Key: ");
  *   - legacy Command output ("Response: Follows", raw lines, "--END COMMAND--"):
  *     each raw line becomes an "Output" header, as in the modern form.
+ * What it drops, and reports (the stream stays usable): a malformed line
+ * inside a message whose first line was good -- a line without ':' or with
+ * an empty key, or holding a NUL byte or a CR not followed by LF. That is
+ * bad data of that message (any peer allowed to send UserEvent can relay
+ * such a line), not a lost stream: the line is left out of the message,
+ * msg->bad_lines and stats.bad_lines count it, and ami_parser_last_bad
+ * describes the latest one. Bounds still apply to it.
  * What it refuses, with AMI_E_PROTOCOL or AMI_E_LIMIT and a clear message
- * (the connection should be closed and re-established):
- *   - a line without ':' inside a message, a NUL byte, a CR not followed by LF,
- *     garbage where the banner should be;
+ * (framing is lost or a bound exceeded: close and re-establish):
+ *   - a first line of a message that is not "Key: Value" (no ':', an empty
+ *     key, a NUL or a lone CR), garbage where the banner should be;
  *   - a line longer than max_line, more than max_headers headers, a message
  *     larger than max_message.
  * Errors are sticky: next() keeps returning -1 until ami_parser_reset().
+ * The parser never logs: its caller counts and logs what it reports.
  *
  * Memory: one buffer (grows up to about max_message + the read size) and one
  * header array (up to max_headers entries), both reused; no allocation per
@@ -56,7 +64,25 @@ typedef struct ami_parser_stats {
     uint64_t messages;
     uint64_t bytes;
     uint64_t errors;
+    uint64_t bad_lines; /* malformed lines dropped from framed messages */
 } ami_parser_stats_t;
+
+typedef enum ami_bad_kind {
+    AMI_BAD_NONE = 0,
+    AMI_BAD_NO_COLON,  /* "text without a separator" */
+    AMI_BAD_EMPTY_KEY, /* ": value" */
+    AMI_BAD_NUL,       /* a NUL byte in the line */
+    AMI_BAD_LONE_CR    /* a CR not followed by LF in the line */
+} ami_bad_kind_t;
+
+/* The latest dropped line: what was wrong, where, and how it began. */
+typedef struct ami_parser_bad {
+    ami_bad_kind_t kind;
+    size_t line;       /* 1-based line number within its message */
+    char excerpt[40];  /* its first bytes, unprintable ones as '.' */
+} ami_parser_bad_t;
+
+const char *ami_bad_kind_name(ami_bad_kind_t kind);
 
 typedef struct ami_parser {
     /* private: use the functions below */
@@ -67,6 +93,9 @@ typedef struct ami_parser {
     size_t end;       /* end of valid data */
     size_t line_scanned; /* bytes of the partial line at scan already checked */
     size_t line_colon;   /* its first ':' relative to scan, or SIZE_MAX */
+    uint8_t line_bad;    /* ami_bad_kind_t seen in the partial line so far */
+    uint32_t msg_bad_lines; /* lines dropped from the message being parsed */
+    ami_parser_bad_t last_bad;
     ami_hdr_t *hdrs;
     size_t nhdrs;
     size_t hdrs_cap;
@@ -105,6 +134,9 @@ void ami_parser_commit(ami_parser_t *p, size_t n);
 
 /* 1: *msg holds a message. 0: need more bytes. -1: protocol error (err filled). */
 int ami_parser_next(ami_parser_t *p, ami_msg_t *msg, ami_err_t *err);
+
+/* The latest dropped line (kind AMI_BAD_NONE if none yet). */
+const ami_parser_bad_t *ami_parser_last_bad(const ami_parser_t *p);
 
 /* Bytes buffered and not yet returned as messages. */
 size_t ami_parser_buffered(const ami_parser_t *p);

@@ -4,7 +4,8 @@
  * One ami_sim_t holds N nodes; each node listens on its own loopback port and
  * behaves like an Asterisk 22 manager interface as recorded in
  * tests/fixtures/asterisk (banner, Login plain and MD5, Ping, Originate with
- * OriginateResponse and channel events, Hangup, Redirect, Setvar/Getvar,
+ * OriginateResponse and channel events, Hangup, Redirect, BlindTransfer and
+ * Atxfer of bridged calls, Setvar/Getvar,
  * Status, CoreShowChannels, QueueStatus/QueueSummary, Command, Events,
  * Filter, UserEvent, Logoff, errors with the real texts). It can generate
  * realistic call traffic at a rate, flood events for benchmarks, replay a
@@ -80,6 +81,7 @@ typedef struct ami_sim_faults {
     bool close_mid_response;       /* answer the next action with half a message, then close */
     bool half_close_after_login;   /* shutdown(SHUT_WR) right after a successful login */
     bool send_garbage;             /* send one garbage line (no colon) to each logged-in session */
+    bool answer_without_action_id; /* answers omit ActionID, as old servers and some proxies do */
     double flood_events_per_sec;   /* extra events to logged-in sessions; <0 = as fast as possible */
     bool mute_events;              /* send sessions no events (answers still go); with all_silent,
                                       a frozen server: not a byte more. Counted per name as muted */
@@ -175,6 +177,10 @@ typedef struct ami_sim_session_record {
 } ami_sim_session_record_t;
 
 size_t ami_sim_node_sessions(const ami_sim_node_t *node, ami_sim_session_record_t *out, size_t max);
+/* Rename a live channel (a masquerade, as Asterisk does in pickups and
+ * some transfers): the Rename event (Channel, Newname, Uniqueid) goes out
+ * and CoreShowChannels/Status show the new name from then on. */
+int ami_sim_node_rename(ami_sim_node_t *node, const char *channel, const char *newname, ami_err_t *err);
 
 /* Run the simulator's own loop until ami_sim_stop or duration_ms (0 = forever). */
 int ami_sim_run(ami_sim_t *sim, uint32_t duration_ms);

@@ -366,6 +366,8 @@ static const struct {
 } ACTIONS[] = {
     {"Ping", act_ping, "<none>"},
     {"Challenge", act_challenge, "<none>"},
+    {"Atxfer", sim_act_atxfer, "call,all"},
+    {"BlindTransfer", sim_act_blind_transfer, "call,all"},
     {"Command", sim_act_command, "command,all"},
     {"CoreSettings", act_core_settings, "system,reporting,all"},
     {"CoreShowChannels", sim_act_core_show_channels, "system,reporting,all"},
@@ -459,12 +461,36 @@ static void cut_reply(sim_session_t *s, size_t before)
     sim_session_close_after_flush(s);
 }
 
+/* The answer_without_action_id fault: take the ActionID lines out of what
+ * this action wrote (its unsent tail past `before` bytes). */
+static void strip_action_ids(sim_session_t *s, size_t before)
+{
+    size_t unsent = s->out.len - s->out_pos;
+    if (unsent <= before)
+        return;
+    char *p = s->out.data + s->out_pos + before;
+    char *end = s->out.data + s->out.len;
+    char *dst = p;
+    while (p < end) {
+        char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t len = eol ? (size_t)(eol - p) + 1 : (size_t)(end - p);
+        if (!(len >= 9 && strncasecmp(p, "ActionID:", 9) == 0)) {
+            memmove(dst, p, len);
+            dst += len;
+        }
+        p += len;
+    }
+    s->out.len = (size_t)(dst - s->out.data);
+}
+
 void sim_dispatch_now(sim_session_t *s, const ami_msg_t *m)
 {
     ami_sim_node_t *n = s->node;
     bool cut = n->faults.close_mid_response;
     size_t before = s->out.len - s->out_pos;
     dispatch_known(s, m, ami_msg_get(m, "Action"));
+    if (n->faults.answer_without_action_id && !s->closed)
+        strip_action_ids(s, before);
     if (cut && !s->closed) {
         n->faults.close_mid_response = false;
         cut_reply(s, before);

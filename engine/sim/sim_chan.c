@@ -97,6 +97,20 @@ static void sim_chan_free(ami_sim_node_t *n, sim_chan_t *c)
     ami_free(c);
 }
 
+void sim_chan_drop(ami_sim_node_t *n, sim_chan_t *c)
+{
+    sim_call_t *call = c->call;
+    if (call && call->a == c)
+        call->a = NULL;
+    if (call && call->b == c)
+        call->b = NULL;
+    if (call && call->c == c)
+        call->c = NULL;
+    if (call && call->xferer == c)
+        call->xferer = NULL;
+    sim_chan_free(n, c);
+}
+
 sim_chan_t *sim_chan_find(ami_sim_node_t *n, const char *name)
 {
     for (sim_chan_t *c = n->chans; c; c = c->next)
@@ -250,5 +264,9 @@ void sim_act_redirect(sim_session_t *s, const ami_msg_t *m)
         snprintf(c->context, sizeof c->context, "%s", ctx);
     snprintf(c->exten, sizeof c->exten, "%s", exten);
     sim_reply(s, aid, "Success", "Redirect successful");
+    if (c->bridge[0]) { /* a redirected channel leaves its bridge first */
+        sim_bridge_event(s->node, "BridgeLeave", c->bridge, 1, c);
+        c->bridge[0] = '\0';
+    }
     sim_emit_newexten(s->node, c, prio && *prio ? atoi(prio) : 1, "Wait", "");
 }

@@ -177,6 +177,8 @@ struct sim_call {
     int member;
     double queued_at;
     char bridge[40];
+    sim_chan_t *xferer;     /* attended transfer in progress: who transfers (c is the target) */
+    char xfer_bridge[40];   /* ... and the consultation bridge */
 };
 
 typedef struct sim_flood {
@@ -322,6 +324,8 @@ void sim_calls_init(ami_sim_node_t *n);
 void sim_calls_clear(ami_sim_node_t *n);
 sim_chan_t *sim_chan_new(ami_sim_node_t *n, sim_call_t *call);
 sim_chan_t *sim_chan_find(ami_sim_node_t *n, const char *name);
+/* Free one channel of a call that goes on without it. */
+void sim_chan_drop(ami_sim_node_t *n, sim_chan_t *c);
 const char *sim_var_get(sim_var_t *list, const char *name);
 int sim_var_set(sim_var_t **list, const char *name, const char *value);
 void sim_vars_free(sim_var_t **list);
@@ -349,6 +353,29 @@ void sim_traffic_stop(ami_sim_node_t *n);
 double sim_rand01(ami_sim_node_t *n);
 void sim_act_queue_add(sim_session_t *s, const ami_msg_t *m);
 void sim_act_queue_remove(sim_session_t *s, const ami_msg_t *m);
+
+/* Phases of a background call (sim_traffic.c, sim_transfer.c). */
+enum { SIM_T_RING, SIM_T_TALK, SIM_T_QUEUE_WAIT, SIM_T_AGENT_RING, SIM_T_XFER_RING, SIM_T_XFER_TALK };
+
+bool sim_traffic_owns(const sim_call_t *call);
+/* call->a dials PJSIP/<ext>: a new leg b rings, then answers or fails. */
+void sim_traffic_dial(ami_sim_node_t *n, sim_call_t *call, const char *ext);
+/* A new PJSIP channel for call, in the Linkedid of call->a. */
+sim_chan_t *sim_traffic_leg(ami_sim_node_t *n, sim_call_t *call, const char *dev, const char *exten);
+/* a and b are bridged: talk for a while, then hang up. */
+void sim_traffic_talk(sim_call_t *call);
+void sim_bridge_id(ami_sim_node_t *n, char out[40]);
+void sim_bridge_event(ami_sim_node_t *n, const char *event, const char *bridge, int count, const sim_chan_t *c);
+void sim_pair_event(ami_sim_node_t *n, const char *event, uint32_t cls, const sim_chan_t *from,
+                    const sim_chan_t *to, const char *tail);
+
+/* sim_transfer.c: BlindTransfer and Atxfer of bridged background calls */
+void sim_act_blind_transfer(sim_session_t *s, const ami_msg_t *m);
+void sim_act_atxfer(sim_session_t *s, const ami_msg_t *m);
+/* The attended transfer's next step (target answers; transfer completes). */
+void sim_xfer_step(sim_call_t *call);
+/* The call ends during an attended transfer: undo its bridges, hang up the target. */
+void sim_xfer_abandon(sim_call_t *call);
 
 /* sim_flood.c */
 void sim_flood_free(ami_sim_node_t *n);

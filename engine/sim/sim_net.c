@@ -288,6 +288,14 @@ static void process_input(sim_session_t *s)
         int rc = ami_parser_next(&s->parser, &m, &err);
         if (rc == 0)
             break;
+        if (rc > 0 && m.bad_lines) {
+            /* The parser drops a malformed line and goes on; the simulator
+             * stays strict with what clients send, as its tests expect. */
+            const ami_parser_bad_t *bad = ami_parser_last_bad(&s->parser);
+            ami_err_set(&err, AMI_E_PROTOCOL, "line %zu of an action: %s (\"%s\")", bad->line,
+                        ami_bad_kind_name(bad->kind), bad->excerpt);
+            rc = -1;
+        }
         if (rc < 0) {
             AMI_LOG(SIM_LOG(s->node), AMI_LOG_WARN, "sim got a malformed action",
                     AMI_F_STR("node", s->node->name), AMI_F_UINT("session", s->id),

@@ -18,7 +18,6 @@
 #define MAX_SPAWN_PER_TICK 1000
 #define QUEUE_MAX_WAIT_S 30.0
 
-enum { T_RING, T_TALK, T_QUEUE_WAIT, T_AGENT_RING };
 
 double sim_rand01(ami_sim_node_t *n)
 {
@@ -173,12 +172,11 @@ void sim_act_queue_remove(sim_session_t *s, const ami_msg_t *m)
 
 /* ---- events of a bridged call ------------------------------------------ */
 
-static void bridge_event(ami_sim_node_t *n, const char *event, const sim_call_t *call, int count,
-                         const sim_chan_t *c)
+void sim_bridge_event(ami_sim_node_t *n, const char *event, const char *bridge, int count, const sim_chan_t *c)
 {
     ami_buf_t *b = &n->scratch;
     sim_ev_begin(b, event, "call,all");
-    sim_put(b, "BridgeUniqueid", call->bridge);
+    sim_put(b, "BridgeUniqueid", bridge);
     sim_put(b, "BridgeType", "basic");
     sim_put(b, "BridgeTechnology", "simple_bridge");
     sim_put(b, "BridgeCreator", "<unknown>");
@@ -191,13 +189,13 @@ static void bridge_event(ami_sim_node_t *n, const char *event, const sim_call_t 
     sim_emit(n, SIM_EV_CALL);
 }
 
-static void pair_event(ami_sim_node_t *n, const char *event, uint32_t cls, const sim_call_t *call,
-                       const char *tail)
+void sim_pair_event(ami_sim_node_t *n, const char *event, uint32_t cls, const sim_chan_t *from,
+                    const sim_chan_t *to, const char *tail)
 {
     ami_buf_t *b = &n->scratch;
     sim_ev_begin(b, event, cls == SIM_EV_AGENT ? "agent,all" : "call,all");
-    sim_chan_block(b, "", call->a);
-    sim_chan_block(b, "Dest", call->b);
+    sim_chan_block(b, "", from);
+    sim_chan_block(b, "Dest", to);
     if (tail)
         ami_buf_append_str(b, tail);
     sim_end(b);
@@ -210,7 +208,7 @@ static void agent_event(ami_sim_node_t *n, const char *event, const sim_call_t *
     char tail[512];
     snprintf(tail, sizeof tail, "Queue: %s\r\nInterface: %s\r\nMemberName: %s\r\n%s", call->queue->name,
              m->iface, m->name, more ? more : "");
-    pair_event(n, event, SIM_EV_AGENT, call, tail);
+    sim_pair_event(n, event, SIM_EV_AGENT, call->a, call->b, tail);
 }
 
 static void chan_state(ami_sim_node_t *n, sim_chan_t *c, int state)
@@ -219,17 +217,21 @@ static void chan_state(ami_sim_node_t *n, sim_chan_t *c, int state)
     sim_emit_chan_event(n, "Newstate", SIM_EV_CALL, c);
 }
 
+void sim_bridge_id(ami_sim_node_t *n, char out[40])
+{
+    snprintf(out, 40, "%08x-%04x-4%03x-a%03x-%012llx", (unsigned)(sim_rand01(n) * 4294967295.0),
+             (unsigned)rand_range(n, 0, 0xffff), (unsigned)rand_range(n, 0, 0xfff),
+             (unsigned)rand_range(n, 0, 0xfff), (unsigned long long)(sim_rand01(n) * 281474976710655.0));
+}
+
 static void bridge_up(ami_sim_node_t *n, sim_call_t *call)
 {
-    snprintf(call->bridge, sizeof call->bridge, "%08x-%04x-4%03x-a%03x-%012llx",
-             (unsigned)(sim_rand01(n) * 4294967295.0), (unsigned)rand_range(n, 0, 0xffff),
-             (unsigned)rand_range(n, 0, 0xfff), (unsigned)rand_range(n, 0, 0xfff),
-             (unsigned long long)(sim_rand01(n) * 281474976710655.0));
+    sim_bridge_id(n, call->bridge);
     snprintf(call->a->bridge, sizeof call->a->bridge, "%s", call->bridge);
     snprintf(call->b->bridge, sizeof call->b->bridge, "%s", call->bridge);
-    bridge_event(n, "BridgeCreate", call, 0, NULL);
-    bridge_event(n, "BridgeEnter", call, 1, call->b);
-    bridge_event(n, "BridgeEnter", call, 2, call->a);
+    sim_bridge_event(n, "BridgeCreate", call->bridge, 0, NULL);
+    sim_bridge_event(n, "BridgeEnter", call->bridge, 1, call->b);
+    sim_bridge_event(n, "BridgeEnter", call->bridge, 2, call->a);
 }
 
 static void release_member(ami_sim_node_t *n, sim_call_t *call)
@@ -250,7 +252,9 @@ static void release_member(ami_sim_node_t *n, sim_call_t *call)
 static void teardown(sim_call_t *call, int cause)
 {
     ami_sim_node_t *n = call->node;
-    bool talking = call->phase == T_TALK && call->b;
+    if (call->phase == SIM_T_XFER_RING || call->phase == SIM_T_XFER_TALK)
+        sim_xfer_abandon(call);
+    bool talking = call->phase == SIM_T_TALK && call->b;
     if (talking && call->queue && call->member >= 0) {
         char more[128];
         snprintf(more, sizeof more, "HoldTime: %d\r\nTalkTime: %d\r\nReason: caller\r\n",
@@ -259,11 +263,11 @@ static void teardown(sim_call_t *call, int cause)
         agent_event(n, "AgentComplete", call, more);
     }
     if (talking) {
-        bridge_event(n, "BridgeLeave", call, 1, call->a);
-        bridge_event(n, "BridgeLeave", call, 0, call->b);
-        bridge_event(n, "BridgeDestroy", call, 0, NULL);
+        sim_bridge_event(n, "BridgeLeave", call->bridge, 1, call->a);
+        sim_bridge_event(n, "BridgeLeave", call->bridge, 0, call->b);
+        sim_bridge_event(n, "BridgeDestroy", call->bridge, 0, NULL);
     }
-    if (call->phase == T_QUEUE_WAIT && call->queue) {
+    if (call->phase == SIM_T_QUEUE_WAIT && call->queue) {
         sim_queue_drop_caller(call->queue, call->a);
         call->queue->abandoned++;
     }
@@ -281,7 +285,7 @@ static void traffic_hangup(sim_call_t *call, sim_chan_t *which, int cause)
     teardown(call, cause);
 }
 
-static sim_chan_t *new_leg(ami_sim_node_t *n, sim_call_t *call, const char *dev, const char *exten)
+sim_chan_t *sim_traffic_leg(ami_sim_node_t *n, sim_call_t *call, const char *dev, const char *exten)
 {
     sim_chan_t *c = sim_chan_new(n, call);
     if (!c)
@@ -290,7 +294,7 @@ static sim_chan_t *new_leg(ami_sim_node_t *n, sim_call_t *call, const char *dev,
     snprintf(c->context, sizeof c->context, "from-internal");
     snprintf(c->exten, sizeof c->exten, "%s", exten);
     sim_next_uniqueid(n, c->uniqueid);
-    snprintf(c->linkedid, sizeof c->linkedid, "%s", call->a ? call->a->uniqueid : c->uniqueid);
+    snprintf(c->linkedid, sizeof c->linkedid, "%s", call->a ? call->a->linkedid : c->uniqueid);
     return c;
 }
 
@@ -299,11 +303,17 @@ static void answer(sim_call_t *call)
     ami_sim_node_t *n = call->node;
     chan_state(n, call->b, 6);
     chan_state(n, call->a, 6);
-    pair_event(n, "DialEnd", SIM_EV_CALL, call, "DialStatus: ANSWER\r\n");
+    sim_pair_event(n, "DialEnd", SIM_EV_CALL, call->a, call->b, "DialStatus: ANSWER\r\n");
     bridge_up(n, call);
     sim_emit_devstate(n, call->device, "INUSE");
     sim_emit_varset(n, call->a, "BRIDGEPEER", call->b->name);
-    call->phase = T_TALK;
+    sim_traffic_talk(call);
+}
+
+void sim_traffic_talk(sim_call_t *call)
+{
+    ami_sim_node_t *n = call->node;
+    call->phase = SIM_T_TALK;
     double mean = n->call_duration_ms / 1000.0;
     double talk = exp_gap(n, mean);
     sim_call_schedule(call, talk < 0.2 ? 0.2 : talk > 10 * mean ? 10 * mean : talk);
@@ -321,7 +331,7 @@ static void ring_outcome(sim_call_t *call)
     const char *status = cause == 17 ? "BUSY" : cause == 19 ? "NOANSWER" : "CHANUNAVAIL";
     char tail[64];
     snprintf(tail, sizeof tail, "DialStatus: %s\r\n", status);
-    pair_event(n, "DialEnd", SIM_EV_CALL, call, tail);
+    sim_pair_event(n, "DialEnd", SIM_EV_CALL, call->a, call->b, tail);
     sim_emit_varset(n, call->a, "DIALSTATUS", status);
     teardown(call, cause);
 }
@@ -342,7 +352,7 @@ static void agent_call(sim_call_t *call, int member)
     sim_emit(n, SIM_EV_AGENT);
     call->member = member;
     m->status = 6; /* ringing */
-    if (!(call->b = new_leg(n, call, m->iface, call->a->exten))) {
+    if (!(call->b = sim_traffic_leg(n, call, m->iface, call->a->exten))) {
         teardown(call, 34);
         return;
     }
@@ -350,7 +360,7 @@ static void agent_call(sim_call_t *call, int member)
     sim_emit_chan_event(n, "Newchannel", SIM_EV_CALL, call->b);
     agent_event(n, "AgentCalled", call, NULL);
     chan_state(n, call->b, 5);
-    call->phase = T_AGENT_RING;
+    call->phase = SIM_T_AGENT_RING;
     sim_call_schedule(call, 0.5 + sim_rand01(n));
 }
 
@@ -367,10 +377,7 @@ static void agent_answer(sim_call_t *call)
     m->status = 2;
     member_event(n, "QueueMemberStatus", call->queue, m);
     bridge_up(n, call);
-    call->phase = T_TALK;
-    double mean = n->call_duration_ms / 1000.0;
-    double talk = exp_gap(n, mean);
-    sim_call_schedule(call, talk < 0.2 ? 0.2 : talk > 10 * mean ? 10 * mean : talk);
+    sim_traffic_talk(call);
 }
 
 static void queue_wait(sim_call_t *call)
@@ -393,14 +400,18 @@ static void queue_wait(sim_call_t *call)
 static void sim_traffic_step(sim_call_t *call)
 {
     switch (call->phase) {
-    case T_RING:
+    case SIM_T_RING:
         ring_outcome(call);
         break;
-    case T_QUEUE_WAIT:
+    case SIM_T_QUEUE_WAIT:
         queue_wait(call);
         break;
-    case T_AGENT_RING:
+    case SIM_T_AGENT_RING:
         agent_answer(call);
+        break;
+    case SIM_T_XFER_RING:
+    case SIM_T_XFER_TALK:
+        sim_xfer_step(call);
         break;
     default:
         teardown(call, 16);
@@ -428,18 +439,22 @@ static void start_queue_leg(ami_sim_node_t *n, sim_call_t *call, sim_queue_t *q)
     sim_put_int(b, "Count", (long long)q->ncallers);
     sim_end(b);
     sim_emit(n, SIM_EV_AGENT);
-    call->phase = T_QUEUE_WAIT;
+    call->phase = SIM_T_QUEUE_WAIT;
     sim_call_schedule(call, 1.0 + 3.0 * sim_rand01(n));
 }
 
-static void start_direct_leg(ami_sim_node_t *n, sim_call_t *call, int callee)
+bool sim_traffic_owns(const sim_call_t *call)
 {
-    char dev[32], dial[48], ext[16];
-    snprintf(ext, sizeof ext, "%d", callee);
-    snprintf(dev, sizeof dev, "PJSIP/%d", callee);
+    return call->step == sim_traffic_step;
+}
+
+void sim_traffic_dial(ami_sim_node_t *n, sim_call_t *call, const char *ext)
+{
+    char dev[48], dial[64];
+    snprintf(dev, sizeof dev, "PJSIP/%.32s", ext);
     snprintf(dial, sizeof dial, "%s,30", dev);
     sim_emit_newexten(n, call->a, 1, "Dial", dial);
-    if (!(call->b = new_leg(n, call, dev, ext))) {
+    if (!(call->b = sim_traffic_leg(n, call, dev, ext))) {
         teardown(call, 34);
         return;
     }
@@ -450,10 +465,10 @@ static void start_direct_leg(ami_sim_node_t *n, sim_call_t *call, int callee)
     sim_emit_chan_event(n, "Newchannel", SIM_EV_CALL, call->b);
     char tail[48];
     snprintf(tail, sizeof tail, "DialString: %s\r\n", ext);
-    pair_event(n, "DialBegin", SIM_EV_CALL, call, tail);
+    sim_pair_event(n, "DialBegin", SIM_EV_CALL, call->a, call->b, tail);
     chan_state(n, call->b, 5);
     sim_emit_devstate(n, dev, "RINGING");
-    call->phase = T_RING;
+    call->phase = SIM_T_RING;
     sim_call_schedule(call, 0.5 + 3.5 * sim_rand01(n));
 }
 
@@ -479,7 +494,7 @@ static sim_chan_t *caller_leg(ami_sim_node_t *n, sim_call_t *call, const char *e
     int caller = rand_range(n, 1001, 1020);
     char dev[32];
     snprintf(dev, sizeof dev, inbound ? "PJSIP/trunk" : "PJSIP/%d", caller);
-    sim_chan_t *a = new_leg(n, call, dev, inbound ? "5550100" : exten);
+    sim_chan_t *a = sim_traffic_leg(n, call, dev, inbound ? "5550100" : exten);
     if (!a)
         return NULL;
     a->state = 4;
@@ -518,7 +533,7 @@ static void start_call(ami_sim_node_t *n)
     if (q)
         start_queue_leg(n, call, q);
     else
-        start_direct_leg(n, call, callee);
+        sim_traffic_dial(n, call, exten);
 }
 
 static void on_traffic(struct ev_loop *loop, ev_timer *w, int revents)

@@ -74,9 +74,6 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
     socklen_t len = r->addr_len;
     char error[AMI_ERR_MSG_MAX];
     memcpy(error, r->error, sizeof error);
-    pthread_mutex_lock(&r->lock);
-    r->cancelled = true; /* delivered: a late cancel is a no-op */
-    pthread_mutex_unlock(&r->lock);
     unref(r);
     done(ud, failed ? NULL : &addr, len, failed ? error : NULL);
 }
@@ -119,11 +116,8 @@ void ami_resolve_cancel(ami_resolve_t *r)
     if (!r)
         return;
     pthread_mutex_lock(&r->lock);
-    bool delivered = r->cancelled;
-    r->cancelled = true;
+    r->cancelled = true; /* the thread must not touch the loop any more */
     pthread_mutex_unlock(&r->lock);
-    if (delivered)
-        return;
-    ev_async_stop(r->loop, &r->wake);
+    ev_async_stop(r->loop, &r->wake); /* also drops a wake-up already sent */
     unref(r);
 }

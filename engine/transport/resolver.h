@@ -4,8 +4,9 @@
  * getaddrinfo blocks for as long as DNS takes; it must never run on the loop.
  * ami_resolve_start runs it on a short-lived detached thread, which hands the
  * first address back to the loop through an ev_async; `done` then runs on the
- * loop thread. ami_resolve_cancel (loop thread) guarantees `done` is never
- * called; the thread finishes its lookup and frees the request by itself.
+ * loop thread. ami_resolve_cancel (loop thread, only before `done` has run:
+ * the request is gone after that) guarantees `done` is never called; the
+ * thread finishes its lookup and frees the request by itself.
  */
 #ifndef AMI_TRANSPORT_RESOLVER_H
 #define AMI_TRANSPORT_RESOLVER_H

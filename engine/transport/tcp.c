@@ -132,26 +132,28 @@ static void fail(ami_tcp_t *t, ami_status_t why, const char *fmt, ...)
         t->cb.on_close(t->ud, why, reason);
 }
 
-static void start_connect(ami_tcp_t *t, const struct sockaddr_storage *ss, socklen_t len)
+/* 0, or -1 with err and the slot closed again (no callback: the caller
+ * reports it, at once from ami_tcp_open or through on_close after a lookup). */
+static int start_connect(ami_tcp_t *t, const struct sockaddr_storage *ss, socklen_t len, ami_err_t *err)
 {
     describe_peer(t, ss);
     t->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (t->fd < 0) {
-        fail(t, AMI_E_IO, "socket() for %s failed: %s", t->peer, strerror(errno));
-        return;
-    }
+    if (t->fd < 0)
+        return ami_err_set(err, AMI_E_IO, "socket() for %s failed: %s", t->peer, strerror(errno));
     int one = 1;
     setsockopt(t->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     t->stats.connects++;
     t->state = AMI_TCP_CONNECTING;
     if (connect(t->fd, (const struct sockaddr *)ss, len) < 0 && errno != EINPROGRESS) {
-        fail(t, AMI_E_IO, "connect to %s failed: %s", t->peer, strerror(errno));
-        return;
+        int rc = ami_err_set(err, AMI_E_IO, "connect to %s failed: %s", t->peer, strerror(errno));
+        ami_tcp_close(t);
+        return rc;
     }
     ev_io_set(&t->wio, t->fd, EV_WRITE);
     ev_io_start(t->loop, &t->wio);
     ev_timer_set(&t->connect_timer, t->opt.connect_timeout_ms / 1000.0, 0.);
     ev_timer_start(t->loop, &t->connect_timer);
+    return 0;
 }
 
 static void on_resolved(void *ud, const struct sockaddr_storage *ss, socklen_t len, const char *error)
@@ -167,7 +169,9 @@ static void on_resolved(void *ud, const struct sockaddr_storage *ss, socklen_t l
         ((struct sockaddr_in *)&addr)->sin_port = htons(t->port);
     else
         ((struct sockaddr_in6 *)&addr)->sin6_port = htons(t->port);
-    start_connect(t, &addr, len);
+    ami_err_t err;
+    if (start_connect(t, &addr, len, &err) < 0)
+        fail(t, err.code, "%s", err.msg);
 }
 
 int ami_tcp_open(ami_tcp_t *t, const char *host, uint16_t port, ami_err_t *err)
@@ -182,10 +186,8 @@ int ami_tcp_open(ami_tcp_t *t, const char *host, uint16_t port, ami_err_t *err)
     struct sockaddr_storage ss;
     socklen_t len;
     /* coverage-begin: seed-2.1 (a hostname refused without a lookup) */
-    if (ami_sockaddr_from_ip(host, port, &ss, &len)) {
-        start_connect(t, &ss, len);
-        return 0;
-    }
+    if (ami_sockaddr_from_ip(host, port, &ss, &len))
+        return start_connect(t, &ss, len, err);
     if (t->opt.enforce_ip)
         return ami_err_set(err, AMI_E_INVALID,
                            "host \"%.64s\" is not an IP address: enforce_ip_endpoints is on, so "
@@ -440,19 +442,6 @@ ami_buf_t *ami_tcp_wbuf(ami_tcp_t *t)
     return &t->wbuf;
 }
 
-int ami_tcp_write(ami_tcp_t *t, const void *data, size_t len, ami_err_t *err)
-{
-    if (t->state != AMI_TCP_OPEN)
-        return ami_err_set(err, AMI_E_NOT_CONNECTED, "not connected to %s", t->peer);
-    if (ami_buf_append(&t->wbuf, data, len) < 0)
-        return ami_err_set(err, AMI_E_BACKPRESSURE,
-                           "write buffer to %s is full (%zu bytes queued, limit %zu): the server "
-                           "is not reading; retry later",
-                           t->peer, t->wbuf.len, t->wbuf.limit);
-    ami_tcp_schedule_flush(t);
-    return 0;
-}
-
 /* One read per wake-up: a flooding server gets one chunk per loop iteration,
  * like every other ready connection. */
 static void read_plain(ami_tcp_t *t)
@@ -545,11 +534,6 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 ami_tcp_state_t ami_tcp_state(const ami_tcp_t *t)
 {
     return t->state;
-}
-
-size_t ami_tcp_unsent(const ami_tcp_t *t)
-{
-    return t->wbuf.len;
 }
 
 const char *ami_tcp_peer(const ami_tcp_t *t)

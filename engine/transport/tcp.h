@@ -29,8 +29,9 @@
  *
  * Callbacks run on the loop thread. on_close reports closes the transport
  * noticed itself (connect failure or timeout, EOF, socket error); it is not
- * called for ami_tcp_close. Callbacks may call ami_tcp_close, ami_tcp_open
- * and ami_tcp_write; they must not call ami_tcp_free.
+ * called for ami_tcp_close. Callbacks may call ami_tcp_close and
+ * ami_tcp_open and append to the write buffer; they must not call
+ * ami_tcp_free.
  */
 #ifndef AMI_TRANSPORT_TCP_H
 #define AMI_TRANSPORT_TCP_H
@@ -82,24 +83,24 @@ void ami_tcp_free(ami_tcp_t *t);
 /* Is host an IPv4/IPv6 literal ("10.0.0.5", "::1", "[::1]")? No resolver call. */
 bool ami_tcp_is_ip_literal(const char *host);
 
-/* Start connecting. -1 at once (and no callback) for a refused hostname, a
- * bad port, or a socket error; otherwise on_open or on_close follows. */
+/* Start connecting. -1 at once with err, and no callback, when it cannot
+ * start: a hostname while enforce_ip is on (no resolver call either), port
+ * 0, a busy slot, socket() or connect() failing on the spot. Otherwise 0,
+ * and exactly one of on_open or on_close follows (unless ami_tcp_close
+ * comes first): a refused connection, a timeout or a failed lookup arrive
+ * through on_close. */
 int ami_tcp_open(ami_tcp_t *t, const char *host, uint16_t port, ami_err_t *err);
 
 /* Close now: stop watchers, close the socket, drop unsent bytes. Idempotent. */
 void ami_tcp_close(ami_tcp_t *t);
 
 /* The write buffer, for serialising in place (its limit is the high-water
- * mark); call ami_tcp_schedule_flush after appending. */
+ * mark: an append past it fails, which is the caller's backpressure); call
+ * ami_tcp_schedule_flush after appending. */
 ami_buf_t *ami_tcp_wbuf(ami_tcp_t *t);
 void ami_tcp_schedule_flush(ami_tcp_t *t);
 
-/* Copy bytes into the write buffer. -1 with AMI_E_BACKPRESSURE past the mark,
- * AMI_E_NOT_CONNECTED when not open. */
-int ami_tcp_write(ami_tcp_t *t, const void *data, size_t len, ami_err_t *err);
-
 ami_tcp_state_t ami_tcp_state(const ami_tcp_t *t);
-size_t ami_tcp_unsent(const ami_tcp_t *t);
 /* "127.0.0.1:5038" of the current peer, or "" */
 const char *ami_tcp_peer(const ami_tcp_t *t);
 

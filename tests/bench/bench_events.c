@@ -29,7 +29,12 @@
  * by tests/support/make_certs.sh in a temporary folder, removed at the end)
  * and the client verifies it: the same figures over TLS, for comparison.
  *
+ * With --callstate on, the live call state (callstate/callstate.h) tracks
+ * the flooded channels first (the flood creates, updates and hangs up a
+ * channel every five events), so the figures include keeping the table.
+ *
  *   bench_events [--duration S] [--warmup S] [--only c|lua|jit] [--read-chunk KiB] [--tls]
+ *                [--callstate on|off] [--track-var NAME]
  */
 #include <errno.h>
 #include <ev.h>
@@ -43,6 +48,7 @@
 #include <unistd.h>
 
 #include "bench_util.h"
+#include "callstate/callstate.h"
 #include "cluster/client.h"
 #include "lua/runtime.h"
 #include "obs/log.h"
@@ -63,6 +69,8 @@ typedef struct options {
     uint32_t read_chunk_kib;
     bool tls;
     char pki[64]; /* --tls: the temporary certificate folder */
+    bool callstate;
+    const char *track_var;
 } options_t;
 
 typedef struct result {
@@ -70,6 +78,7 @@ typedef struct result {
     double secs;
     uint64_t events;
     double events_per_s;
+    double events_per_cpu_s; /* per CPU second of the engine's thread: steadier on a shared machine */
     double bytes_per_event;
     uint64_t iterations;
     bool truncated;
@@ -83,6 +92,7 @@ typedef struct bench {
     struct ev_loop *loop;
     ami_client_t *client;
     ami_lua_runtime_t *rt;
+    ami_callstate_t *cs;
     uint64_t c_events;
     /* iteration timing */
     ev_check it_start;
@@ -255,6 +265,17 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
         fprintf(stderr, "bench_events: add_server: %s\n", err.msg);
         goto out;
     }
+    if (o->callstate) {
+        ami_callstate_config_t csc;
+        ami_callstate_config_default(&csc);
+        const char *vars[1] = {o->track_var};
+        csc.variables = vars;
+        csc.nvariables = o->track_var ? 1 : 0;
+        if (!(b.cs = ami_callstate_new(b.client, &csc, &err))) {
+            fprintf(stderr, "bench_events: callstate: %s\n", err.msg);
+            goto out;
+        }
+    }
     if (v == V_C) {
         if (!ami_client_subscribe(b.client, "*", on_c_event, &b, &err)) {
             fprintf(stderr, "bench_events: subscribe: %s\n", err.msg);
@@ -272,6 +293,7 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
         lc.scripts_dir = dir;
         lc.watch_scripts = false;
         lc.jit = v == V_JIT;
+        lc.callstate = b.cs;
         b.rt = ami_lua_runtime_new(b.client, &lc, &err);
         if (!b.rt || ami_lua_runtime_load(b.rt, &err) < 0) {
             fprintf(stderr, "bench_events: runtime: %s\n", err.msg);
@@ -320,6 +342,7 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
     r->events = n1 - n0;
     r->events_per_s = (double)r->events / r->secs;
     r->cpu_ns_per_event = r->events ? (cpu1 - cpu0) * 1e9 / (double)r->events : 0;
+    r->events_per_cpu_s = r->cpu_ns_per_event > 0 ? 1e9 / r->cpu_ns_per_event : 0;
     r->bytes_per_event =
         conn_ev1 > conn_ev0 ? (double)(bytes1 - bytes0) / (double)(conn_ev1 - conn_ev0) : 0;
     r->iterations = b.nsamples;
@@ -351,6 +374,14 @@ out:
     pthread_join(th, NULL);
     if (b.rt)
         ami_lua_runtime_free(b.rt);
+    if (b.cs) {
+        ami_callstate_stats_t cst;
+        ami_callstate_stats(b.cs, 0, &cst);
+        printf("callstate[%s]: %llu events applied, %llu channels at the end, %llu refused\n", variant_names[v],
+               (unsigned long long)cst.events_applied, (unsigned long long)cst.channels,
+               (unsigned long long)cst.refused);
+        ami_callstate_free(b.cs);
+    }
     if (b.client)
         ami_client_free(b.client);
     ami_metrics_free(metrics);
@@ -383,12 +414,14 @@ static void remove_pki(const options_t *o)
 static void usage(FILE *to)
 {
     fprintf(to, "usage: bench_events [--duration S] [--warmup S] [--only c|lua|jit]... "
-                "[--read-chunk KiB] [--tls]\n"
+                "[--read-chunk KiB] [--tls] [--callstate on|off] [--track-var NAME]\n"
                 "  --duration S     measured seconds per variant (default 5)\n"
                 "  --warmup S       flood seconds before measuring (default 1)\n"
                 "  --only V         run only variant V (repeatable): c, lua, jit\n"
                 "  --read-chunk KiB the client's read size (default: the engine's, 64)\n"
-                "  --tls            AMI over TLS (verified against a CA made for the run)\n");
+                "  --tls            AMI over TLS (verified against a CA made for the run)\n"
+                "  --callstate on   keep the live call state of the flooded channels (default off)\n"
+                "  --track-var NAME with --callstate on: track this channel variable too\n");
 }
 
 static int parse_args(options_t *o, int argc, char **argv)
@@ -417,6 +450,10 @@ static int parse_args(options_t *o, int argc, char **argv)
             o->warmup = atof(val);
         else if (strcmp(a, "--read-chunk") == 0)
             o->read_chunk_kib = (uint32_t)atoi(val);
+        else if (strcmp(a, "--callstate") == 0)
+            o->callstate = strcmp(val, "on") == 0;
+        else if (strcmp(a, "--track-var") == 0)
+            o->track_var = val;
         else if (strcmp(a, "--only") == 0) {
             bool found = false;
             for (int v = 0; v < V_COUNT; v++)
@@ -458,6 +495,8 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("transport: %s\n", o.tls ? "TLS (verified; the simulator encrypts on its own thread)" : "plain TCP");
+    printf("call state: %s%s%s\n", o.callstate ? "on" : "off", o.callstate && o.track_var ? ", tracking " : "",
+           o.callstate && o.track_var ? o.track_var : "");
 
     static const char *const what[V_COUNT] = {
         "into a C subscriber (no Lua)",
@@ -480,6 +519,8 @@ int main(int argc, char **argv)
                "client thread %.0f ns CPU/event)\n",
                variant_names[v], r->events_per_s / 1e6, what[v], r->secs, mode[v],
                (unsigned long long)r->events, r->bytes_per_event, r->cpu_ns_per_event);
+        printf("cpu[%s]: %.3f M events per CPU second of the engine's thread\n", variant_names[v],
+               r->events_per_cpu_s / 1e6);
         printf("loop[%s]: iteration p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us "
                "(%llu iterations%s, loop busy %.0f%%)\n",
                variant_names[v], r->p50_us, r->p99_us, r->p999_us, r->max_us,

@@ -106,7 +106,7 @@ static uint64_t mix(uint64_t h, const void *p, size_t n)
 static uint64_t msg_hash(const ami_msg_t *m)
 {
     uint64_t h = 0xcbf29ce484222325ULL;
-    int32_t meta[3] = {(int32_t)m->kind, m->actionid_idx, m->legacy_command};
+    int32_t meta[4] = {(int32_t)m->kind, m->actionid_idx, m->legacy_command, (int32_t)m->bad_lines};
     h = mix(h, meta, sizeof meta);
     h = mix(h, &m->wire_len, sizeof m->wire_len);
     for (size_t i = 0; i < m->nhdrs; i++) {
@@ -179,6 +179,9 @@ static void check_msg(const config_t *c, const ami_msg_t *m, bool first_after_st
     }
     bool ok = ami_msg_is_success(m);
     CHECK(!ok || m->kind == AMI_MSG_RESPONSE, "is_success on a non-response");
+    /* dropped lines: never from the banner, never more than the bytes allow */
+    CHECK(m->kind != AMI_MSG_BANNER || m->bad_lines == 0, "bad lines in the banner");
+    CHECK((size_t)m->bad_lines * 2 <= m->wire_len, "%u bad lines in %zu bytes", m->bad_lines, m->wire_len);
 }
 
 /* One-feed reference parse, up to the first error. */
@@ -221,6 +224,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     uint32_t seed = c.seed;
     size_t off = 0, msgs = 0, errors = 0;
+    uint64_t bad_in_msgs = 0; /* bad lines of the messages delivered */
     bool first = true;     /* next message is the first since (re)start */
     bool compare = true;   /* still before the first error: compare with ref */
     bool reserve = c.mode == 5 || c.mode == 6;
@@ -250,6 +254,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             msgs++;
             CHECK(ami_parser_stats(&p)->messages == msgs, "stats.messages");
+            bad_in_msgs += m.bad_lines;
+            CHECK(bad_in_msgs <= ami_parser_stats(&p)->bad_lines, "msg bad_lines %llu > stats %llu",
+                  (unsigned long long)bad_in_msgs, (unsigned long long)ami_parser_stats(&p)->bad_lines);
+            if (m.bad_lines) {
+                const ami_parser_bad_t *bad = ami_parser_last_bad(&p);
+                CHECK(bad->kind != AMI_BAD_NONE && bad->line >= 2, "last_bad kind %d line %zu",
+                      (int)bad->kind, bad->line);
+                CHECK(strlen(bad->excerpt) < sizeof bad->excerpt, "excerpt");
+            }
         }
         if (rc == 0) {
             /* bounded: a partial message never exceeds max_message */

@@ -21,11 +21,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -187,6 +190,7 @@ typedef struct engine_opts {
     int drain_grace_ms;      /* 10000 when 0 */
     const char *pbx1_auth;   /* "plain" when NULL */
     int health_quorum;       /* nservers when 0 */
+    const char *metrics_extra; /* more settings in the metrics table, ", key = value" */
 } engine_opts_t;
 
 static void write_config(const engine_opts_t *o)
@@ -213,10 +217,11 @@ static void write_config(const engine_opts_t *o)
             "  connect_timeout_ms = 1000, login_timeout_ms = 1000, action_timeout_ms = 3000,\n"
             "}\n"
             "scripts = { dir = \"scripts\", watch = false, reload_grace_ms = 1000 }\n"
-            "metrics = { listen = \"127.0.0.1:\" .. os.getenv(\"E2E_METRICS\"), health_quorum = %d }\n"
+            "metrics = { listen = \"127.0.0.1:\" .. os.getenv(\"E2E_METRICS\"), health_quorum = %d%s }\n"
             "log = { level = \"%s\", format = \"logfmt\" }\n"
             "drain_grace_ms = %d\n",
-            servers, o->health_quorum ? o->health_quorum : o->nservers, o->level ? o->level : "info",
+            servers, o->health_quorum ? o->health_quorum : o->nservers, o->metrics_extra ? o->metrics_extra : "",
+            o->level ? o->level : "info",
             o->drain_grace_ms ? o->drain_grace_ms : 10000);
     assert_int_equal(fclose(f), 0);
 }
@@ -692,6 +697,37 @@ static void metrics_endpoint_passes_a_strict_prometheus_check(void **state)
     stop_engine(STOP_EVERY_MS);
 }
 
+/* An idle connection to the endpoint: connected, never a byte sent. */
+static int idle_connection(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(W.mport),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+static void metrics_limits_from_the_config_reach_the_endpoint(void **state)
+{
+    (void)state;
+    need_binaries();
+    engine_opts_t o = {.nservers = 2, .drain_grace_ms = EVERY_GRACE_MS,
+                       .metrics_extra = ", max_connections = 4, request_timeout_ms = 1000"};
+    start_two_node_cluster(&o);
+    int idle[5];
+    for (int i = 0; i < 5; i++) {
+        idle[i] = idle_connection();
+        sleep_ms(20); /* each in an accept batch of its own */
+    }
+    /* the fifth idle one and this scrape each made room by evicting the oldest */
+    assert_true(metric("ami_http_connections_evicted_total{phase=\"read\"}") == 2);
+    sleep_ms(1300);
+    assert_true(metric("ami_http_timeouts_total{phase=\"read\"}") == 3);
+    for (int i = 0; i < 5; i++)
+        close(idle[i]);
+    stop_engine(STOP_EVERY_MS);
+}
+
 /* ---- 6. --check-config ----------------------------------------------------------------------------- */
 
 #define GOOD_SERVER                                                                                \
@@ -918,6 +954,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(sigterm_cancels_coroutines_still_waiting_after_drain_grace_and_exits_zero,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(metrics_endpoint_passes_a_strict_prometheus_check, setup, teardown),
+        cmocka_unit_test_setup_teardown(metrics_limits_from_the_config_reach_the_endpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(check_config_rejects_a_catalogue_of_bad_configs, setup, teardown),
         cmocka_unit_test_setup_teardown(secret_never_appears_in_any_log_line_at_debug_level, setup, teardown),
         cmocka_unit_test_setup_teardown(version_and_help_and_bad_arguments, setup, teardown),

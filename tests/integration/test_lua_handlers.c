@@ -428,6 +428,30 @@ static void results_read_like_events(void **state)
     lua_world_free(w);
 }
 
+static void the_completion_event_of_an_own_action_reaches_handlers_once(void **state)
+{
+    (void)state;
+    lua_world_t *w = world_with(
+        "ami.on('OriginateResponse', function(ev) ami.log.info('handler saw', {resp = ev.Response}) end)\n"
+        "ami.on({Event = 'UserEvent', UserEvent = 'Go'}, function(ev)\n"
+        "  local res, err = ami.action('pbx1', 'Originate', {Channel = 'Local/100@test',\n"
+        "    Application = 'Wait', Data = '1'})\n"
+        "  ami.log.info('action got', {resp = res and res.Response, err = err})\n"
+        "  local _, cerr = ami.action('pbx1', 'Command', {Command = 'no such command here'})\n"
+        "  ami.log.info('command', {err = cerr})\n"
+        "end)\n");
+    double before = lua_world_metric(w, "ami_events_received_total", (const char *const[]){"server_key", "pbx1", NULL});
+    lua_world_inject(w, 0, USER_EVENT("Go", ""));
+    expect_log(w, "msg=command", 1);
+    expect_log(w, "msg=\"handler saw\" resp=Success", 1);
+    assert_int_equal(lua_world_count_log(w, "msg=\"action got\" resp=Success"), 1);
+    assert_int_equal(lua_world_count_log(w, "msg=\"handler saw\""), 1);
+    assert_true(lua_world_metric(w, "ami_events_received_total", (const char *const[]){"server_key", "pbx1", NULL}) >
+                before);
+    assert_int_equal(lua_world_count_log(w, "err=\"server: No such command 'no such command here'"), 1);
+    lua_world_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -452,6 +476,7 @@ int main(void)
         cmocka_unit_test(server_state_events_reach_on_server_handlers_and_waiters),
         cmocka_unit_test(handlers_run_in_registration_order_named_or_not),
         cmocka_unit_test(results_read_like_events),
+        cmocka_unit_test(the_completion_event_of_an_own_action_reaches_handlers_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

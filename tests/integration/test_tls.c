@@ -237,7 +237,7 @@ static void stalled_handshake_times_out(void **state)
     tw_expect_error(w, 0, "timed out after 200 ms");
     assert_int_equal(w->transitions[AMI_CONN_AUTHENTICATING], 0);
     assert_true(tw_failures(w, "timeout") >= 1);
-    assert_true(tw_metric(w, "ami_disconnects_total",
+    assert_true(tw_metric(w, "ami_connect_failures_total",
                           (const char *const[]){"server_key", "pbx1", "reason", "timeout", NULL}) >= 1);
     tw_free(w);
     close(lfd);

@@ -13,7 +13,7 @@
 #include "harness.h"
 #include "httpc/httpc.h"
 
-static void add_server(lua_world_t *w, const char *key, ami_sim_node_t *node)
+static void add_server(lua_world_t *w, const char *key, ami_sim_node_t *node, bool heartbeat)
 {
     ami_server_options_t o;
     ami_server_options_default(&o);
@@ -22,7 +22,7 @@ static void add_server(lua_world_t *w, const char *key, ami_sim_node_t *node)
     o.port = ami_sim_node_port(node);
     o.username = "engine";
     o.secret = "s3cret";
-    o.heartbeat_interval_ms = 200;
+    o.heartbeat_interval_ms = heartbeat ? 200 : 0;
     o.heartbeat_max_failures = 2;
     o.backoff_initial_ms = 20;
     o.backoff_max_ms = 100;
@@ -66,15 +66,26 @@ lua_world_t *lua_world_new(const lua_world_options_t *opt)
     for (int i = 0; i < nodes; i++) {
         ami_sim_node_config_t nc = {.name = names[i]};
         w->nodes[i] = ami_sim_add_node(w->sim, &nc, NULL);
-        add_server(w, names[i], w->nodes[i]);
+        add_server(w, names[i], w->nodes[i], !opt->no_heartbeat);
     }
     ami_client_start(w->client);
     if (!harness_run_until(w->loop, all_connected, w, 5000))
         fail_msg("servers did not connect");
+    if (opt->callstate) {
+        static const char *const VARS[] = {"CALLTAG", "FOO"};
+        ami_callstate_config_t csc;
+        ami_callstate_config_default(&csc);
+        csc.variables = VARS;
+        csc.nvariables = 2;
+        w->cs = ami_callstate_new(w->client, &csc, NULL);
+        if (!w->cs)
+            fail_msg("callstate");
+    }
     ami_lua_config_t lcfg;
     ami_lua_config_default(&lcfg);
     if (opt->lua)
         lcfg = *opt->lua;
+    lcfg.callstate = w->cs;
     lcfg.scripts_dir = w->dir;
     lcfg.lua_path = AMI_SOURCE_DIR "/lua/?.lua;" AMI_SOURCE_DIR "/lua/?/init.lua";
     lcfg.handler_budget_ms = opt->budget_ms ? opt->budget_ms : 50;
@@ -99,6 +110,7 @@ void lua_world_free(lua_world_t *w)
 {
     ami_lua_runtime_free(w->rt);
     ami_httpc_free(w->httpc);
+    ami_callstate_free(w->cs);
     ami_client_free(w->client);
     ami_sim_free(w->sim);
     ami_logger_free(w->log);

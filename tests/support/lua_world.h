@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "callstate/callstate.h"
 #include "cluster/client.h"
 #include "lua/runtime.h"
 #include "sim/sim.h"
@@ -23,6 +24,7 @@ typedef struct lua_world {
     ami_logger_t *log;
     log_capture_t lines;      /* every log line (log_capture_text: all of them) */
     ami_lua_runtime_t *rt;
+    ami_callstate_t *cs;      /* with opt.callstate: tracks CALLTAG and FOO */
     char dir[256];            /* the scripts folder */
     struct ami_httpc *httpc;  /* ami.http's client when options.http is set */
 } lua_world_t;
@@ -32,8 +34,10 @@ typedef struct lua_world_options {
     uint32_t budget_ms;       /* handler budget; default 50 */
     uint32_t grace_ms;        /* reload grace; default 2000 */
     bool watch;               /* reload on file changes */
+    bool no_heartbeat;        /* no Ping every 200 ms: nothing wakes an idle loop */
     const ami_lua_config_t *lua; /* base runtime config (limits...); the world sets dir, path, budgets */
     const struct ami_httpc_config *http; /* turn ami.http on with these settings */
+    bool callstate;           /* the live call state behind ami.channels */
 } lua_world_options_t;
 
 /* Creates the world, connects, but loads no scripts yet. */

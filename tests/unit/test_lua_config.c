@@ -3,13 +3,15 @@
  * value ever reaches describe or an error message; then a catalogue of bad
  * configs, each with the exact fragment of the message the operator sees.
  *
- * The CLI sources are compiled into the ami-engine program only, so they
- * are included here; the file is named test_lua_* so that the test build
- * links ami_lua (LuaJIT and the runtime defaults the loader uses). */
+ * The loader is the ami_config library, linked into the program and into
+ * every test named test_lua_config*. */
 
 #include "cli/config.h"
 #include "cli/config_internal.h"
 #include "util/alloc.h"
+
+#include <lauxlib.h>
+#include <lua.h>
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,7 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define FIXTURES AMI_SOURCE_DIR "/tests/fixtures/configs"
@@ -356,6 +360,39 @@ static void a_world_readable_secret_file_is_a_warning(void **state)
     ami_config_free(&cfg);
 }
 
+/* Opening a FIFO waits for a writer, reading a terminal for a line: either
+ * would hold the loop on SIGHUP. Loaded in a child, so a wait fails the
+ * test instead of hanging it. */
+static void secret_file_that_would_block_is_refused_at_once(void **state)
+{
+    (void)state;
+    const char *fifo = tmp_path("secret.fifo");
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    char text[800];
+    snprintf(text, sizeof text, "servers = { { key = 'pbx1', host = '10.0.0.5', username = 'e', "
+                                "secret_file = '%s' } }\n", fifo);
+    write_file(tmp_path("fifo.lua"), text);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        ami_engine_config_t cfg;
+        ami_config_errors_t errs;
+        int rc = ami_config_load(tmp_path("fifo.lua"), &cfg, &errs);
+        _exit(rc == -1 && has_error(&errs, "is not a regular file (a pipe, device or folder)") ? 0 : 1);
+    }
+    int status = -1;
+    for (int i = 0; i < 300 && waitpid(pid, &status, WNOHANG) == 0; i++)
+        usleep(10000);
+    if (waitpid(pid, &status, WNOHANG) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("loading a config whose secret_file is a FIFO blocked for 3 s");
+    }
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    unlink(fifo);
+}
+
 static void describe_never_shows_secrets(void **state)
 {
     (void)state;
@@ -425,6 +462,97 @@ static void metrics_ipv6_and_off(void **state)
     assert_non_null(strstr(d, "listen 127.0.0.1:0 (a free port chosen at start, logged)"));
     free(d);
     ami_config_free(&cfg);
+}
+
+static void metrics_endpoint_limits(void **state)
+{
+    (void)state;
+    write_file(tmp_path("mlim.lua"), "servers = { { key = 'a', host = '10.1.1.1', username = 'e', secret = 'pw' } }\n"
+                                     "metrics = { max_connections = 64, request_timeout_ms = 1500,\n"
+                                     "  response_timeout_ms = 20000, max_request_bytes = 4096, max_response_mb = 8,\n"
+                                     "  max_buffered_mb = 32, listen_backlog = 512 }\n");
+    ami_engine_config_t cfg;
+    ami_config_errors_t errs;
+    assert_int_equal(load(tmp_path("mlim.lua"), &cfg, &errs), 0);
+    const ami_http_config_t *hc = &cfg.metrics_http;
+    assert_int_equal(hc->max_connections, 64);
+    assert_int_equal(hc->request_timeout_ms, 1500);
+    assert_int_equal(hc->response_timeout_ms, 20000);
+    assert_int_equal(hc->max_request, 4096);
+    assert_int_equal(hc->max_response, (size_t)8 << 20);
+    assert_int_equal(hc->max_buffered, (size_t)32 << 20);
+    assert_int_equal(hc->backlog, 512);
+    char *d = describe(&cfg);
+    assert_non_null(strstr(d, "  connections: max 64 (backlog 512); request head 1500 ms, 4096 bytes; answer 20000 ms, "
+                              "8 MiB; 32 MiB held for slow readers\n"));
+    free(d);
+    ami_config_free(&cfg);
+
+    assert_int_equal(load(FIXTURES "/minimal.lua", &cfg, &errs), 0); /* unset: the endpoint's defaults */
+    ami_http_config_t def;
+    ami_http_config_default(&def);
+    assert_null(cfg.metrics_http.bind_ip);
+    assert_int_equal(cfg.metrics_http.max_connections, def.max_connections);
+    assert_int_equal(cfg.metrics_http.request_timeout_ms, def.request_timeout_ms);
+    assert_int_equal(cfg.metrics_http.response_timeout_ms, def.response_timeout_ms);
+    assert_int_equal(cfg.metrics_http.max_request, def.max_request);
+    assert_int_equal(cfg.metrics_http.max_response, def.max_response);
+    assert_int_equal(cfg.metrics_http.max_buffered, def.max_buffered);
+    assert_int_equal(cfg.metrics_http.backlog, def.backlog);
+    ami_config_free(&cfg);
+}
+
+/* Text in memory loads exactly as the same text in a file would. */
+static void config_text_from_memory(void **state)
+{
+    (void)state;
+    int64_t live = ami_alloc_live_bytes();
+    static const char text[] = "servers = { { key = 'a', host = '10.1.1.1', username = 'e', secret = 'pw' } }\n"
+                               "scripts = { dir = 'scripts' }\nmetrics = { max_connections = 9 }\n";
+    ami_engine_config_t cfg;
+    ami_config_errors_t errs;
+    assert_int_equal(ami_config_load_text(FIXTURES "/in-memory.lua", text, sizeof text - 1, &cfg, &errs), 0);
+    assert_string_equal(cfg.path, FIXTURES "/in-memory.lua");
+    assert_string_equal(cfg.lua.scripts_dir, FIXTURES "/scripts"); /* relative to the name's folder */
+    assert_int_equal(cfg.metrics_http.max_connections, 9);
+    ami_config_free(&cfg);
+    static const char bad[] = "servers = {\n  { key = 'a' \n";
+    assert_int_equal(ami_config_load_text("mem.lua", bad, sizeof bad - 1, &cfg, &errs), -1);
+    expect_error(&errs, "mem.lua:3:");
+    assert_int_equal(ami_config_load_text("nul.lua", "x = '\0'", 7, &cfg, &errs), -1); /* the length counts */
+    expect_error(&errs, "x: unknown setting");
+    assert_int_equal(ami_alloc_live_bytes(), live);
+}
+
+static int dump_to_buf(lua_State *L, const void *p, size_t n, void *ud)
+{
+    (void)L;
+    return ami_buf_append(ud, p, n);
+}
+
+/* LuaJIT runs bytecode unverified: a binary config could read and write
+ * anywhere. It is refused, from a file and from memory, whatever it holds. */
+static void compiled_config_is_refused(void **state)
+{
+    (void)state;
+    lua_State *L = luaL_newstate();
+    assert_int_equal(luaL_loadstring(L, "servers = { { key = 'a', host = '10.1.1.1', username = 'e', "
+                                        "secret = 'pw' } }"), 0);
+    ami_buf_t bc;
+    ami_buf_init(&bc, 0);
+    assert_int_equal(lua_dump(L, dump_to_buf, &bc), 0);
+    lua_close(L);
+    FILE *f = fopen(tmp_path("compiled.lua"), "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bc.data, 1, bc.len, f), bc.len);
+    assert_int_equal(fclose(f), 0);
+    ami_engine_config_t cfg;
+    ami_config_errors_t errs;
+    assert_int_equal(ami_config_load(tmp_path("compiled.lua"), &cfg, &errs), -1);
+    expect_error(&errs, "compiled.lua: is compiled Lua (bytecode), which is refused; give the config's Lua text");
+    assert_int_equal(ami_config_load_text("mem.lua", bc.data, bc.len, &cfg, &errs), -1);
+    expect_error(&errs, "mem.lua: is compiled Lua (bytecode), which is refused");
+    ami_buf_deinit(&bc);
 }
 
 static void init_and_double_free_are_safe(void **state)
@@ -549,7 +677,7 @@ static const bad_case_t CASES[] = {
      "serverz: unknown setting; did you mean \"servers\"?"},
     {"unknown_top_level_key_global_helper", SRV("") "function helper() end\n",
      "helper: unknown setting; the config may set servers, defaults, scripts, metrics, log, routing, "
-     "drain_grace_ms and http (make helper variables local)"},
+     "drain_grace_ms, http, ha and callstate (make helper variables local)"},
     {"unknown_server_key_suggests", SRV(", heartbeat_intervall_ms = 1000"),
      "servers[1] (pbx1): unknown option \"heartbeat_intervall_ms\"; did you mean \"heartbeat_interval_ms\"?"},
     {"unknown_section_key_suggests", SRV("") "scripts = { dirr = 'x' }\n",
@@ -591,7 +719,7 @@ static const bad_case_t CASES[] = {
      "servers[1] (pbx1).secret_file: cannot read \"/nonexistent/pw\": No such file or directory; check the path"},
     {"secret_file_is_a_folder",
      "servers = { { key = 'pbx1', host = '10.0.0.5', username = 'e', secret_file = '/' } }\n",
-     "servers[1] (pbx1).secret_file: cannot read \"/\": Is a directory"},
+     "servers[1] (pbx1).secret_file: \"/\" is not a regular file (a pipe, device or folder)"},
     {"duplicate_server_key",
      "servers = { { key = 'pbx1', host = '10.0.0.5', username = 'e', secret = 'pw' },\n"
      "            { key = 'pbx2', host = '10.0.0.6', username = 'e', secret = 'pw' },\n"
@@ -670,6 +798,20 @@ static const bad_case_t CASES[] = {
      ":2: no PBX list for this site (while running the config file)"},
     {"memory_cap", SRV("") "local t = {} for i = 1, 100 do t[i] = string.rep('x', 1048576 * 8 + i) end\n",
      "running the config used more than 64 MiB; a config file must only set values"},
+    {"metrics_buffered_below_response", SRV("") "metrics = { max_response_mb = 32, max_buffered_mb = 16 }\n",
+     "metrics.max_buffered_mb: 16 is less than max_response_mb (32); it must hold at least one whole answer"},
+    {"metrics_max_connections_zero", SRV("") "metrics = { max_connections = 0 }\n",
+     "metrics.max_connections: expected an integer from 1 to 65536, got number 0"},
+    {"metrics_request_timeout_fraction", SRV("") "metrics = { request_timeout_ms = 1500.5 }\n",
+     "metrics.request_timeout_ms: expected an integer from 10 to 600000, got number 1500.5"},
+    {"metrics_response_timeout_string", SRV("") "metrics = { response_timeout_ms = '10s' }\n",
+     "metrics.response_timeout_ms: expected an integer from 10 to 3600000, got string \"10s\""},
+    {"metrics_request_bytes_too_small", SRV("") "metrics = { max_request_bytes = 100 }\n",
+     "metrics.max_request_bytes: expected an integer from 1024 to 1048576, got number 100"},
+    {"metrics_backlog_nan", SRV("") "metrics = { listen_backlog = 0/0 }\n",
+     "metrics.listen_backlog: expected an integer from 1 to 65535, got number"},
+    {"metrics_unknown_limit_suggests", SRV("") "metrics = { max_conections = 5 }\n",
+     "metrics: unknown option \"max_conections\"; did you mean \"max_connections\"?"},
 };
 #define N_CASES (sizeof CASES / sizeof CASES[0])
 
@@ -711,9 +853,13 @@ int main(void)
         cmocka_unit_test(secret_from_env),
         cmocka_unit_test(secret_from_file_strips_line_end),
         cmocka_unit_test(a_world_readable_secret_file_is_a_warning),
+        cmocka_unit_test(secret_file_that_would_block_is_refused_at_once),
         cmocka_unit_test(describe_never_shows_secrets),
         cmocka_unit_test(secrets_never_in_errors),
         cmocka_unit_test(metrics_ipv6_and_off),
+        cmocka_unit_test(metrics_endpoint_limits),
+        cmocka_unit_test(config_text_from_memory),
+        cmocka_unit_test(compiled_config_is_refused),
         cmocka_unit_test(init_and_double_free_are_safe),
         cmocka_unit_test(syntax_error_names_file_and_line),
         cmocka_unit_test(runtime_error_names_file_and_line),

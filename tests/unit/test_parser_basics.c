@@ -477,19 +477,27 @@ static void test_stats_count_messages_bytes_and_errors(void **state)
     assert_int_equal(ami_parser_next(&p, &m, NULL), 0);
     assert_int_equal(st->messages, 4);
     assert_int_equal(st->bytes, sizeof in - 1);
+    /* a malformed line inside it is counted, and the message still comes */
+    feed_str(&p, "oops\r\n\r\n");
+    next_ok(&p, &m);
+    assert_int_equal(m.bad_lines, 1);
+    assert_int_equal(st->bad_lines, 1);
+    assert_int_equal(st->messages, 5);
     /* an error counts once, however often it is reported */
     feed_str(&p, "oops\r\n");
     assert_int_equal(ami_parser_next(&p, &m, NULL), -1);
     assert_int_equal(ami_parser_next(&p, &m, NULL), -1);
     assert_int_equal(st->errors, 1);
-    assert_int_equal(st->messages, 4);
+    assert_int_equal(st->messages, 5);
+    size_t in_bytes = sizeof in - 1 + strlen("Event: C\r\noops\r\n\r\n");
     /* counters survive a reset */
     ami_parser_reset(&p);
     feed_str(&p, BANNER);
     next_ok(&p, &m);
-    assert_int_equal(st->messages, 5);
-    assert_int_equal(st->bytes, sizeof in - 1 + sizeof BANNER - 1);
+    assert_int_equal(st->messages, 6);
+    assert_int_equal(st->bytes, in_bytes + sizeof BANNER - 1);
     assert_int_equal(st->errors, 1);
+    assert_int_equal(st->bad_lines, 1);
     ami_parser_deinit(&p);
 }
 

@@ -1,5 +1,6 @@
 /* The correlation registry: strategies on recorded sessions, routing by
- * ActionID, caps with their WARNING and counter, timeouts, fail-all. */
+ * ActionID, timeouts, fail-all, bounds. Caps are in test_registry_caps.c,
+ * answers without ActionID in test_registry_fifo.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,201 +13,8 @@
 #include "correlation/registry.h"
 #include "fixtures.h"
 #include "protocol/parser.h"
+#include "registry_world.h"
 #include "util/alloc.h"
-
-/* ---- harness ------------------------------------------------------------------ */
-
-#define MAX_NOTES 256
-
-typedef struct seen {
-    ami_pending_signal_t signal;
-    uint64_t id;
-    ami_strategy_t strategy;
-    char name[64];      /* first header value of the message, "" if none */
-    char message[128];  /* its Message header */
-    uint32_t items, dropped;
-    bool truncated;
-    ami_status_t status;
-    char reason[AMI_ERR_MSG_MAX];
-} seen_t;
-
-typedef struct world {
-    ami_actionid_gen_t ids;
-    ami_metrics_t *metrics;
-    ami_logger_t *log;
-    ami_buf_t log_lines;
-    ami_registry_t *reg;
-    seen_t notes[MAX_NOTES];
-    size_t nnotes;
-    ami_registry_t *reenter; /* callbacks add an action here when set */
-} world_t;
-
-static void capture_log(void *ud, ami_log_level_t level, const char *line, size_t len)
-{
-    (void)level;
-    world_t *w = ud;
-    ami_buf_append(&w->log_lines, line, len);
-    ami_buf_append(&w->log_lines, "\n", 1);
-}
-
-static void record(void *ud, const ami_pending_note_t *n);
-
-static world_t *world_new(uint32_t max_pending, uint32_t list_cap)
-{
-    world_t *w = calloc(1, sizeof *w);
-    ami_actionid_init(&w->ids, 0x1234abcd);
-    w->metrics = ami_metrics_new(1000);
-    ami_buf_init(&w->log_lines, 0);
-    ami_logger_config_t lc;
-    ami_logger_config_default(&lc);
-    lc.level = AMI_LOG_DEBUG;
-    lc.sink = capture_log;
-    lc.sink_ud = w;
-    w->log = ami_logger_new(&lc);
-    ami_registry_config_t rc;
-    ami_registry_config_default(&rc);
-    rc.max_pending = max_pending;
-    rc.max_messages[AMI_STRATEGY_LIST] = list_cap;
-    rc.max_messages[AMI_STRATEGY_AUTO] = list_cap;
-    rc.server_key = "pbx1";
-    rc.ids = &w->ids;
-    rc.log = w->log;
-    rc.metrics = w->metrics;
-    w->reg = ami_registry_new(&rc, NULL);
-    assert_non_null(w->reg);
-    return w;
-}
-
-static void world_free(world_t *w)
-{
-    ami_registry_free(w->reg);
-    ami_logger_free(w->log);
-    ami_metrics_free(w->metrics);
-    ami_buf_deinit(&w->log_lines);
-    free(w);
-}
-
-static void record(void *ud, const ami_pending_note_t *n)
-{
-    world_t *w = ud;
-    assert_true(w->nnotes < MAX_NOTES);
-    seen_t *s = &w->notes[w->nnotes++];
-    memset(s, 0, sizeof *s);
-    s->signal = n->signal;
-    s->id = n->id;
-    s->strategy = n->strategy;
-    s->items = n->items;
-    s->dropped = n->dropped;
-    s->truncated = n->truncated;
-    s->status = n->status;
-    if (n->msg) {
-        snprintf(s->name, sizeof s->name, "%s", ami_msg_name(n->msg));
-        const char *m = ami_msg_get(n->msg, "Message");
-        snprintf(s->message, sizeof s->message, "%s", m ? m : "");
-    }
-    if (n->reason)
-        snprintf(s->reason, sizeof s->reason, "%s", n->reason);
-}
-
-static uint64_t add_action(world_t *w, const char *action, ami_strategy_t strategy,
-                           const char *completion_event, int64_t deadline)
-{
-    uint64_t id = ami_actionid_next(&w->ids);
-    ami_pending_spec_t spec = {
-        .id = id, .action = action, .strategy = strategy, .completion_event = completion_event,
-        .deadline_ms = deadline, .timeout_ms = 1000, .cb = record, .ud = w,
-    };
-    ami_err_t err;
-    assert_int_equal(ami_registry_add(w->reg, &spec, &err), 0);
-    return id;
-}
-
-/* Offer every message of a text to the registry; returns how many it took. */
-static size_t feed_text(world_t *w, const char *text, size_t len)
-{
-    ami_parser_t p;
-    ami_parser_init(&p, NULL);
-    ami_parser_expect_banner(&p, strncmp(text, "Asterisk Call Manager", 21) == 0);
-    assert_int_equal(ami_parser_feed(&p, text, len, NULL), 0);
-    ami_msg_t m;
-    size_t taken = 0;
-    int rc;
-    while ((rc = ami_parser_next(&p, &m, NULL)) == 1)
-        taken += ami_registry_on_message(w->reg, &m);
-    assert_int_equal(rc, 0);
-    ami_parser_deinit(&p);
-    return taken;
-}
-
-static size_t feed(world_t *w, const char *text)
-{
-    return feed_text(w, text, strlen(text));
-}
-
-/* Replace "ActionID: <name>" in a recorded session by the ids we registered. */
-typedef struct rename {
-    const char *recorded;
-    uint64_t id;
-} rename_t;
-
-static char *rewrite_ids(world_t *w, const fixture_t *fx, const rename_t *map, size_t n, size_t *out_len)
-{
-    ami_buf_t out;
-    ami_buf_init(&out, 0);
-    const char *p = fx->data, *end = fx->data + fx->len;
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        size_t len = eol ? (size_t)(eol - p) + 1 : (size_t)(end - p);
-        bool replaced = false;
-        for (size_t i = 0; i < n && !replaced; i++) {
-            char want[80];
-            int wl = snprintf(want, sizeof want, "ActionID: %s\r\n", map[i].recorded);
-            if ((size_t)wl == len && memcmp(p, want, len) == 0) {
-                char id[AMI_ACTIONID_MAX];
-                ami_actionid_format(&w->ids, map[i].id, id);
-                ami_buf_printf(&out, "ActionID: %s\r\n", id);
-                replaced = true;
-            }
-        }
-        if (!replaced)
-            ami_buf_append(&out, p, len);
-        p += len;
-    }
-    *out_len = out.len;
-    return out.data; /* caller frees with ami_free */
-}
-
-static const seen_t *final_note(const world_t *w, uint64_t id)
-{
-    for (size_t i = 0; i < w->nnotes; i++)
-        if (w->notes[i].id == id &&
-            (w->notes[i].signal == AMI_PENDING_DONE || w->notes[i].signal == AMI_PENDING_FAILED))
-            return &w->notes[i];
-    fail_msg("action %llu never completed", (unsigned long long)id);
-    return NULL;
-}
-
-static size_t count_notes(const world_t *w, uint64_t id, ami_pending_signal_t sig)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < w->nnotes; i++)
-        n += w->notes[i].id == id && w->notes[i].signal == sig;
-    return n;
-}
-
-static double dropped_metric(world_t *w)
-{
-    double v = -1;
-    ami_metrics_value(w->metrics, "ami_correlation_events_dropped_total",
-                      (const char *const[]){"server_key", "pbx1", NULL}, &v);
-    return v;
-}
-
-static char *id_text(world_t *w, uint64_t id, char *buf)
-{
-    ami_actionid_format(&w->ids, id, buf);
-    return buf;
-}
 
 /* ---- recorded sessions ---------------------------------------------------------- */
 
@@ -288,6 +96,9 @@ static void recorded_invalid_command_fails_with_server_error(void **state)
     const seen_t *bad = final_note(w, map[0].id);
     assert_int_equal(bad->signal, AMI_PENDING_FAILED);
     assert_int_equal(bad->status, AMI_E_SERVER);
+    /* Asterisk's own words (its Output), not the generic "Command output follows". */
+    assert_string_equal(bad->reason, "No such command 'no such command here' (type 'core show help no "
+                                     "such' for other possible commands)");
     const seen_t *none = final_note(w, map[1].id);
     assert_int_equal(none->signal, AMI_PENDING_FAILED);
     assert_string_equal(none->reason, "No command provided");
@@ -312,6 +123,68 @@ static void recorded_originate_completes_on_originate_response(void **state)
     assert_string_equal(done->name, "OriginateResponse");
     ami_free(text);
     fixture_free(&fx);
+    world_free(w);
+}
+
+static void a_completion_event_is_taken_as_completion_and_items_as_items(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    uint64_t id = add_action(w, "Originate", AMI_STRATEGY_EVENT, "OriginateResponse", 0);
+    uint64_t list = add_action(w, "Status", AMI_STRATEGY_AUTO, NULL, 0);
+    char a[40], b[40], text[1200];
+    id_text(w, id, a);
+    id_text(w, list, b);
+    snprintf(text, sizeof text,
+             "Response: Success\r\nActionID: %s\r\nMessage: Originate successfully queued\r\n\r\n"
+             "Event: VarSet\r\nActionID: %s\r\nVariable: X\r\n\r\n"
+             "Event: OriginateResponse\r\nActionID: %s\r\nResponse: Success\r\n\r\n"
+             "Response: Success\r\nActionID: %s\r\nEventList: start\r\n\r\n"
+             "Event: Status\r\nActionID: %s\r\n\r\n"
+             "Event: StatusComplete\r\nActionID: %s\r\nEventList: Complete\r\n\r\n",
+             a, a, a, b, b, b);
+    ami_parser_t p;
+    ami_parser_init(&p, NULL);
+    ami_parser_expect_banner(&p, false);
+    ami_err_t err;
+    ami_parser_feed(&p, text, strlen(text), &err);
+    ami_msg_t m;
+    ami_registry_took_t took[6];
+    int n = 0;
+    while (n < 6 && ami_parser_next(&p, &m, &err) == 1)
+        took[n++] = ami_registry_on_message(w->reg, &m);
+    assert_int_equal(n, 6);
+    assert_int_equal(took[0], AMI_TOOK_RESPONSE);
+    assert_int_equal(took[1], AMI_TOOK_ITEM);
+    assert_int_equal(took[2], AMI_TOOK_COMPLETION);
+    assert_int_equal(took[3], AMI_TOOK_RESPONSE);
+    assert_int_equal(took[4], AMI_TOOK_ITEM);
+    assert_int_equal(took[5], AMI_TOOK_ITEM);
+    ami_parser_deinit(&p);
+    world_free(w);
+}
+
+static void names_the_registry_cannot_keep_whole_are_refused(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    char longname[80];
+    memset(longname, 'A', 64);
+    longname[64] = '\0';
+    ami_pending_spec_t spec = {.id = 999, .action = "Originate", .strategy = AMI_STRATEGY_EVENT,
+                               .completion_event = longname, .cb = record, .ud = w};
+    ami_err_t err;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
+    assert_int_equal(err.code, AMI_E_INVALID);
+    assert_non_null(strstr(err.msg, "could never complete"));
+    longname[63] = '\0'; /* 63 bytes: kept whole, accepted */
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), 0);
+    spec.id = 1000;
+    spec.completion_event = "OriginateResponse";
+    memset(longname, 'B', 70);
+    longname[70] = '\0';
+    spec.action = longname;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
     world_free(w);
 }
 
@@ -475,100 +348,6 @@ static void old_server_list_without_eventlist_header_still_completes(void **stat
     world_free(w);
 }
 
-/* ---- caps (the seed's CorrelationRegistryTest) ----------------------------------------- */
-
-static void send_list(world_t *w, uint64_t id, int items, bool complete)
-{
-    char ia[AMI_ACTIONID_MAX];
-    id_text(w, id, ia);
-    ami_buf_t t;
-    ami_buf_init(&t, 0);
-    ami_buf_printf(&t, "Response: Success\r\nActionID: %s\r\nEventList: start\r\n\r\n", ia);
-    for (int i = 0; i < items; i++)
-        ami_buf_printf(&t, "Event: CoreShowChannel\r\nActionID: %s\r\nChannel: c%d\r\n\r\n", ia, i);
-    if (complete)
-        ami_buf_printf(&t, "Event: CoreShowChannelsComplete\r\nActionID: %s\r\nEventList: Complete\r\n"
-                           "ListItems: %d\r\n\r\n", ia, items);
-    feed_text(w, t.data, t.len);
-    ami_buf_deinit(&t);
-}
-
-static void events_past_the_cap_are_dropped_logged_and_counted(void **state)
-{
-    (void)state;
-    world_t *w = world_new(16, 3);
-    uint64_t a = add_action(w, "CoreShowChannels", AMI_STRATEGY_AUTO, NULL, 0);
-    send_list(w, a, 5, true);
-    assert_int_equal(count_notes(w, a, AMI_PENDING_ITEM), 3);
-    const seen_t *done = final_note(w, a);
-    assert_int_equal(done->signal, AMI_PENDING_DONE);
-    assert_true(done->truncated);
-    assert_int_equal(done->items, 3);
-    assert_int_equal(done->dropped, 2);
-    assert_true(dropped_metric(w) == 2.0);
-    assert_int_equal(ami_registry_stats(w->reg)->dropped_events, 2);
-
-    char ia[AMI_ACTIONID_MAX], expect[128];
-    id_text(w, a, ia);
-    const char *log = w->log_lines.data;
-    ami_buf_append(&w->log_lines, "", 1);
-    log = w->log_lines.data;
-    assert_non_null(strstr(log, "level=warn"));
-    snprintf(expect, sizeof expect, "action_id=%s", ia);
-    assert_non_null(strstr(log, expect));
-    assert_non_null(strstr(log, "server_key=pbx1"));
-    assert_non_null(strstr(log, "strategy=eventlist"));
-    assert_non_null(strstr(log, "count=3"));
-    /* One WARNING when dropping starts, not one per dropped event. */
-    const char *first = strstr(log, "dropping further events");
-    assert_non_null(first);
-    assert_null(strstr(first + 1, "dropping further events"));
-    world_free(w);
-}
-
-static void capped_list_that_never_completes_times_out_saying_events_were_dropped(void **state)
-{
-    (void)state;
-    world_t *w = world_new(16, 2);
-    uint64_t a = add_action(w, "CoreShowChannels", AMI_STRATEGY_AUTO, NULL, 5000);
-    send_list(w, a, 4, false);
-    assert_int_equal(ami_registry_expire(w->reg, 4999), 0);
-    assert_int_equal(ami_registry_expire(w->reg, 5000), 1);
-    const seen_t *n = final_note(w, a);
-    assert_int_equal(n->signal, AMI_PENDING_FAILED);
-    assert_int_equal(n->status, AMI_E_TIMEOUT);
-    assert_int_equal(n->dropped, 2);
-    assert_non_null(strstr(n->reason, "dropped"));
-    assert_non_null(strstr(n->reason, "never completed"));
-    world_free(w);
-}
-
-static void command_output_over_the_cap_is_truncated(void **state)
-{
-    (void)state;
-    world_t *w = world_new(16, 0);
-    ami_registry_free(w->reg);
-    ami_registry_config_t rc;
-    ami_registry_config_default(&rc);
-    rc.ids = &w->ids;
-    rc.server_key = "pbx1";
-    rc.metrics = w->metrics;
-    rc.max_messages[AMI_STRATEGY_COMMAND] = 2;
-    w->reg = ami_registry_new(&rc, NULL);
-    uint64_t a = add_action(w, "Command", AMI_STRATEGY_COMMAND, NULL, 0);
-    char ia[AMI_ACTIONID_MAX], text[256];
-    snprintf(text, sizeof text, "Response: Success\r\nActionID: %s\r\nMessage: Command output follows\r\n"
-             "Output: 1\r\nOutput: 2\r\nOutput: 3\r\n\r\n", id_text(w, a, ia));
-    feed(w, text);
-    const seen_t *n = final_note(w, a);
-    assert_int_equal(n->signal, AMI_PENDING_DONE);
-    assert_int_equal(n->items, 2);
-    assert_int_equal(n->dropped, 1);
-    assert_true(n->truncated);
-    assert_true(dropped_metric(w) == 1.0);
-    world_free(w);
-}
-
 /* ---- timeouts, fail-all, cancel, bounds --------------------------------------------------- */
 
 static void timeouts_fire_in_deadline_order(void **state)
@@ -685,6 +464,89 @@ static void slots_are_reused_without_growth(void **state)
     world_free(w);
 }
 
+static void bad_configs_and_specs_are_refused(void **state)
+{
+    (void)state;
+    ami_err_t err;
+    ami_registry_config_t rc;
+    ami_registry_config_default(&rc);
+    assert_null(ami_registry_new(&rc, &err)); /* no ActionID generator */
+    assert_int_equal(err.code, AMI_E_INVALID);
+    assert_null(ami_registry_new(NULL, &err));
+    ami_actionid_gen_t ids;
+    ami_actionid_init(&ids, 1);
+    rc.ids = &ids;
+    rc.max_pending = (1u << 24) + 1;
+    assert_null(ami_registry_new(&rc, &err));
+    assert_non_null(strstr(err.msg, "max_pending"));
+    ami_registry_free(NULL);
+
+    world_t *w = world_new(4, 0);
+    ami_pending_spec_t spec = {.id = 0, .action = "Ping", .strategy = AMI_STRATEGY_SINGLE, .cb = record, .ud = w};
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1); /* id 0 */
+    spec.id = 9;
+    spec.cb = NULL;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
+    spec.cb = record;
+    spec.strategy = AMI_STRATEGY_COUNT;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
+    spec.strategy = AMI_STRATEGY_EVENT;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
+    assert_non_null(strstr(err.msg, "completing event"));
+    spec.strategy = AMI_STRATEGY_SINGLE;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), 0);
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
+    assert_non_null(strstr(err.msg, "already pending"));
+    assert_int_equal(ami_registry_pending(w->reg), 1);
+    world_free(w);
+}
+
+/* Past max_pending an ordinary action is refused, a reserved one (the
+ * heartbeat's Ping) still fits, once. */
+static void the_reserved_slot_takes_one_reserved_action_past_max_pending(void **state)
+{
+    (void)state;
+    world_t *w = world_new(2, 0);
+    add_action(w, "CoreStatus", AMI_STRATEGY_SINGLE, NULL, 0);
+    add_action(w, "CoreStatus", AMI_STRATEGY_SINGLE, NULL, 0);
+    ami_err_t err;
+    ami_pending_spec_t spec = {.id = ami_actionid_next(&w->ids), .action = "Ping",
+                               .strategy = AMI_STRATEGY_SINGLE, .cb = record, .ud = w};
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
+    assert_int_equal(err.code, AMI_E_LIMIT);
+    spec.reserved = true;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), 0);
+    spec.id = ami_actionid_next(&w->ids);
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1); /* one reserved slot */
+    assert_int_equal(ami_registry_pending(w->reg), 3);
+    /* the reserved slot comes back when its action ends, and stays reserved */
+    assert_true(ami_registry_cancel(w->reg, spec.id - 1));
+    spec.reserved = false;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), -1);
+    spec.reserved = true;
+    assert_int_equal(ami_registry_add(w->reg, &spec, &err), 0);
+    assert_int_equal(ami_registry_stats(w->reg)->refused, 3);
+    world_free(w);
+}
+
+/* An AUTO action whose first list item comes before its response (the
+ * response lost or sent late by a proxy) is a list from then on. */
+static void a_list_item_before_the_response_makes_it_a_list(void **state)
+{
+    (void)state;
+    world_t *w = world_new(4, 0);
+    uint64_t a = add_action(w, "Status", AMI_STRATEGY_AUTO, NULL, 100);
+    char ia[AMI_ACTIONID_MAX], text[256];
+    snprintf(text, sizeof text, "Event: Status\r\nActionID: %s\r\nChannel: c1\r\n\r\n", id_text(w, a, ia));
+    assert_int_equal(feed(w, text), 1);
+    assert_int_equal(count_notes(w, a, AMI_PENDING_ITEM), 1);
+    assert_int_equal(ami_registry_expire(w->reg, 100), 1);
+    const seen_t *n = final_note(w, a);
+    assert_int_equal(n->strategy, AMI_STRATEGY_LIST);
+    assert_non_null(strstr(n->reason, "the list started but did not complete (1 items so far)"));
+    world_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -693,6 +555,8 @@ int main(void)
         cmocka_unit_test(recorded_invalid_command_fails_with_server_error),
         cmocka_unit_test(recorded_originate_completes_on_originate_response),
         cmocka_unit_test(recorded_originate_failure_fails_with_reason),
+        cmocka_unit_test(a_completion_event_is_taken_as_completion_and_items_as_items),
+        cmocka_unit_test(names_the_registry_cannot_keep_whole_are_refused),
         cmocka_unit_test(recorded_status_lists_and_errors),
         cmocka_unit_test(responses_are_routed_by_action_id_not_position),
         cmocka_unit_test(response_without_action_id_goes_to_oldest_waiting),
@@ -700,15 +564,15 @@ int main(void)
         cmocka_unit_test(interleaved_lists_are_kept_apart),
         cmocka_unit_test(error_response_ends_a_list_action_at_once),
         cmocka_unit_test(old_server_list_without_eventlist_header_still_completes),
-        cmocka_unit_test(events_past_the_cap_are_dropped_logged_and_counted),
-        cmocka_unit_test(capped_list_that_never_completes_times_out_saying_events_were_dropped),
-        cmocka_unit_test(command_output_over_the_cap_is_truncated),
         cmocka_unit_test(timeouts_fire_in_deadline_order),
         cmocka_unit_test(late_answer_after_timeout_is_ignored),
         cmocka_unit_test(fail_all_fails_each_action_exactly_once),
         cmocka_unit_test(cancelled_action_never_calls_back),
         cmocka_unit_test(max_pending_is_a_hard_bound),
         cmocka_unit_test(slots_are_reused_without_growth),
+        cmocka_unit_test(bad_configs_and_specs_are_refused),
+        cmocka_unit_test(the_reserved_slot_takes_one_reserved_action_past_max_pending),
+        cmocka_unit_test(a_list_item_before_the_response_makes_it_a_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
