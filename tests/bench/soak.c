@@ -54,6 +54,7 @@
 #include <string.h>
 
 #include "bench_util.h"
+#include "callstate/callstate.h"
 #include "lua/runtime.h"
 #include "obs/log.h"
 #include "obs/metrics.h"
@@ -95,6 +96,7 @@ typedef struct soak {
     const options_t *o;
     struct ev_loop *loop;
     ami_client_t *client;
+    ami_callstate_t *callstate; /* the live call state, as `callstate = {}` gives the engine */
     ami_lua_runtime_t *rt;
     soak_sim_t sim;
     soak_account_t acct;
@@ -308,6 +310,13 @@ static int start_engine(soak_t *s)
     if (add_servers(s) < 0 || soak_account_attach(&s->acct, s->client) < 0 ||
         ami_client_on_state(s->client, on_state, s) < 0)
         return -1;
+    ami_callstate_config_t csc;
+    ami_callstate_config_default(&csc);
+    s->callstate = ami_callstate_new(s->client, &csc, &err); /* the example scripts read it */
+    if (!s->callstate) {
+        fprintf(stderr, "soak: call state: %s\n", err.msg);
+        return -1;
+    }
     ami_client_start(s->client);
     if (!run_until(s, all_connected, 5000)) {
         fprintf(stderr, "soak: the simulated servers did not accept the login\n");
@@ -321,6 +330,7 @@ static int start_engine(soak_t *s)
     lc.reload_grace_ms = 1000;
     static const char *const env_allowed[] = {"QUEUE_STATS_*", "AFTER_HOURS_*", NULL};
     lc.getenv_allow = env_allowed; /* the scripts' settings below */
+    lc.callstate = s->callstate;
     s->rt = ami_lua_runtime_new(s->client, &lc, &err);
     if (!s->rt || ami_lua_runtime_load(s->rt, &err) < 0) {
         fprintf(stderr, "soak: runtime: %s\n", err.msg);
@@ -476,7 +486,8 @@ static void usage(FILE *to)
             "  --sample-every S      memory samples (default 60 for runs of 10 min or more, else 1)\n"
             "  --cps N               simulated calls per second per node (default 10)\n"
             "  --log-level L         the engine's log level (default error)\n"
-            "  --inject-leak BYTES   leak this much per forced disconnect (checks the detector)\n"
+            "  --inject-leak BYTES   leak this much per forced disconnect (checks the detector;\n"
+            "                        judged on runs of 10 minutes or more)\n"
             "  --require-24h         fail unless every figure reaches its 24-hour equivalent\n");
 }
 
@@ -589,6 +600,7 @@ out:
         ami_lua_runtime_free(s.rt);
     }
     soak_account_free(&s.acct);
+    ami_callstate_free(s.callstate);
     ami_client_free(s.client);
     ami_metrics_free(metrics);
     ev_loop_destroy(s.loop);

@@ -7,15 +7,18 @@
  *   engine alone, RSS, open descriptors), judged on long runs only (a slope
  *   over a few minutes of noisy samples says little);
  *
- *   troughs, as the short runs need: (min of the last samples) - (min of
- *   all), for the C engine per forced-disconnect cycle between the two
- *   minima. The C engine is judged without its connections' buffers: a
- *   parser's buffer keeps its high-water mark (up to 512 KiB, by design),
- *   so it steps up by 64 KiB when a burst first needs it, at a random
- *   moment of the run, and that step is not a leak. What is left is flat to
- *   the byte; a per-cycle leak shows there first (the 4 KiB floor is for
- *   one-off growth such as a metric series for a hangup cause seen for the
- *   first time).
+ *   troughs: (min of the last samples) - (min of all): live bytes on every
+ *   run (a gross leak), and the C engine per forced-disconnect cycle between
+ *   the two minima on long runs. The C engine is judged without its
+ *   connections' buffers: a parser's buffer keeps its high-water mark (up to
+ *   512 KiB, by design), so it steps up by 64 KiB when a burst first needs
+ *   it, at a random moment of the run, and that step is not a leak. What is
+ *   left holds the live call state's table, which fills with the calls in
+ *   progress over the first minute or so and then moves with them (+-10 KiB
+ *   here): a short run sees it fill, so short runs print this figure without
+ *   judging it (the exact per-cycle check is test_heartbeat's, over 1000
+ *   forced disconnects). The 4 KiB floor is for one-off growth such as a
+ *   metric series for a hangup cause seen for the first time.
  */
 #include <dirent.h>
 #include <math.h>
@@ -157,13 +160,14 @@ bool soak_trend_report(const soak_trend_t *tr, bool judge_slopes, size_t tail_mi
         printf("memory: FAIL: live bytes' troughs grew by %.0f (tolerance %d)\n", all.growth, TROUGH_TOTAL);
         ok = false;
     }
-    if (c.growth > TROUGH_C_FLOOR && c.per_cycle > TROUGH_C_PER_CYCLE) {
+    if (judge_slopes && c.growth > TROUGH_C_FLOOR && c.per_cycle > TROUGH_C_PER_CYCLE) {
         printf("memory: FAIL: the C engine's troughs (without buffers) grew by %.0f, %.1f per cycle (tolerance %.0f per "
                "cycle above %d)\n", c.growth, c.per_cycle, TROUGH_C_PER_CYCLE, TROUGH_C_FLOOR);
         ok = false;
     }
     if (!judge_slopes) {
-        printf("slopes: printed, not judged (a run of at least 10 minutes judges them)\n");
+        printf("slopes and the C engine's troughs: printed, not judged (a run of at least 10 minutes "
+               "judges them)\n");
         return ok;
     }
     struct { const char *name; series_fn f; double limit; } judged[] = {
