@@ -73,6 +73,7 @@ long soak_open_fds(void)
 typedef double (*series_fn)(const soak_sample_t *s);
 
 static double total_of(const soak_sample_t *s) { return (double)s->live; }
+static double judged_total_of(const soak_sample_t *s) { return (double)(s->live - s->buffers); }
 static double c_of(const soak_sample_t *s) { return (double)(s->live - s->lua - s->buffers); }
 static double buffers_of(const soak_sample_t *s) { return (double)s->buffers; }
 static double lua_of(const soak_sample_t *s) { return (double)s->lua; }
@@ -142,6 +143,7 @@ bool soak_trend_report(const soak_trend_t *tr, bool judge_slopes, size_t tail_mi
            tr->n > 1 ? (tr->v[tr->n - 1].t - tr->v[0].t) / (double)(tr->n - 1) : 0, tr->v[0].t,
            tr->v[tr->n - 1].t);
     print_series(tr, "live bytes (C + Lua)", total_of, "B", 1);
+    print_series(tr, "live bytes w/o buffers", judged_total_of, "B", 1);
     print_series(tr, "C engine w/o buffers", c_of, "B", 1);
     print_series(tr, "connection buffers", buffers_of, "B", 1);
     print_series(tr, "Lua heaps", lua_of, "B", 1);
@@ -151,8 +153,8 @@ bool soak_trend_report(const soak_trend_t *tr, bool judge_slopes, size_t tail_mi
     size_t tail = tr->n / 4 > tail_min ? tr->n / 4 : tail_min;
     if (tail > tr->n / 2)
         tail = tr->n / 2;
-    trough_t all = trough(tr, total_of, tail), c = trough(tr, c_of, tail);
-    printf("troughs: live bytes %+.0f (min of the last %zu samples - min of all); C engine w/o buffers %+.0f, "
+    trough_t all = trough(tr, judged_total_of, tail), c = trough(tr, c_of, tail);
+    printf("troughs: live bytes w/o buffers %+.0f (min of the last %zu samples - min of all); C engine w/o buffers %+.0f, "
            "%+.1f per forced-disconnect cycle over %llu cycles\n",
            all.growth, tail, c.growth, c.per_cycle, (unsigned long long)c.cycles);
     bool ok = true;
@@ -171,7 +173,7 @@ bool soak_trend_report(const soak_trend_t *tr, bool judge_slopes, size_t tail_mi
         return ok;
     }
     struct { const char *name; series_fn f; double limit; } judged[] = {
-        {"live bytes", total_of, SLOPE_TOTAL},
+        {"live bytes w/o buffers", judged_total_of, SLOPE_TOTAL},
         {"C engine w/o buffers", c_of, SLOPE_C},
         {"VmRSS", rss_of, SLOPE_RSS},
         {"open descriptors", fds_of, SLOPE_FDS},
