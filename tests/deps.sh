@@ -11,6 +11,7 @@ packages=(
   clang libclang-rt-14-dev
   curl procps
   libhiredis-dev redis-server
+  gcovr
 )
 
 missing=()

@@ -3,9 +3,11 @@
 #   1. a -Werror build with optimisations: unit, integration and spec tests
 #   2. the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #      (LeakSanitizer included)
-#   3. the fuzz targets (libFuzzer, clang), AMI_FUZZ_SECONDS shared between them
+#   3. the coverage gate (gcc --coverage, gcovr): line and branch coverage
+#      per file; fails below the floors of tests/coverage/thresholds.txt
+#   4. the fuzz targets (libFuzzer, clang), AMI_FUZZ_SECONDS shared between them
 # Environment: AMI_FUZZ_SECONDS (default 60, all targets together), AMI_SKIP_SANITIZE=1,
-# AMI_SKIP_FUZZ=1.
+#   AMI_SKIP_COVERAGE=1, AMI_SKIP_FUZZ=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/deps.sh
@@ -29,6 +31,11 @@ if [ "${AMI_SKIP_SANITIZE:-0}" != 1 ]; then
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
      ctest -j"$jobs" --timeout 900 -LE bench)
+fi
+
+if [ "${AMI_SKIP_COVERAGE:-0}" != 1 ]; then
+  step "coverage gate (gcc --coverage, gcovr; floors in tests/coverage/thresholds.txt)"
+  AMI_JOBS="$jobs" bash tests/coverage/run.sh
 fi
 
 if [ "${AMI_SKIP_FUZZ:-0}" != 1 ]; then

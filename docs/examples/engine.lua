@@ -7,10 +7,11 @@
 -- secret_env reads an environment variable, secret_file a file.
 
 local base = tonumber(os.getenv("AMI_DEMO_PORT")) or 15038
+local second = tonumber(os.getenv("AMI_DEMO_PORT2")) or base + 1
 
 servers = {
   { key = "pbx1", host = "127.0.0.1", port = base },
-  { key = "pbx2", host = "127.0.0.1", port = base + 1 },
+  { key = "pbx2", host = "127.0.0.1", port = second },
 }
 
 -- Applied to every server.

@@ -411,8 +411,10 @@ static void parse_listen(cfg_ctx_t *cx, const char *given)
         }
     }
     unsigned long p = 0;
+    /* port 0: the kernel picks a free one at start and the engine logs it
+     * (tests and tools that read the log; a scraper needs a fixed port) */
     bool port_ok = port && *port && strspn(port, "0123456789") == strlen(port) && strlen(port) <= 5 &&
-                   (p = strtoul(port, NULL, 10)) >= 1 && p <= 65535;
+                   (p = strtoul(port, NULL, 10)) <= 65535;
     bool ip_ok = n > 0 && n < sizeof ip;
     if (ip_ok) {
         memcpy(ip, s, n);
@@ -420,7 +422,7 @@ static void parse_listen(cfg_ctx_t *cx, const char *given)
         ip_ok = ami_tcp_is_ip_literal(ip);
     }
     if (!port_ok || !ip_ok) {
-        cfg_error(cx, "metrics.listen: \"%.60s\" is not ip:port with an IP address and a port from 1 to 65535; "
+        cfg_error(cx, "metrics.listen: \"%.60s\" is not ip:port with an IP address and a port from 0 to 65535; "
                       "write \"127.0.0.1:9100\", \"[::1]:9100\", or false to turn the endpoint off",
                   given);
         return;
@@ -772,8 +774,9 @@ void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out)
         ami_buf_printf(out, "metrics: off\n");
     else {
         bool v6 = cfg->metrics_ip && strchr(cfg->metrics_ip, ':');
-        ami_buf_printf(out, "metrics: listen %s%s%s:%u, health quorum ", v6 ? "[" : "", cfg->metrics_ip,
-                       v6 ? "]" : "", cfg->metrics_port);
+        ami_buf_printf(out, "metrics: listen %s%s%s:%u%s, health quorum ", v6 ? "[" : "", cfg->metrics_ip,
+                       v6 ? "]" : "", cfg->metrics_port,
+                       cfg->metrics_port ? "" : " (a free port chosen at start, logged)");
         if (cfg->health_quorum)
             ami_buf_printf(out, "%u of %zu\n", cfg->health_quorum, cfg->nservers);
         else

@@ -171,6 +171,28 @@ int ami_conn_send(ami_conn_t *c, const ami_action_req_t *req, ami_pending_cb cb,
                   uint64_t *id, ami_err_t *err);
 bool ami_conn_cancel(ami_conn_t *c, uint64_t id);
 
+/* An observer of one connection, for tools that account for all of its
+ * traffic (the soak) or trace it. Every callback may be NULL. They run on
+ * the loop thread inside the connection's own processing: they must not
+ * send, cancel, close or free anything.
+ *   on_message  every message parsed (banner, responses, events), before it
+ *               is routed to a pending action or to the event callback;
+ *   on_sent     an action was registered and written (logins, heartbeat
+ *               Pings and session settings included); its id is what the
+ *               notes carry;
+ *   on_final    an action resolved (DONE or FAILED), just before its callback;
+ *   on_cancel   its owner cancelled an action (no callback follows). */
+typedef struct ami_conn_observer {
+    void (*on_message)(void *ud, ami_conn_t *c, const ami_msg_t *msg);
+    void (*on_sent)(void *ud, ami_conn_t *c, uint64_t id, const char *action);
+    void (*on_final)(void *ud, ami_conn_t *c, const ami_pending_note_t *note);
+    void (*on_cancel)(void *ud, ami_conn_t *c, uint64_t id);
+    void *ud;
+} ami_conn_observer_t;
+
+/* Install a copy of obs; NULL removes it. */
+void ami_conn_set_observer(ami_conn_t *c, const ami_conn_observer_t *obs);
+
 ami_conn_state_t ami_conn_state(const ami_conn_t *c);
 const char *ami_conn_key(const ami_conn_t *c);
 size_t ami_conn_pending(const ami_conn_t *c);
@@ -192,6 +214,7 @@ typedef struct ami_conn_stats {
     uint64_t protocol_errors;
     uint64_t bytes_in;
     uint64_t bytes_out;
+    uint64_t buffer_bytes;      /* allocated now by the parser and the write buffer */
 } ami_conn_stats_t;
 
 const ami_conn_stats_t *ami_conn_stats(const ami_conn_t *c);

@@ -23,6 +23,7 @@
 #include "health/conn_internal.h"
 #include "health/conn_metrics.h"
 
+/* coverage-begin: seed-3.1 (heartbeat rounds, failures to force close) */
 static void fail_round(ami_conn_t *c, const char *why)
 {
     c->hb_failures++;
@@ -42,7 +43,7 @@ static void judge_round(ami_conn_t *c)
     if (c->hb_answered)
         return;
     if (c->ping_id) {
-        ami_registry_cancel(c->reg, c->ping_id); /* a late Pong is now unmatched */
+        ami_conn_cancel(c, c->ping_id); /* a late Pong is now unmatched (observers hear of it) */
         c->ping_id = 0;
     }
     char why[200];
@@ -138,3 +139,4 @@ void conn_heartbeat_stop(ami_conn_t *c)
     c->hb_round_open = false;
     c->ping_id = 0;
 }
+/* coverage-end: seed-3.1 */

@@ -52,6 +52,7 @@ struct ami_conn {
     ev_timer healthy_timer;   /* backoff_reset_ms after login: the backoff starts over */
     ami_conn_stats_t stats;
     ami_conn_metrics_t m;
+    ami_conn_observer_t obs;  /* all NULL unless a tool set one */
     char last_error[AMI_ERR_MSG_MAX];
     uint64_t bad_lines_seen;       /* the parser's bad_lines already counted */
     uint64_t bad_lines_unlogged;   /* counted since the last log line about them */

@@ -87,6 +87,8 @@ int conn_send_spec(ami_conn_t *c, const ami_action_req_t *req, bool reserved, am
     ami_tcp_schedule_flush(c->tcp);
     log_sent(c, req->name, idtext, req->hdrs, req->nhdrs);
     ami_conn_metrics_sent(&c->m);
+    if (c->obs.on_sent)
+        c->obs.on_sent(c->obs.ud, c, id, req->name);
     if (!ev_is_active(&c->action_timer) || spec.deadline_ms < c->armed_deadline)
         conn_arm_action_timer(c);
     if (id_out)
@@ -151,13 +153,19 @@ int ami_conn_send(ami_conn_t *c, const ami_action_req_t *req, ami_pending_cb cb,
 
 bool ami_conn_cancel(ami_conn_t *c, uint64_t id)
 {
-    return ami_registry_cancel(c->reg, id);
+    if (!ami_registry_cancel(c->reg, id))
+        return false;
+    if (c->obs.on_cancel)
+        c->obs.on_cancel(c->obs.ud, c, id);
+    return true;
 }
 
 void conn_on_final(void *ud, const ami_pending_note_t *n)
 {
     ami_conn_t *c = ud;
     ami_conn_metrics_final(&c->m, n, ami_now_ns());
+    if (c->obs.on_final)
+        c->obs.on_final(c->obs.ud, c, n);
 }
 
 /* ---- login ---------------------------------------------------------------------------- */

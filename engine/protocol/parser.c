@@ -156,6 +156,11 @@ static bool ensure_room(ami_parser_t *p, size_t want)
     return true;
 }
 
+size_t ami_parser_footprint(const ami_parser_t *p)
+{
+    return (p->buf ? p->cap + SCAN_PAD : 0) + p->hdrs_cap * sizeof *p->hdrs;
+}
+
 char *ami_parser_reserve(ami_parser_t *p, size_t want, size_t *got)
 {
     if (want == 0)

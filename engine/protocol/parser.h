@@ -141,6 +141,10 @@ const ami_parser_bad_t *ami_parser_last_bad(const ami_parser_t *p);
 /* Bytes buffered and not yet returned as messages. */
 size_t ami_parser_buffered(const ami_parser_t *p);
 
+/* Bytes the parser holds allocated now (its buffer and header array: they
+ * keep their high-water mark within their bounds), for memory accounting. */
+size_t ami_parser_footprint(const ami_parser_t *p);
+
 static inline const ami_parser_stats_t *ami_parser_stats(const ami_parser_t *p) { return &p->stats; }
 
 #endif

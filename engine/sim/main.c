@@ -2,7 +2,9 @@
  * ami-sim: a simulated Asterisk cluster for script authors, specs, the demo
  * and benchmarks. One node per port, each speaking AMI like Asterisk 22.
  * Prints one "listening" line per node and then READY on stdout, so scripts
- * can wait for it; SIGINT/SIGTERM stop it cleanly.
+ * can wait for it; with --port-file it also writes "name port" lines to a
+ * file (atomically, before READY), so a test can let the kernel choose the
+ * ports (--base-port 0) and read them back. SIGINT/SIGTERM stop it cleanly.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -11,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <ev.h>
 
@@ -36,6 +39,7 @@ typedef struct options {
     const char *username, *secret;
     double flood;
     const char *replay;
+    const char *port_file;
     double replay_speed;
     double duration_s;
     long seed;
@@ -52,6 +56,8 @@ static void usage(FILE *out)
             "  --nodes N            number of simulated Asterisk nodes (default 2)\n"
             "  --base-port P        node i listens on P+i; 0 = ephemeral ports (default 5038)\n"
             "  --bind IP            address to listen on (default 127.0.0.1; IPv6 literal allowed)\n"
+            "  --port-file PATH     write \"name port\" per node to PATH once listening (with\n"
+            "                       --base-port 0: the ports the kernel chose)\n"
             "  --names a,b,...      node names (default pbx1,pbx2,...)\n"
             "  --cps RATE           background calls per second per node (default 1; 0 = none)\n"
             "  --call-duration MS   mean talk time of generated calls (default 3000)\n"
@@ -113,12 +119,13 @@ static int parse_names(options_t *o, char *list)
 
 enum { OPT_NODES = 1, OPT_PORT, OPT_BIND, OPT_NAMES, OPT_CPS, OPT_DUR, OPT_USER, OPT_SECRET,
        OPT_FLOOD, OPT_REPLAY, OPT_SPEED, OPT_DURATION, OPT_SEED, OPT_LOG, OPT_HELP, OPT_VERSION,
-       OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CLIENT_CA };
+       OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CLIENT_CA, OPT_PORT_FILE };
 
 static const struct option LONG_OPTS[] = {
     {"nodes", required_argument, NULL, OPT_NODES},
     {"base-port", required_argument, NULL, OPT_PORT},
     {"bind", required_argument, NULL, OPT_BIND},
+    {"port-file", required_argument, NULL, OPT_PORT_FILE},
     {"names", required_argument, NULL, OPT_NAMES},
     {"cps", required_argument, NULL, OPT_CPS},
     {"call-duration", required_argument, NULL, OPT_DUR},
@@ -188,6 +195,9 @@ static int apply_option(options_t *o, int c, char *arg, bool *nodes_given)
         return opt_long("--base-port", arg, 0, 65535, &o->base_port);
     case OPT_BIND:
         return opt_bind(o, arg);
+    case OPT_PORT_FILE:
+        o->port_file = arg;
+        return 1;
     case OPT_NAMES:
         return parse_names(o, arg) < 0 ? -1 : 1;
     case OPT_CPS:
@@ -304,6 +314,33 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
     summary(t->sim, t->log);
 }
 
+/* "name port" per node, written to PATH.tmp and renamed: a reader never
+ * sees half a file. 0, or -1 after saying why. */
+static int write_port_file(ami_sim_t *sim, const char *path)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
+        fprintf(stderr, "ami-sim: --port-file path is too long\n");
+        return -1;
+    }
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        fprintf(stderr, "ami-sim: cannot write %s: %s\n", tmp, strerror(errno));
+        return -1;
+    }
+    for (size_t i = 0; i < ami_sim_node_count(sim); i++) {
+        ami_sim_node_t *n = ami_sim_node_at(sim, i);
+        fprintf(f, "%s %u\n", ami_sim_node_name(n), (unsigned)ami_sim_node_port(n));
+    }
+    bool ok = fclose(f) == 0;
+    if (!ok || rename(tmp, path) < 0) {
+        fprintf(stderr, "ami-sim: cannot write %s: %s\n", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
 static int add_nodes(ami_sim_t *sim, const options_t *o)
 {
     for (long i = 0; i < o->nodes; i++) {
@@ -337,6 +374,8 @@ static int add_nodes(ami_sim_t *sim, const options_t *o)
                v6 ? "[" : "", o->bind_ip, v6 ? "]" : "", (unsigned)ami_sim_node_port(n), o->username,
                o->tls_cert ? ", TLS" : "");
     }
+    if (o->port_file && write_port_file(sim, o->port_file) < 0)
+        return -1;
     printf("READY\n");
     fflush(stdout);
     return 0;

@@ -23,6 +23,7 @@ static void on_run_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 
 ami_sim_t *ami_sim_new(struct ev_loop *loop, ami_logger_t *log)
 {
+    SIM_ACCOUNT();
     ami_sim_t *sim = ami_calloc(1, sizeof *sim);
     if (!sim)
         return NULL;
@@ -64,6 +65,7 @@ static void node_free(ami_sim_node_t *n)
     ami_buf_deinit(&n->reply);
     sim_vars_free(&n->globals);
     sim_flow_free(n->flow);
+    sim_counts_free(n);
     sim_tls_node_free(n);
     ami_free(n->name);
     ami_free(n->bind_ip);
@@ -75,6 +77,7 @@ static void node_free(ami_sim_node_t *n)
 
 void ami_sim_free(ami_sim_t *sim)
 {
+    SIM_ACCOUNT();
     if (!sim)
         return;
     for (size_t i = 0; i < sim->nnodes; i++)
@@ -95,6 +98,7 @@ struct ev_loop *ami_sim_loop(ami_sim_t *sim)
 
 static void on_reap(struct ev_loop *loop, ev_idle *w, int revents)
 {
+    SIM_ACCOUNT();
     sim_reap(w->data);
 }
 
@@ -143,7 +147,7 @@ static ami_sim_node_t *node_new(ami_sim_t *sim, const ami_sim_node_config_t *cfg
     ev_init(&n->traffic_timer, NULL);
     sim_queues_init(n);
     sim_calls_init(n);
-    if (node_strings(n, cfg, sim->nnodes) < 0) {
+    if (node_strings(n, cfg, sim->nnodes) < 0 || (cfg->count_events && sim_counts_new(n) < 0)) {
         ami_err_set(err, AMI_E_NOMEM, "out of memory");
         node_free(n);
         return NULL;
@@ -158,6 +162,7 @@ static ami_sim_node_t *node_new(ami_sim_t *sim, const ami_sim_node_config_t *cfg
 
 ami_sim_node_t *ami_sim_add_node(ami_sim_t *sim, const ami_sim_node_config_t *cfg, ami_err_t *err)
 {
+    SIM_ACCOUNT();
     ami_sim_node_config_t none = {0};
     if (!cfg)
         cfg = &none;
@@ -208,6 +213,7 @@ const char *ami_sim_node_name(const ami_sim_node_t *node)
 
 void ami_sim_node_stop(ami_sim_node_t *n)
 {
+    SIM_ACCOUNT();
     if (!n->running)
         return;
     sim_unlisten(n);
@@ -221,6 +227,7 @@ void ami_sim_node_stop(ami_sim_node_t *n)
 
 int ami_sim_node_restart(ami_sim_node_t *n, ami_err_t *err)
 {
+    SIM_ACCOUNT();
     if (n->running)
         return 0;
     if (sim_listen(n, err) < 0)
@@ -240,6 +247,7 @@ bool ami_sim_node_running(const ami_sim_node_t *node)
 
 void ami_sim_node_drop_sessions(ami_sim_node_t *n)
 {
+    SIM_ACCOUNT();
     close_all_sessions(n, "sessions dropped");
 }
 
@@ -259,6 +267,7 @@ static void send_garbage_now(ami_sim_node_t *n)
 
 void ami_sim_node_set_faults(ami_sim_node_t *n, const ami_sim_faults_t *faults)
 {
+    SIM_ACCOUNT();
     ami_sim_faults_t none = {0};
     n->faults = faults ? *faults : none;
     sim_session_t *next;
@@ -281,6 +290,7 @@ void ami_sim_node_set_faults(ami_sim_node_t *n, const ami_sim_faults_t *faults)
 
 void ami_sim_node_set_call_rate(ami_sim_node_t *n, double calls_per_second)
 {
+    SIM_ACCOUNT();
     sim_traffic_set_rate(n, calls_per_second);
 }
 
@@ -291,6 +301,7 @@ void ami_sim_node_set_replay_speed(ami_sim_node_t *n, double speed)
 
 void ami_sim_node_inject(ami_sim_node_t *n, const char *raw, size_t len)
 {
+    SIM_ACCOUNT();
     if (!raw || !len)
         return;
     if (ami_buf_append(&n->scratch, raw, len) < 0) {
@@ -309,6 +320,7 @@ ami_sim_node_stats_t ami_sim_node_stats(const ami_sim_node_t *n)
 
 int ami_sim_run(ami_sim_t *sim, uint32_t duration_ms)
 {
+    SIM_ACCOUNT();
     if (duration_ms) {
         ev_timer_set(&sim->run_timer, duration_ms / 1000.0, 0.);
         ev_timer_start(sim->loop, &sim->run_timer);

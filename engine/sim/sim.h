@@ -46,6 +46,8 @@ typedef struct ami_sim_node_config {
     uint32_t call_duration_ms;  /* mean talk time of generated calls; default 3000 */
     uint32_t seed;              /* for the traffic generator; 0 = fixed default */
     const char *replay_flow;    /* path of a .flow file: serve that recorded session instead */
+    bool count_events;          /* count events per name (ami_sim_node_event_counts); off by
+                                   default: it scans every byte sent to a session once more */
     const char *tls_cert_file;  /* serve AMI over TLS with this PEM certificate (chain); NULL = plain */
     const char *tls_key_file;   /* its PEM key; NULL = in tls_cert_file */
     const char *tls_client_ca_file; /* require a client certificate signed by this CA */
@@ -81,6 +83,8 @@ typedef struct ami_sim_faults {
     bool send_garbage;             /* send one garbage line (no colon) to each logged-in session */
     bool answer_without_action_id; /* answers omit ActionID, as old servers and some proxies do */
     double flood_events_per_sec;   /* extra events to logged-in sessions; <0 = as fast as possible */
+    bool mute_events;              /* send sessions no events (answers still go); with all_silent,
+                                      a frozen server: not a byte more. Counted per name as muted */
     bool tls_renegotiate;          /* one-shot: every logged-in TLS session renegotiates (TLS 1.2)
                                       or requests a key update (TLS 1.3) */
     bool tls_abrupt_close;         /* TLS sessions close without close_notify (a cut connection) */
@@ -102,6 +106,7 @@ typedef struct ami_sim_node_stats {
     uint64_t calls_active;
     uint64_t sessions_dropped_slow; /* closed because they did not read (output bound hit) */
     uint64_t calls_refused;         /* calls not started: the per-node call cap was reached */
+    uint64_t bytes_unsent_at_close; /* queued for a session when it closed, never written */
     uint64_t tls_handshakes;        /* TLS handshakes completed, renegotiations included */
     uint64_t tls_handshake_failures;
     uint64_t tls_renegotiations;    /* renegotiations and key updates requested */
@@ -142,6 +147,36 @@ void ami_sim_node_inject(ami_sim_node_t *node, const char *raw, size_t len);
 
 ami_sim_node_stats_t ami_sim_node_stats(const ami_sim_node_t *node);
 
+/* Per event name, on a node made with count_events: the events queued to
+ * its sessions (broadcast events, list items, completion events; the
+ * max-speed flood, which bypasses the queue, is not counted), and those the
+ * mute_events fault kept from a session that would have received them.
+ * Fills up to max entries, returns how many names there are. Names past the
+ * table's 255 land in "(other)". */
+typedef struct ami_sim_event_count {
+    char name[48];
+    uint64_t sent;
+    uint64_t muted;
+} ami_sim_event_count_t;
+
+size_t ami_sim_node_event_counts(const ami_sim_node_t *node, ami_sim_event_count_t *out, size_t max);
+
+/* Per session, on a node made with count_events: the events queued to it
+ * and the bytes written to its socket (and those still queued when it
+ * closed). Set against what a client read session by session, this says
+ * where events were lost in flight: written after the client had stopped
+ * reading. The first 65536 closed sessions come first, in closing order,
+ * then the live ones; ids give the order they were accepted in. Fills up to
+ * max, returns how many exist. */
+typedef struct ami_sim_session_record {
+    uint64_t id;
+    uint64_t events_queued;
+    uint64_t bytes_written;
+    uint64_t bytes_unsent; /* closed with this much still queued */
+    bool open;
+} ami_sim_session_record_t;
+
+size_t ami_sim_node_sessions(const ami_sim_node_t *node, ami_sim_session_record_t *out, size_t max);
 /* Rename a live channel (a masquerade, as Asterisk does in pickups and
  * some transfers): the Rename event (Channel, Newname, Uniqueid) goes out
  * and CoreShowChannels/Status show the new name from then on. */

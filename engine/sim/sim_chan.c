@@ -123,6 +123,7 @@ sim_chan_t *sim_chan_find(ami_sim_node_t *n, const char *name)
 
 static void on_call_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
+    SIM_ACCOUNT();
     sim_call_t *call = w->data;
     call->step(call);
 }

@@ -318,6 +318,10 @@ static void sim_session_event(sim_session_t *s, uint32_t cls, const char *ev, si
 {
     if (!sim_session_wants(s, cls, ev, len))
         return;
+    if (s->node->faults.mute_events) {
+        sim_count_muted(s->node, ev, len);
+        return;
+    }
     s->node->stats.events_sent++;
     if (s->sync_call) {
         /* Asterisk holds a session's events while its sync Originate runs. */

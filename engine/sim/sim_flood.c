@@ -250,6 +250,7 @@ static void feed_session(sim_session_t *s, size_t count)
 
 static void on_flood_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
+    SIM_ACCOUNT();
     ami_sim_node_t *n = w->data;
     sim_flood_t *f = &n->flood;
     double want = (ev_now(loop) - f->started) * f->rate;

@@ -17,6 +17,7 @@
 
 #include "protocol/parser.h"
 #include "sim/sim.h"
+#include "util/alloc.h"
 #include "transport/tls.h"
 #include "util/buf.h"
 
@@ -57,6 +58,7 @@ enum {
 typedef struct sim_filter sim_filter_t;
 typedef struct sim_call sim_call_t;
 typedef struct sim_flow sim_flow_t;
+typedef struct sim_counts sim_counts_t;
 
 /* A run of pre-rendered events and where each one starts (offs[count] = bytes). */
 typedef struct sim_evblock {
@@ -82,6 +84,7 @@ typedef struct sim_session {
     ami_buf_t held;        /* events held back while a sync Originate runs */
     uint64_t id;
     uint64_t bytes_out;    /* for faults.close_after_bytes */
+    uint64_t events_queued; /* count_events nodes only */
     double started_wall;
     char local[80], remote[80];
     char username[64];
@@ -222,6 +225,8 @@ struct ami_sim_node {
     /* replay */
     sim_flow_t *flow;
     double replay_speed;
+    /* per-name event counts (count_events nodes only) */
+    sim_counts_t *counts;
 };
 
 struct ami_sim {
@@ -382,6 +387,16 @@ bool sim_flood_max_active(sim_session_t *s);
  * block, or this turn's budget is spent); 1 nothing to flood; 2 a queued reply goes first. */
 int sim_flood_write(sim_session_t *s);
 
+/* sim_count.c: events per name, for exact accounting (config count_events) */
+int sim_counts_new(ami_sim_node_t *n);
+void sim_counts_free(ami_sim_node_t *n);
+/* The complete messages of data (bytes queued to s) that are events. */
+void sim_count_sent(sim_session_t *s, const char *data, size_t len);
+/* s is closing: keep its record. */
+void sim_count_session_closed(sim_session_t *s);
+/* One event (starting "Event: ") a muted session did not get. */
+void sim_count_muted(ami_sim_node_t *n, const char *ev, size_t len);
+
 /* sim_replay.c */
 int sim_flow_load(const char *path, sim_flow_t **out, ami_err_t *err);
 void sim_flow_free(sim_flow_t *f);
@@ -390,5 +405,18 @@ void sim_replay_input(sim_session_t *s, size_t nmsgs);
 void sim_replay_stop(sim_session_t *s);
 
 #define SIM_LOG(n) ((n)->sim->log)
+
+/* Every way into the simulator (its public functions, its watchers'
+ * callbacks) starts with SIM_ACCOUNT(): what it allocates until it returns
+ * is charged to the simulator's own account (util/alloc.h), so a test that
+ * runs it in-process on the engine's loop still reads the engine's live
+ * bytes alone. The previous account comes back on every return path. */
+static inline void sim_account_restore(ami_alloc_account_t *previous)
+{
+    ami_alloc_use(*previous);
+}
+#define SIM_ACCOUNT()                                                                              \
+    ami_alloc_account_t sim_account_ __attribute__((cleanup(sim_account_restore), unused)) =      \
+        ami_alloc_use(AMI_ALLOC_SIMULATOR)
 
 #endif

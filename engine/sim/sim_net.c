@@ -130,6 +130,8 @@ void sim_session_close(sim_session_t *s, const char *why)
     ev_timer_stop(loop, &s->auth_timer);
     sim_replay_stop(s);
     sim_session_forget_call(s);
+    n->stats.bytes_unsent_at_close += s->out.len - s->out_pos;
+    sim_count_session_closed(s);
     sim_tls_session_end(s);
     close(s->fd);
     s->fd = -1;
@@ -252,6 +254,7 @@ int sim_session_send(sim_session_t *s, const void *p, size_t len)
         sim_session_close(s, "output buffer full");
         return -1;
     }
+    sim_count_sent(s, p, len);
     sim_session_want_write(s);
     return 0;
 }
@@ -365,6 +368,7 @@ static bool more_decrypted(sim_session_t *s)
 
 static void on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
+    SIM_ACCOUNT();
     sim_session_t *s = w->data;
     if (s->tls_handshaking) {
         sim_tls_handshake_step(s);
@@ -388,6 +392,7 @@ void sim_session_read_now(sim_session_t *s)
 
 static void on_write(struct ev_loop *loop, ev_io *w, int revents)
 {
+    SIM_ACCOUNT();
     sim_session_t *s = w->data;
     if (s->tls_handshaking) {
         sim_tls_handshake_step(s);
@@ -405,6 +410,7 @@ static void on_write(struct ev_loop *loop, ev_io *w, int revents)
 /* Resume after a delayed answer or a finished sync Originate. */
 static void on_delay(struct ev_loop *loop, ev_timer *w, int revents)
 {
+    SIM_ACCOUNT();
     sim_session_t *s = w->data;
     if (s->has_pending) {
         ami_msg_t m = s->pending;
@@ -431,6 +437,7 @@ void sim_session_resume_soon(sim_session_t *s)
 
 static void on_auth_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
+    SIM_ACCOUNT();
     sim_session_t *s = w->data;
     if (!s->logged_in)
         sim_session_close(s, "authtimeout");
@@ -517,6 +524,7 @@ void sim_session_begin(sim_session_t *s)
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
+    SIM_ACCOUNT();
     ami_sim_node_t *n = w->data;
     for (int i = 0; i < ACCEPTS_PER_CALL; i++) {
         struct sockaddr_storage peer;

@@ -291,6 +291,7 @@ static void pump(sim_session_t *s);
 
 static void on_replay_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
+    SIM_ACCOUNT();
     pump(w->data);
 }
 

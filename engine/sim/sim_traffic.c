@@ -538,6 +538,7 @@ static void start_call(ami_sim_node_t *n)
 
 static void on_traffic(struct ev_loop *loop, ev_timer *w, int revents)
 {
+    SIM_ACCOUNT();
     ami_sim_node_t *n = w->data;
     double now = ev_now(loop);
     int spawned = 0;

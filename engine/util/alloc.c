@@ -5,20 +5,48 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The size lives in front of each block, padded so the user pointer keeps
- * malloc's alignment guarantee. */
-#define HDR_SIZE (alignof(max_align_t) > sizeof(size_t) ? alignof(max_align_t) : sizeof(size_t))
+/* In front of each block: its size and the account it is charged to, padded
+ * so the user pointer keeps malloc's alignment guarantee. */
+typedef struct header {
+    size_t size;
+    unsigned char account;
+} header_t;
 
-static atomic_llong live_bytes;
-static atomic_llong live_blocks;
+#define ALIGN_UP(n, a) (((n) + (a) - 1) / (a) * (a))
+#define HDR_SIZE ALIGN_UP(sizeof(header_t), alignof(max_align_t))
+
+static atomic_llong live_bytes[AMI_ALLOC_ACCOUNTS];
+static atomic_llong live_blocks[AMI_ALLOC_ACCOUNTS];
 /* Per thread: the Lua runtime reports from its loop thread on every Lua
  * allocation, where a locked add would cost more than the allocation. */
 static _Thread_local int64_t external_bytes;
+static _Thread_local unsigned char current_account = AMI_ALLOC_ENGINE;
 
-static void account(long long bytes, long long blocks)
+static void account(unsigned a, long long bytes, long long blocks)
 {
-    atomic_fetch_add_explicit(&live_bytes, bytes, memory_order_relaxed);
-    atomic_fetch_add_explicit(&live_blocks, blocks, memory_order_relaxed);
+    atomic_fetch_add_explicit(&live_bytes[a], bytes, memory_order_relaxed);
+    atomic_fetch_add_explicit(&live_blocks[a], blocks, memory_order_relaxed);
+}
+
+static header_t read_header(const unsigned char *raw)
+{
+    header_t h;
+    memcpy(&h, raw, sizeof h);
+    return h;
+}
+
+static void write_header(unsigned char *raw, size_t size, unsigned char a)
+{
+    header_t h = {.size = size, .account = a};
+    memcpy(raw, &h, sizeof h);
+}
+
+ami_alloc_account_t ami_alloc_use(ami_alloc_account_t to)
+{
+    ami_alloc_account_t was = (ami_alloc_account_t)current_account;
+    if ((unsigned)to < AMI_ALLOC_ACCOUNTS)
+        current_account = (unsigned char)to;
+    return was;
 }
 
 void *ami_malloc(size_t size)
@@ -28,8 +56,8 @@ void *ami_malloc(size_t size)
     unsigned char *raw = malloc(HDR_SIZE + size);
     if (!raw)
         return NULL;
-    memcpy(raw, &size, sizeof size);
-    account((long long)size, 1);
+    write_header(raw, size, current_account);
+    account(current_account, (long long)size, 1);
     return raw + HDR_SIZE;
 }
 
@@ -48,9 +76,8 @@ void ami_free(void *ptr)
     if (!ptr)
         return;
     unsigned char *raw = (unsigned char *)ptr - HDR_SIZE;
-    size_t size;
-    memcpy(&size, raw, sizeof size);
-    account(-(long long)size, -1);
+    header_t h = read_header(raw);
+    account(h.account, -(long long)h.size, -1);
     free(raw);
 }
 
@@ -65,13 +92,13 @@ void *ami_realloc(void *ptr, size_t size)
     if (size > SIZE_MAX - HDR_SIZE)
         return NULL;
     unsigned char *raw = (unsigned char *)ptr - HDR_SIZE;
-    size_t old;
-    memcpy(&old, raw, sizeof old);
+    header_t old = read_header(raw);
     unsigned char *grown = realloc(raw, HDR_SIZE + size);
     if (!grown)
         return NULL;
-    memcpy(grown, &size, sizeof size);
-    account((long long)size - (long long)old, 0);
+    /* the block stays charged to the account that made it */
+    write_header(grown, size, old.account);
+    account(old.account, (long long)size - (long long)old.size, 0);
     return grown + HDR_SIZE;
 }
 
@@ -95,12 +122,27 @@ void ami_alloc_note_external(int64_t delta)
     external_bytes += delta;
 }
 
+int64_t ami_alloc_account_live_bytes(ami_alloc_account_t a)
+{
+    if ((unsigned)a >= AMI_ALLOC_ACCOUNTS)
+        return 0;
+    int64_t ext = a == AMI_ALLOC_ENGINE ? external_bytes : 0;
+    return atomic_load_explicit(&live_bytes[a], memory_order_relaxed) + ext;
+}
+
+int64_t ami_alloc_account_live_blocks(ami_alloc_account_t a)
+{
+    if ((unsigned)a >= AMI_ALLOC_ACCOUNTS)
+        return 0;
+    return atomic_load_explicit(&live_blocks[a], memory_order_relaxed);
+}
+
 int64_t ami_alloc_live_bytes(void)
 {
-    return atomic_load_explicit(&live_bytes, memory_order_relaxed) + external_bytes;
+    return ami_alloc_account_live_bytes(AMI_ALLOC_ENGINE);
 }
 
 int64_t ami_alloc_live_blocks(void)
 {
-    return atomic_load_explicit(&live_blocks, memory_order_relaxed);
+    return ami_alloc_account_live_blocks(AMI_ALLOC_ENGINE);
 }

@@ -29,23 +29,6 @@ for b in "$engine" "$simbin"; do
   [ -x "$b" ] || { echo "idle_rss: $b not found: build first" >&2; exit 1; }
 done
 
-# A port is taken if something listens on it (IPv4 or IPv6).
-port_taken() {
-  local hex
-  hex=$(printf ':%04X ' "$1")
-  cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == "0A" {print $2" "}' | grep -q -- "$hex"
-}
-base=""
-for _ in $(seq 50); do
-  p=$((20000 + RANDOM % 30000))
-  if ! port_taken "$p" && ! port_taken $((p + 1)) && ! port_taken $((p + 2)); then
-    base=$p
-    break
-  fi
-done
-[ -n "$base" ] || { echo "idle_rss: no free ports found" >&2; exit 1; }
-mport=$((base + 2))
-
 tmp=$(mktemp -d /tmp/ami-idle-rss.XXXXXX)
 sim=""
 eng=""
@@ -58,16 +41,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$simbin" --nodes 2 --names pbx1,pbx2 --base-port "$base" --cps 0 --secret s3cret \
+# Every port is chosen by the kernel (port 0) and read back: ami-sim writes
+# its ports to a file, the engine logs its metrics port.
+"$simbin" --nodes 2 --names pbx1,pbx2 --base-port 0 --port-file "$tmp/ports" --cps 0 --secret s3cret \
   --log-level warn >"$tmp/sim.log" 2>&1 &
 sim=$!
 for _ in $(seq 100); do grep -q READY "$tmp/sim.log" && break; sleep 0.05; done
 grep -q READY "$tmp/sim.log" || { cat "$tmp/sim.log" >&2; echo "idle_rss: ami-sim did not start" >&2; exit 1; }
+p1=$(awk '$1 == "pbx1" {print $2}' "$tmp/ports")
+p2=$(awk '$1 == "pbx2" {print $2}' "$tmp/ports")
 
-AMI_DEMO_PORT=$base AMI_DEMO_SECRET=s3cret AMI_DEMO_METRICS_PORT=$mport \
+AMI_DEMO_PORT=$p1 AMI_DEMO_PORT2=$p2 AMI_DEMO_SECRET=s3cret AMI_DEMO_METRICS_PORT=0 \
   "$engine" -c "$root/docs/examples/engine.lua" >"$tmp/engine.log" 2>&1 &
 eng=$!
 sleep "$wait_s"
+mport=$(sed -n 's/.*msg="metrics endpoint listening".* port=\([0-9]*\).*/\1/p' "$tmp/engine.log" | head -1)
+[ -n "$mport" ] || { cat "$tmp/engine.log" >&2; echo "idle_rss: ami-engine logged no metrics port" >&2; exit 1; }
 if ! kill -0 "$eng" 2>/dev/null; then
   cat "$tmp/engine.log" >&2
   echo "idle_rss: ami-engine exited early" >&2

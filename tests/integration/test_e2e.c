@@ -5,7 +5,9 @@
  * (stderr, logfmt) read from a file, /metrics and /healthz over HTTP,
  * signals sent to the processes.
  *
- * Everything runs on 127.0.0.1 with free ports picked at run time. Every
+ * Everything runs on 127.0.0.1 on ports the kernel chose: ami-sim binds
+ * port 0 and writes its ports to a --port-file; the engine's metrics
+ * endpoint listens on port 0 and logs the port it got. Every
  * wait has a deadline of a few seconds; the teardown SIGKILLs whatever a
  * test left running and removes its folder (AMI_E2E_KEEP=1 keeps it).
  * When an expectation about a log fails, the log's tail is printed.
@@ -47,8 +49,8 @@ typedef struct world {
     char config[600];
     char log[600];  /* the engine's stderr */
     char out[600];  /* the engine's stdout */
-    uint16_t p1, p2, mport;
-    char env_p1[64], env_p2[64], env_m[64], env_secret[128];
+    uint16_t p1, p2, mport; /* 0 until the process listening there reported it */
+    char env_p1[64], env_p2[64], env_secret[128];
     proc_t sim1, sim2, engine;
     int sim_runs; /* numbers the sims' output files */
 } world_t;
@@ -82,14 +84,6 @@ static int setup(void **state)
     snprintf(W.out, sizeof W.out, "%s/engine.out", W.dir);
     if (mkdir(W.scripts, 0755) < 0)
         return -1;
-    do {
-        W.p1 = free_port();
-        W.p2 = free_port();
-        W.mport = free_port();
-    } while (W.p1 == W.p2 || W.p1 == W.mport || W.p2 == W.mport || !W.p1 || !W.p2 || !W.mport);
-    snprintf(W.env_p1, sizeof W.env_p1, "E2E_P1=%u", (unsigned)W.p1);
-    snprintf(W.env_p2, sizeof W.env_p2, "E2E_P2=%u", (unsigned)W.p2);
-    snprintf(W.env_m, sizeof W.env_m, "E2E_METRICS=%u", (unsigned)W.mport);
     snprintf(W.env_secret, sizeof W.env_secret, "E2E_SECRET=%s", SECRET);
     return 0;
 }
@@ -239,32 +233,48 @@ static void write_script(const char *name, const char *text)
     assert_int_equal(file_write_atomic(path, text), 0);
 }
 
-/* Start one ami-sim node (name, port) and wait for READY. */
-static void start_sim(proc_t *p, const char *name, uint16_t port, const char *cps, const char *log_level)
+/* Start one ami-sim node and wait for READY. *port 0: the kernel chooses
+ * the port, read back from the sim's --port-file into *port; otherwise the
+ * node listens on *port again (a PBX that comes back where it was). */
+static void start_sim(proc_t *p, const char *name, uint16_t *port, const char *cps, const char *log_level)
 {
-    char portbuf[16], out[700], err[700];
-    snprintf(portbuf, sizeof portbuf, "%u", (unsigned)port);
+    char portbuf[16], out[700], err[700], ports[700];
+    snprintf(portbuf, sizeof portbuf, "%u", (unsigned)*port);
     W.sim_runs++;
     snprintf(out, sizeof out, "%s/sim-%s-%d.out", W.dir, name, W.sim_runs);
     snprintf(err, sizeof err, "%s/sim-%s-%d.err", W.dir, name, W.sim_runs);
+    snprintf(ports, sizeof ports, "%s/sim-%s-%d.ports", W.dir, name, W.sim_runs);
     const char *const *argv =
-        L(SIM_BIN, "--nodes", "1", "--names", name, "--base-port", portbuf, "--cps", cps, "--duration", "120",
-          "--secret", SECRET, "--username", "engine", "--log-level", log_level ? log_level : "info");
+        L(SIM_BIN, "--nodes", "1", "--names", name, "--base-port", portbuf, "--port-file", ports, "--cps", cps,
+          "--duration", "120", "--secret", SECRET, "--username", "engine", "--log-level",
+          log_level ? log_level : "info");
     assert_int_equal(proc_spawn(p, argv, NULL, out, err), 0);
     if (!file_wait_contains(out, "READY", T)) {
         dump_tail(err, "ami-sim did not print READY");
-        fail_msg("ami-sim %s on port %u did not print READY within %u ms", name, (unsigned)port, T);
+        fail_msg("ami-sim %s (port %s) did not print READY within %u ms", name, portbuf, T);
     }
+    uint16_t got = port_file_lookup(ports, name);
+    if (!got || (*port && got != *port))
+        fail_msg("ami-sim %s: port file %s says %u (wanted %s)", name, ports, (unsigned)got, portbuf);
+    *port = got;
 }
 
 static void start_engine(void)
 {
+    snprintf(W.env_p1, sizeof W.env_p1, "E2E_P1=%u", (unsigned)W.p1);
+    snprintf(W.env_p2, sizeof W.env_p2, "E2E_P2=%u", (unsigned)W.p2);
     const char *const *argv = L(ENGINE_BIN, "-c", W.config);
-    const char *const *env = L(W.env_p1, W.env_p2, W.env_m, W.env_secret);
+    const char *const *env = L(W.env_p1, W.env_p2, "E2E_METRICS=0", W.env_secret);
     assert_int_equal(proc_spawn(&W.engine, argv, env, W.out, W.log), 0);
     if (!file_wait_contains(W.log, "msg=\"ami-engine started\"", T)) {
         dump_tail(W.log, "the engine did not start");
         fail_msg("ami-engine did not log \"ami-engine started\" within %u ms", T);
+    }
+    /* the metrics endpoint listens on a port the kernel chose: the log says which */
+    W.mport = engine_metrics_port(W.log, T);
+    if (!W.mport) {
+        dump_tail(W.log, "no metrics port in the log");
+        fail_msg("ami-engine did not log the port of its metrics endpoint");
     }
 }
 
@@ -371,8 +381,8 @@ static const char *const LOGGED_IN_PBX2[] = {"msg=\"logged in\"", "server_key=pb
 /* Two sims, the originate script, the engine; both servers logged in. */
 static void start_two_node_cluster(const engine_opts_t *o)
 {
-    start_sim(&W.sim1, "pbx1", W.p1, "0", NULL);
-    start_sim(&W.sim2, "pbx2", W.p2, "0", NULL);
+    start_sim(&W.sim1, "pbx1", &W.p1, "0", NULL);
+    start_sim(&W.sim2, "pbx2", &W.p2, "0", NULL);
     write_config(o);
     write_script("originate.lua", ORIGINATE_SCRIPT);
     start_engine();
@@ -468,7 +478,7 @@ static void killing_one_node_keeps_the_other_working_and_healthz_reports_it(void
     assert_true(metric("ami_connection_state{server_key=\"pbx1\",state=\"connected\"}") == 1);
 
     /* pbx2 comes back on the same port: the engine finds it by itself */
-    start_sim(&W.sim2, "pbx2", W.p2, "0", NULL);
+    start_sim(&W.sim2, "pbx2", &W.p2, "0", NULL);
     if (!wait_healthz(200, T)) {
         dump_tail(W.log, "healthz stayed 503");
         fail_msg("/healthz did not return to 200 within %u ms of pbx2 restarting", T);
@@ -495,7 +505,7 @@ static void sighup_reloads_an_edited_script(void **state)
     (void)state;
     need_binaries();
     char v[512];
-    start_sim(&W.sim1, "pbx1", W.p1, "10", NULL); /* background calls: Newchannel events */
+    start_sim(&W.sim1, "pbx1", &W.p1, "10", NULL); /* background calls: Newchannel events */
     engine_opts_t o = {.nservers = 1};
     write_config(&o);
     snprintf(v, sizeof v, VERSIONED_SCRIPT, 1);
@@ -557,10 +567,13 @@ static void sigterm_drains_waiting_coroutines_then_logs_off_and_exits_zero(void 
     (void)state;
     need_binaries();
     char script[512];
-    start_sim(&W.sim1, "pbx1", W.p1, "0", "debug");
+    start_sim(&W.sim1, "pbx1", &W.p1, "0", "debug");
     char sim_err[sizeof W.sim1.err_path];
     snprintf(sim_err, sizeof sim_err, "%s", W.sim1.err_path);
-    engine_opts_t o = {.nservers = 1, .level = "debug", .drain_grace_ms = 3000};
+    /* A grace far longer than this test's own bound for the exit: the engine
+     * passes only if it stops waiting as soon as the handler is done (the
+     * log's order proves it waited for the handler at all). */
+    engine_opts_t o = {.nservers = 1, .level = "debug", .drain_grace_ms = 120000};
     write_config(&o);
     snprintf(script, sizeof script, WAITING_SCRIPT, "1.5");
     write_script("wait.lua", script);
@@ -568,7 +581,7 @@ static void sigterm_drains_waiting_coroutines_then_logs_off_and_exits_zero(void 
     EXPECT_LINES(WAITING, 1, T);
 
     int64_t t0 = mono_ms();
-    stop_engine(3000 + 2000); /* drain_grace_ms + a margin */
+    stop_engine(30000);
     int64_t took = mono_ms() - t0;
     print_message("engine exited %lld ms after SIGTERM\n", (long long)took);
 
@@ -589,9 +602,6 @@ static void sigterm_drains_waiting_coroutines_then_logs_off_and_exits_zero(void 
     const char *const logoff_sent[] = {"msg=\"action sent\"", "server_key=pbx1", "action=\"Logoff", NULL};
     assert_int_equal(count_lines(text, logoff_sent), 1);
     free(text);
-    /* it really waited for the handler, and no longer than needed */
-    assert_true(took >= 800);
-    assert_true(took < 3000);
 
     /* the simulated Asterisk saw the Logoff: it answered Goodbye and closed the session */
     if (!file_wait_contains(sim_err, "reason=\"closed after reply\"", T)) {
@@ -605,7 +615,7 @@ static void sigterm_cancels_coroutines_still_waiting_after_drain_grace_and_exits
     (void)state;
     need_binaries();
     char script[512];
-    start_sim(&W.sim1, "pbx1", W.p1, "0", NULL);
+    start_sim(&W.sim1, "pbx1", &W.p1, "0", NULL);
     engine_opts_t o = {.nservers = 1, .level = "debug", .drain_grace_ms = 500};
     write_config(&o);
     snprintf(script, sizeof script, WAITING_SCRIPT, "30");
@@ -828,7 +838,7 @@ static void secret_never_appears_in_any_log_line_at_debug_level(void **state)
 
     /* one reconnect (a second plain Login) */
     proc_kill(&W.sim2);
-    start_sim(&W.sim2, "pbx2", W.p2, "0", NULL);
+    start_sim(&W.sim2, "pbx2", &W.p2, "0", NULL);
     EXPECT_LINES(LOGGED_IN_PBX2, 2, T);
     size_t ok2 = log_lines(ORIG_OK_PBX2);
     EXPECT_LINES(ORIG_OK_PBX2, ok2 + 1, T);

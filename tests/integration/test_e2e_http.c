@@ -50,10 +50,6 @@ static int setup(void **state)
     snprintf(W.config, sizeof W.config, "%s/engine.lua", W.dir);
     snprintf(W.log, sizeof W.log, "%s/engine.log", W.dir);
     snprintf(W.out, sizeof W.out, "%s/engine.out", W.dir);
-    do {
-        W.pbx = free_port();
-        W.mport = free_port();
-    } while (!W.pbx || !W.mport || W.pbx == W.mport);
     ami_err_t err;
     W.web = ami_sim_http_start(&err);
     return mkdir(W.scripts, 0755) == 0 && W.web ? 0 : -1;
@@ -82,23 +78,27 @@ static void write_file(const char *path, const char *text)
 
 static void start(const char *http_section)
 {
-    char port[16], path[700], text[2048];
-    snprintf(port, sizeof port, "%u", (unsigned)W.pbx);
+    char ports[700], path[700], text[2048];
+    snprintf(ports, sizeof ports, "%s/sim.ports", W.dir);
     snprintf(path, sizeof path, "%s/sim.out", W.dir);
     char err[700];
     snprintf(err, sizeof err, "%s/sim.err", W.dir);
-    assert_int_equal(proc_spawn(&W.sim, L(SIM_BIN, "--nodes", "1", "--names", "pbx1", "--base-port", port, "--cps",
-                                          "0", "--duration", "120", "--secret", "pw", "--username", "engine"),
+    /* every port from the kernel: ami-sim writes its own, the engine logs its own */
+    assert_int_equal(proc_spawn(&W.sim, L(SIM_BIN, "--nodes", "1", "--names", "pbx1", "--base-port", "0",
+                                          "--port-file", ports, "--cps", "0", "--duration", "120", "--secret",
+                                          "pw", "--username", "engine"),
                                 NULL, path, err),
                      0);
     assert_true(file_wait_contains(path, "READY", T));
+    W.pbx = port_file_wait(ports, "pbx1", T);
+    assert_int_not_equal(W.pbx, 0);
     snprintf(text, sizeof text,
              "servers = { { key = \"pbx1\", host = \"127.0.0.1\", port = %u, username = \"engine\", secret = \"pw\" } }\n"
              "scripts = { dir = \"scripts\", watch = false }\n"
-             "metrics = { listen = \"127.0.0.1:%u\" }\n"
+             "metrics = { listen = \"127.0.0.1:0\" }\n"
              "drain_grace_ms = 2000\n"
              "%s\n",
-             (unsigned)W.pbx, (unsigned)W.mport, http_section);
+             (unsigned)W.pbx, http_section);
     write_file(W.config, text);
     snprintf(text, sizeof text,
              "local ami = require \"ami\"\n"
@@ -112,6 +112,11 @@ static void start(const char *http_section)
     snprintf(path, sizeof path, "%s/post.lua", W.scripts);
     write_file(path, text);
     assert_int_equal(proc_spawn(&W.engine, L(ENGINE_BIN, "-c", W.config), NULL, W.out, W.log), 0);
+    W.mport = engine_metrics_port(W.log, T);
+    if (!W.mport) {
+        dump_log("no metrics port in the log");
+        fail_msg("ami-engine did not log the port of its metrics endpoint");
+    }
 }
 
 static char *scrape(void)

@@ -318,7 +318,7 @@ static void stall_with_the_write_buffer_full_is_detected_in_the_same_time(void *
     assert_string_equal(w->last_reason, "Max heartbeat failures");
     if (cw_log_lines(w, (const char *const[]){"level=warn", "heartbeat failed", "Ping not sent",
                                               "output buffer is full", NULL}) < 1)
-        fail_msg("no \"Ping not sent\" failure in the log:\n%s", w->logs);
+        fail_msg("no \"Ping not sent\" failure in the log:\n%s", log_capture_text(&w->logs));
     cw_free(w);
 }
 

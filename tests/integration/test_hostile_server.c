@@ -100,7 +100,7 @@ static void malformed_lines_in_relayed_user_events_keep_the_session(void **state
     /* logged once (the three came in one read), at WARN, with the latest one's
      * kind, place and first bytes; the next ones within 10 s are only counted */
     if (cw_log_lines(w, (const char *const[]){"malformed line", NULL}) != 1)
-        fail_msg("want one line about malformed lines:\n%s", w->logs);
+        fail_msg("want one line about malformed lines:\n%s", log_capture_text(&w->logs));
     assert_int_equal(cw_log_lines(w, (const char *const[]){"level=warn", "malformed line dropped",
                                                            "server_key=pbx1", "kind=\"no ':' separator\"",
                                                            "line=3", "excerpt=\"no colon at all\"",

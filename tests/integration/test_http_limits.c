@@ -47,8 +47,8 @@ static void a_silent_client_times_out_and_is_counted(void **state)
     assert_int_equal(partial.len, 0);
     assert_true(probe_metric(e, "ami_http_timeouts_total", L("phase", "read")) == 2);
     assert_true(probe_metric(e, "ami_http_timeouts_total", L("phase", "write")) == 0);
-    assert_non_null(strstr(e->logs, "http connection timed out"));
-    assert_non_null(strstr(e->logs, "timeout_ms=100"));
+    assert_non_null(strstr(log_capture_text(&e->logs), "http connection timed out"));
+    assert_non_null(strstr(log_capture_text(&e->logs), "timeout_ms=100"));
     hc_close(&silent);
     hc_close(&partial);
 }
@@ -79,7 +79,7 @@ static void a_connection_past_max_connections_evicts_the_oldest_reading_one(void
     assert_false(hc_pump(&b));
     assert_true(probe_metric(e, "ami_http_connections_evicted_total", L("phase", "read")) == 1);
     assert_true(probe_metric(e, "ami_http_connections_refused_total", NULL) == 0);
-    assert_non_null(strstr(e->logs, "level=warn msg=\"http connections evicted"));
+    assert_non_null(strstr(log_capture_text(&e->logs), "level=warn msg=\"http connections evicted"));
     hc_send(&b, "GET /healthz HTTP/1.1\r\n\r\n"); /* b was left alone */
     assert_true(harness_run_until(e->loop, hc_pump, &b, T));
     resp_parse(&b, &r);
@@ -241,7 +241,7 @@ static void a_client_that_never_reads_is_reset_after_response_timeout_ms(void **
     assert_true(probe_metric(e, "ami_http_connections", NULL) == 0);
     assert_true(harness_run_until(e->loop, hc_pump, &slow, T));
     assert_int_equal(slow.err, ECONNRESET); /* the rest of the answer was dropped, not queued */
-    assert_non_null(strstr(e->logs, "timeout_ms=200"));
+    assert_non_null(strstr(log_capture_text(&e->logs), "timeout_ms=200"));
     hc_close(&slow);
 }
 
@@ -261,7 +261,7 @@ static void answers_past_max_buffered_evict_older_writers_else_are_503(void **st
     resp_parse(&second, &r);
     assert_int_equal(r.status, 503);
     assert_non_null(strstr(second.data, "busy"));
-    assert_non_null(strstr(e->logs, "max_buffered is full"));
+    assert_non_null(strstr(log_capture_text(&e->logs), "max_buffered is full"));
     probe_exchange(e, &reader, "GET /metrics HTTP/1.1\r\n\r\n"); /* a later batch: first makes room */
     resp_parse(&reader, &r);
     assert_int_equal(r.status, 200);
@@ -321,8 +321,8 @@ static void running_out_of_descriptors_pauses_the_listener(void **state)
     harness_run_for(e->loop, 50);
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
     /* one warning, not a loop spinning on a listener that stays readable */
-    assert_int_equal(probe_count(e->logs, "pausing the listener"), 1);
-    assert_non_null(strstr(e->logs, strerror(EMFILE)));
+    assert_int_equal(probe_count(log_capture_text(&e->logs), "pausing the listener"), 1);
+    assert_non_null(strstr(log_capture_text(&e->logs), strerror(EMFILE)));
     assert_false(hc_pump(&c));
     assert_true(harness_run_until(e->loop, hc_pump, &c, T)); /* resumed: served */
     resp_t r;

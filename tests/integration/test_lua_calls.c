@@ -28,7 +28,7 @@ static void expect_log(lua_world_t *w, const char *needle, int count)
 {
     if (!lua_world_wait_log(w, needle, count, 5000))
         fail_msg("log never held \"%s\" %d times (has %d). Log:\n%s", needle, count,
-                 lua_world_count_log(w, needle), w->lines.len ? w->lines.data : "");
+                 lua_world_count_log(w, needle), log_capture_text(&w->lines));
 }
 
 /* Handlers registered by name and for "*", in both orders: each checks the
@@ -121,7 +121,7 @@ static void every_argument_is_checked_and_objects_cannot_be_forged(void **state)
     ami_sim_node_set_call_rate(w->nodes[0], 5);
     expect_log(w, "msg=hostile-done", 1);
     ami_sim_node_set_call_rate(w->nodes[0], 0);
-    const char *bad = strstr(w->lines.data, "msg=hostile-bad");
+    const char *bad = strstr(log_capture_text(&w->lines), "msg=hostile-bad");
     if (bad)
         fail_msg("a hostile case was not refused: %.300s", bad);
     assert_true(lua_world_count_log(w, "msg=hostile-ok") >= 22);

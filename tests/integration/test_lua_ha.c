@@ -38,7 +38,7 @@ static void expect_passes(lua_world_t *w, int passes)
     int fails = lua_world_count_log(w, "msg=FAIL");
     int got = lua_world_count_log(w, "msg=PASS");
     if (!done || fails || got != passes) {
-        fprintf(stderr, "log:\n%s\n", w->lines.data ? w->lines.data : "");
+        fprintf(stderr, "log:\n%s\n", log_capture_text(&w->lines));
         fail_msg("done=%d passes=%d (want %d) fails=%d (the log is above)", done, got, passes, fails);
     }
 }

@@ -25,7 +25,7 @@ static void expect_log(lua_world_t *w, const char *needle, int count)
 {
     if (!lua_world_wait_log(w, needle, count, 3000))
         fail_msg("log never held \"%s\" %d times (has %d). Log:\n%s", needle, count,
-                 lua_world_count_log(w, needle), w->lines.len ? w->lines.data : "");
+                 lua_world_count_log(w, needle), log_capture_text(&w->lines));
 }
 
 /* ---- dispatch ------------------------------------------------------------------ */

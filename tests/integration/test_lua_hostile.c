@@ -21,7 +21,7 @@ static void expect_log(lua_world_t *w, const char *needle, int count)
 {
     if (!lua_world_wait_log(w, needle, count, 8000))
         fail_msg("log never held \"%s\" %d times (has %d). Log:\n%s", needle, count,
-                 lua_world_count_log(w, needle), w->lines.len ? w->lines.data : "");
+                 lua_world_count_log(w, needle), log_capture_text(&w->lines));
 }
 
 static lua_world_t *world_opts(const lua_world_options_t *opt, const char *name, const char *script)

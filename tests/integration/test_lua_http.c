@@ -60,14 +60,14 @@ static void expect_log(lua_world_t *w, const char *needle, int count)
 {
     if (!lua_world_wait_log(w, needle, count, 10000))
         fail_msg("log never held \"%s\" %d times (has %d). Log:\n%s", needle, count,
-                 lua_world_count_log(w, needle), w->lines.len ? w->lines.data : "");
+                 lua_world_count_log(w, needle), log_capture_text(&w->lines));
 }
 
 /* Log lines holding every one of the needles (fields are logged in name order). */
 static int count_lines(lua_world_t *w, const char *const *needles)
 {
     int n = 0;
-    for (const char *line = w->lines.data; line && *line;) {
+    for (const char *line = log_capture_text(&w->lines); line && *line;) {
         const char *end = strchr(line, '\n');
         size_t len = end ? (size_t)(end - line) : strlen(line);
         bool all = true;
@@ -92,7 +92,7 @@ static void expect_line(lua_world_t *w, const char *const *needles)
         char all[256] = "";
         for (const char *const *k = needles; *k; k++)
             snprintf(all + strlen(all), sizeof all - strlen(all), "%s ", *k);
-        fail_msg("expected one line with %s in:\n%s", all, w->lines.len ? w->lines.data : "");
+        fail_msg("expected one line with %s in:\n%s", all, log_capture_text(&w->lines));
     }
 }
 

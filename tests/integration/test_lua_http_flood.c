@@ -144,7 +144,7 @@ static void thousand_slow_requests_during_an_event_flood_never_stall_the_loop(vo
     if (!done) {
         size_t len = w->lines.len;
         fail_msg("not every request was answered in 120 s; the log ends:\n%s",
-                 len > 4000 ? w->lines.data + len - 4000 : w->lines.data);
+                 len > 4000 ? log_capture_text(&w->lines) + len - 4000 : log_capture_text(&w->lines));
     }
 
     qsort(t.samples_us, t.n, sizeof *t.samples_us, cmp_u32);
@@ -161,8 +161,14 @@ static void thousand_slow_requests_during_an_event_flood_never_stall_the_loop(vo
     assert_int_equal(lua_world_count_log(w, "request failed"), 0);
     assert_true(t.max_active >= REQUESTS);       /* really all in flight together */
     assert_true(st.handler_runs > 10 * REQUESTS); /* the flood really flowed through Lua meanwhile */
-    if (max_ms >= DELAY_MS / 2.0)
-        fail_msg("a loop iteration lasted %.1f ms: something waited (an answer takes %d ms)", max_ms, DELAY_MS);
+    /* Not a wall-clock bound on one iteration (a busy machine can stretch a
+     * few): a design that waited for answers would stall once per request. */
+    size_t stalls = 0;
+    for (size_t i = 0; i < t.n; i++)
+        stalls += t.samples_us[i] / 1000.0 >= DELAY_MS / 2.0;
+    if (stalls > REQUESTS / 100)
+        fail_msg("%zu loop iterations lasted %d ms or more: something waited (an answer takes %d ms)", stalls,
+                 DELAY_MS / 2, DELAY_MS);
     lua_world_free(w);
     ami_sim_http_stop(web);
 }

@@ -38,10 +38,10 @@ static void spawned_and_periodic_work_runs_during_an_event_flood(void **state)
     lua_world_run_for(w, 1000);
     lua_world_inject(w, 0, "Event: UserEvent\r\nUserEvent: Report\r\n\r\n");
     if (!lua_world_wait_log(w, "msg=progress", 1, 10000))
-        fail_msg("no report. Log:\n%s", w->lines.data);
+        fail_msg("no report. Log:\n%s", log_capture_text(&w->lines));
     int spawned = 0, ticks = 0;
     long seen = 0;
-    const char *line = strstr(w->lines.data, "msg=progress");
+    const char *line = strstr(log_capture_text(&w->lines), "msg=progress");
     assert_int_equal(sscanf(line, "msg=progress seen=%ld spawned=%d ticks=%d", &seen, &spawned, &ticks), 3);
     print_message("in ~1 s of flood: %ld events handled, %d spawned runs, %d periodic runs\n", seen, spawned,
                   ticks);

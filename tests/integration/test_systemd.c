@@ -22,6 +22,7 @@ typedef struct world {
     char sock_path[600];
     char config[600];
     int fd;
+    int refuse_fd; /* holds the server's port: connections there are refused */
     proc_t engine;
 } world_t;
 
@@ -68,6 +69,9 @@ static void start_with(world_t *w, const char *script)
     w->fd = notify_socket(w->sock_path);
     /* Nothing listens on the server's port: the engine keeps retrying, and
      * keeps its loop (and the pings) going. */
+    uint16_t port = 0;
+    w->refuse_fd = refusing_port(&port);
+    assert_true(w->refuse_fd >= 0);
     char text[1024];
     if (script) {
         char sdir[600], path[700];
@@ -79,7 +83,7 @@ static void start_with(world_t *w, const char *script)
     snprintf(text, sizeof text,
              "servers = { { key = 'pbx1', host = '127.0.0.1', port = %u, username = 'u', secret = 's' } }\n"
              "scripts = { dir = %s, handler_budget_ms = 2000 }\nmetrics = { listen = false }\n",
-             free_port(), script ? "'scripts'" : "false");
+             (unsigned)port, script ? "'scripts'" : "false");
     assert_int_equal(file_write_atomic(w->config, text), 0);
     char sock_env[700];
     snprintf(sock_env, sizeof sock_env, "NOTIFY_SOCKET=%s", w->sock_path);
@@ -100,6 +104,7 @@ static void finish(world_t *w)
 {
     proc_kill(&w->engine);
     close(w->fd);
+    close(w->refuse_fd);
     tmpdir_remove(w->dir);
     alarm(0);
 }

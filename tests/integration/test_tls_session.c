@@ -225,7 +225,7 @@ static void tls12_renegotiation_keeps_the_session_working(void **state)
     tw_add_server(w, &o);
     ami_client_start(w->client);
     tw_expect_state(w, 0, AMI_CONN_CONNECTED, 3000);
-    assert_non_null(strstr(w->lines, "version=TLSv1.2"));
+    assert_non_null(strstr(log_capture_text(&w->logs), "version=TLSv1.2"));
     ami_sim_faults_t reneg = {.tls_renegotiate = true};
     ami_sim_node_set_faults(n, &reneg);
     assert_int_equal(ami_sim_node_stats(n).tls_renegotiations, 1);
@@ -247,7 +247,7 @@ static void tls13_key_update_keeps_the_session_working(void **state)
     tw_add_server(w, &o);
     ami_client_start(w->client);
     tw_expect_state(w, 0, AMI_CONN_CONNECTED, 3000);
-    assert_non_null(strstr(w->lines, "version=TLSv1.3"));
+    assert_non_null(strstr(log_capture_text(&w->logs), "version=TLSv1.3"));
     for (int i = 0; i < 3; i++) {
         ami_sim_faults_t update = {.tls_renegotiate = true};
         ami_sim_node_set_faults(n, &update);
@@ -298,14 +298,14 @@ static void rotated_ca_file_applies_at_the_next_reconnect(void **state)
 
     tw_copy_file(tw_pki("ca.crt"), rot); /* the operator puts the right CA in place */
     tw_expect_state(w, 0, AMI_CONN_CONNECTED, 3000);
-    assert_non_null(strstr(w->lines, "tls files reloaded"));
+    assert_non_null(strstr(log_capture_text(&w->logs), "tls files reloaded"));
 
     FILE *f = fopen(rot, "w"); /* a broken file: the working context stays */
     fputs("not a certificate\n", f);
     fclose(f);
     ami_conn_force_close(ami_client_conn(w->client, 0), AMI_E_DISCONNECTED, "test reconnect");
     tw_expect_state(w, 0, AMI_CONN_CONNECTED, 3000);
-    assert_non_null(strstr(w->lines, "tls files changed but do not load"));
+    assert_non_null(strstr(log_capture_text(&w->logs), "tls files changed but do not load"));
     tw_free(w);
     unlink(rot);
 }
@@ -367,17 +367,19 @@ static void the_programs_speak_tls_end_to_end(void **state)
         print_message("SKIP: build ami-engine and ami-sim first\n");
         skip();
     }
-    uint16_t port = free_port();
-    char portbuf[16], config[256];
-    snprintf(portbuf, sizeof portbuf, "%u", (unsigned)port);
+    char ports[256], config[256];
+    snprintf(ports, sizeof ports, "%s", tw_pki("sim.ports"));
     snprintf(config, sizeof config, "%s", tw_pki("engine.lua"));
     proc_t sim = {0}, engine = {0};
     assert_int_equal(proc_spawn(&sim,
-                                L(SIM_BIN, "--nodes", "1", "--base-port", portbuf, "--cps", "2", "--duration", "60",
-                                  "--tls-cert", tw_pki("server.crt"), "--tls-key", tw_pki("server.key")),
+                                L(SIM_BIN, "--nodes", "1", "--base-port", "0", "--port-file", ports, "--cps", "2",
+                                  "--duration", "60", "--tls-cert", tw_pki("server.crt"), "--tls-key",
+                                  tw_pki("server.key")),
                                 NULL, tw_pki("sim.out"), tw_pki("sim.err")),
                      0);
     assert_true(file_wait_contains(tw_pki("sim.out"), "READY", 4000));
+    uint16_t port = port_file_wait(ports, "pbx1", 4000); /* the port the kernel gave it */
+    assert_int_not_equal(port, 0);
     assert_true(file_wait_contains(tw_pki("sim.out"), "(user engine, TLS)", 100));
     char text[512];
     snprintf(text, sizeof text,

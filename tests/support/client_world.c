@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <ev.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "proc.h"
 
 static void on_state(void *ud, const char *key, ami_conn_state_t from, ami_conn_state_t to,
                      const char *reason)
@@ -31,17 +33,9 @@ static void on_state(void *ud, const char *key, ami_conn_state_t from, ami_conn_
     }
 }
 
-static void capture_log(void *ud, ami_log_level_t level, const char *line, size_t len)
-{
-    (void)level;
-    cworld_t *w = ud;
-    if (w->log_len + len + 1 >= sizeof w->logs)
-        return; /* full: tests that read logs produce few */
-    memcpy(w->logs + w->log_len, line, len);
-    w->log_len += len;
-    w->logs[w->log_len++] = '\n';
-    w->logs[w->log_len] = '\0';
-}
+/* cw_closed_port's sockets, held until cw_free. */
+static int held[16];
+static size_t nheld;
 
 cworld_t *cw_new(const cw_config_t *cfg)
 {
@@ -57,8 +51,7 @@ cworld_t *cw_new(const cw_config_t *cfg)
         ami_logger_config_t lc;
         ami_logger_config_default(&lc);
         lc.level = AMI_LOG_INFO;
-        lc.sink = capture_log;
-        lc.sink_ud = w;
+        log_capture_attach(&w->logs, &lc);
         w->log = ami_logger_new(&lc);
     }
     ami_client_config_t cc;
@@ -81,7 +74,10 @@ void cw_free(cworld_t *w)
     ami_metrics_free(w->metrics);
     ami_logger_free(w->log);
     ev_loop_destroy(w->loop);
+    log_capture_free(&w->logs);
     free(w);
+    while (nheld)
+        close(held[--nheld]);
 }
 
 ami_sim_node_t *cw_add_node(cworld_t *w, const char *name)
@@ -121,14 +117,12 @@ void cw_add_server(cworld_t *w, const ami_server_options_t *o)
 
 uint16_t cw_closed_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) < 0)
-        fail_msg("cannot bind a loopback socket");
-    close(fd);
-    return ntohs(a.sin_port);
+    uint16_t port = 0;
+    int fd = nheld < sizeof held / sizeof held[0] ? refusing_port(&port) : -1;
+    if (fd < 0)
+        fail_msg("no refusing port: %s", strerror(errno));
+    held[nheld++] = fd;
+    return port;
 }
 
 typedef struct wait_state {
@@ -166,18 +160,7 @@ double cw_metric(cworld_t *w, const char *name, const char *const *labels)
 
 size_t cw_log_lines(const cworld_t *w, const char *const *needles)
 {
-    size_t n = 0;
-    const char *p = w->logs, *end = w->logs + w->log_len;
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        size_t len = eol ? (size_t)(eol - p) : (size_t)(end - p);
-        bool all = true;
-        for (size_t i = 0; needles[i] && all; i++)
-            all = memmem(p, len, needles[i], strlen(needles[i])) != NULL;
-        n += all;
-        p += len + 1;
-    }
-    return n;
+    return log_capture_lines_with(&w->logs, needles);
 }
 
 void cw_capture(void *ud, const ami_pending_note_t *n)

@@ -4,9 +4,9 @@
  * runs both, over real TCP on 127.0.0.1 with kernel-chosen ports. The world
  * records every state change of every server (count, the loop time of the
  * last entry into each state, the reason), the backoff delays, and, when
- * asked, the log lines (into a fixed buffer: capturing allocates nothing, so
- * memory tests can use it too). Everything is owned by the world and freed
- * by cw_free.
+ * asked, the log lines (tests/support/log_capture.h: plain malloc, off the
+ * engine's allocation account, so memory tests can use it too). Everything
+ * is owned by the world and freed by cw_free.
  */
 #ifndef AMI_TEST_CLIENT_WORLD_H
 #define AMI_TEST_CLIENT_WORLD_H
@@ -16,9 +16,9 @@
 #include <stdint.h>
 
 #include "cluster/client.h"
+#include "log_capture.h"
 #include "sim/sim.h"
 
-#define CW_LOG_BYTES (256u << 10)
 
 typedef struct cworld {
     struct ev_loop *loop;
@@ -31,8 +31,7 @@ typedef struct cworld {
     uint32_t backoffs[64];                      /* delay of each entry into backoff */
     size_t nbackoffs;
     char last_reason[AMI_ERR_MSG_MAX];
-    char logs[CW_LOG_BYTES];                    /* captured lines, '\n'-separated */
-    size_t log_len;
+    log_capture_t logs;                         /* captured lines */
 } cworld_t;
 
 typedef struct cw_config {
@@ -48,7 +47,9 @@ ami_sim_node_t *cw_add_node(cworld_t *w, const char *name);
 void cw_fast_options(ami_server_options_t *o, const char *key, uint16_t port);
 void cw_add_server(cworld_t *w, const ami_server_options_t *o);
 
-/* A loopback port nobody listens on (bound by the kernel, then closed). */
+/* A loopback port where connections are refused until cw_free: a socket
+ * bound there that never listens, so no test running in parallel can take
+ * the port meanwhile (tests/support/proc.h refusing_port). */
 uint16_t cw_closed_port(void);
 
 /* Run the loop until server i is in state (fails the test after ms). */

@@ -168,13 +168,16 @@ int ha_cluster_engine_start(ha_cluster_t *c, int i)
     snprintf(log, sizeof log, "%s/%s-%d.log", c->dir, e->name, e->runs);
     snprintf(e->log, sizeof e->log, "%s", log);
     e->runs++;
-    do
-        e->mport = free_port();
-    while (!e->mport);
+    e->mport = 0; /* the config asks for a port from the kernel; the log says which */
     if (write_config(c, e) < 0 || proc_spawn(&e->proc, L(ENGINE_BIN, "-c", e->config), NULL, out, e->log) < 0)
         return -1;
     if (!file_wait_contains(e->log, "msg=\"ami-engine started\"", 5000)) {
         ha_cluster_dump(c, i, "the engine did not start");
+        return -1;
+    }
+    e->mport = engine_metrics_port(e->log, 5000);
+    if (!e->mport) {
+        ha_cluster_dump(c, i, "the engine logged no metrics port");
         return -1;
     }
     return 0;

@@ -23,7 +23,6 @@
 #include "prom_check.h"
 #include "util/alloc.h"
 
-#define LOG_CAP (256u << 10)
 
 /* ---- a non-blocking test client ----------------------------------------------------- */
 
@@ -172,18 +171,6 @@ void resp_assert_common(resp_t *r, bool head_only)
 
 /* ---- the world: a loop, a registry, a logger, the endpoint ------------------------------- */
 
-static void log_sink(void *ud, ami_log_level_t level, const char *line, size_t len)
-{
-    (void)level;
-    http_env_t *e = ud;
-    if (e->logs_len + len + 2 > LOG_CAP)
-        return;
-    memcpy(e->logs + e->logs_len, line, len);
-    e->logs_len += len;
-    e->logs[e->logs_len++] = '\n';
-    e->logs[e->logs_len] = '\0';
-}
-
 int http_env_health(void *ud, ami_buf_t *body)
 {
     http_env_t *e = ud;
@@ -198,13 +185,7 @@ int http_env_setup(void **state)
     e->live_before = ami_alloc_live_bytes();
     e->loop = ev_loop_new(EVFLAG_AUTO);
     e->metrics = ami_metrics_new(200000);
-    e->logs = calloc(1, LOG_CAP);
-    ami_logger_config_t lc;
-    ami_logger_config_default(&lc);
-    lc.level = AMI_LOG_DEBUG;
-    lc.sink = log_sink;
-    lc.sink_ud = e;
-    e->log = ami_logger_new(&lc);
+    e->log = log_capture_logger(&e->logs, AMI_LOG_DEBUG, AMI_LOG_FMT_LOGFMT, 0);
     e->health_code = 200;
     e->health_text = "healthy\n";
     *state = e;
@@ -219,7 +200,7 @@ int http_env_teardown(void **state)
     ami_logger_free(e->log);
     ev_loop_destroy(e->loop);
     assert_int_equal(ami_alloc_live_bytes(), e->live_before);
-    free(e->logs);
+    log_capture_free(&e->logs);
     free(e);
     return 0;
 }

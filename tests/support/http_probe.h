@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "log_capture.h"
 #include "obs/http.h"
 
 #define PROBE_T 3000 /* ms: generous bound for anything that should happen */
@@ -65,8 +66,7 @@ typedef struct http_env {
     int health_code;          /* what the health callback answers; 200 */
     const char *health_text;  /* and its body; "healthy\n" */
     int health_calls;
-    char *logs;               /* every log line, debug level included */
-    size_t logs_len;
+    log_capture_t logs;       /* every log line, debug level included */
 } http_env_t;
 
 /* cmocka setup and teardown (state: the http_env_t). */

@@ -13,18 +13,6 @@
 #include "harness.h"
 #include "httpc/httpc.h"
 
-static void capture(void *ud, ami_log_level_t level, const char *line, size_t len)
-{
-    (void)level;
-    lua_world_t *w = ud;
-    if (w->lines.len)
-        w->lines.len--; /* drop the NUL kept at the end */
-    ami_buf_append(&w->lines, line, len);
-    ami_buf_append(&w->lines, "\n", 2);
-    if (getenv("AMI_TEST_VERBOSE"))
-        fprintf(stderr, "%.*s\n", (int)len, line);
-}
-
 static void add_server(lua_world_t *w, const char *key, ami_sim_node_t *node, bool heartbeat)
 {
     ami_server_options_t o;
@@ -60,12 +48,10 @@ lua_world_t *lua_world_new(const lua_world_options_t *opt)
     if (!mkdtemp(w->dir))
         fail_msg("mkdtemp failed");
     w->loop = ev_loop_new(EVFLAG_AUTO);
-    ami_buf_init(&w->lines, 0);
     ami_logger_config_t lc;
     ami_logger_config_default(&lc);
     lc.level = AMI_LOG_INFO;
-    lc.sink = capture;
-    lc.sink_ud = w;
+    log_capture_attach(&w->lines, &lc);
     w->log = ami_logger_new(&lc);
     w->metrics = ami_metrics_new(10000);
     w->sim = ami_sim_new(w->loop, NULL);
@@ -130,7 +116,7 @@ void lua_world_free(lua_world_t *w)
     ami_logger_free(w->log);
     ami_metrics_free(w->metrics);
     ev_loop_destroy(w->loop);
-    ami_buf_deinit(&w->lines);
+    log_capture_free(&w->lines);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", w->dir);
     if (system(cmd) != 0)
@@ -173,12 +159,7 @@ void lua_world_inject(lua_world_t *w, int node, const char *raw)
 
 int lua_world_count_log(lua_world_t *w, const char *needle)
 {
-    int n = 0;
-    if (!w->lines.len)
-        return 0;
-    for (const char *p = w->lines.data; (p = strstr(p, needle)); p += strlen(needle))
-        n++;
-    return n;
+    return (int)log_capture_count(&w->lines, needle);
 }
 
 typedef struct log_wait {

@@ -13,7 +13,7 @@
 #include "cluster/client.h"
 #include "lua/runtime.h"
 #include "sim/sim.h"
-#include "util/buf.h"
+#include "log_capture.h"
 
 typedef struct lua_world {
     struct ev_loop *loop;
@@ -22,7 +22,7 @@ typedef struct lua_world {
     ami_client_t *client;
     ami_metrics_t *metrics;
     ami_logger_t *log;
-    ami_buf_t lines;          /* every log line, '\n'-separated, NUL-terminated */
+    log_capture_t lines;      /* every log line (log_capture_text: all of them) */
     ami_lua_runtime_t *rt;
     ami_callstate_t *cs;      /* with opt.callstate: tracks CALLTAG and FOO */
     char dir[256];            /* the scripts folder */

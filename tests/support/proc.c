@@ -58,6 +58,20 @@ int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+long proc_vmrss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long kib = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kib = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kib;
+}
+
 void sleep_ms(uint32_t ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
@@ -406,19 +420,82 @@ bool file_wait_contains(const char *path, const char *needle, uint32_t timeout_m
 
 /* ---- ports and folders ---------------------------------------------------------------- */
 
-uint16_t free_port(void)
+uint16_t port_file_lookup(const char *path, const char *name)
+{
+    char *text = file_read(path, NULL);
+    size_t nl = strlen(name);
+    unsigned long port = 0;
+    for (const char *line = text; line && *line && !port;) {
+        if (strncmp(line, name, nl) == 0 && line[nl] == ' ')
+            port = strtoul(line + nl + 1, NULL, 10);
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    free(text);
+    return port <= 65535 ? (uint16_t)port : 0;
+}
+
+uint16_t port_file_wait(const char *path, const char *name, uint32_t timeout_ms)
+{
+    int64_t deadline = mono_ms() + timeout_ms;
+    for (;;) {
+        uint16_t port = port_file_lookup(path, name);
+        if (port || mono_ms() >= deadline)
+            return port;
+        sleep_ms(10);
+    }
+}
+
+/* The number after ` key=` on the first line of text holding needle; 0 if none. */
+static unsigned long line_field(const char *text, const char *needle, const char *key)
+{
+    const char *line = text ? strstr(text, needle) : NULL;
+    if (!line)
+        return 0;
+    while (line > text && line[-1] != '\n')
+        line--;
+    const char *nl = strchr(line, '\n');
+    const char *at = strstr(line, key);
+    return at && (!nl || at < nl) ? strtoul(at + strlen(key), NULL, 10) : 0;
+}
+
+uint16_t engine_metrics_port(const char *log_path, uint32_t timeout_ms)
+{
+    static const char LISTENING[] = "msg=\"metrics endpoint listening\"";
+    if (!file_wait_contains(log_path, LISTENING, timeout_ms))
+        return 0;
+    char *text = file_read(log_path, NULL);
+    unsigned long port = line_field(text, LISTENING, " port=");
+    free(text);
+    return port <= 65535 ? (uint16_t)port : 0;
+}
+
+int refusing_port(uint16_t *port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return 0;
+        return -1;
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t sl = sizeof sa;
-    uint16_t port = 0;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
-        port = ntohs(sa.sin_port);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
+        close(fd);
+        return -1;
+    }
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+bool ipv6_loopback_available(void)
+{
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
     close(fd);
-    return port;
+    return ok;
 }
 
 int tmpdir_make(const char *prefix, char *out, size_t out_size)

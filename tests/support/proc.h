@@ -2,7 +2,7 @@
  * Child processes and small blocking helpers for end-to-end tests of the
  * real binaries (ami-engine, ami-sim): spawn with stdout/stderr in files,
  * wait with a deadline, signal, kill everything at teardown; a tiny HTTP
- * GET client; files; free ports; temporary folders.
+ * GET client; files; ports reported by listeners; temporary folders.
  *
  * Every wait here has a deadline; nothing blocks without one. Spawned
  * processes are remembered (up to PROC_MAX_TRACKED) so proc_kill_all() can
@@ -82,15 +82,44 @@ bool file_wait_count(const char *path, const char *needle, size_t n, uint32_t ti
 /* Occurrences of needle in text (non-overlapping). */
 size_t str_count(const char *text, const char *needle);
 
-/* A free TCP port on 127.0.0.1 (bind port 0, read it back, close; a small
- * race with other programs is accepted). 0 on failure. */
-uint16_t free_port(void);
+/* Ports: nothing here hands out a "free" port to be bound later (another
+ * test running in parallel could take it first). Listeners bind port 0 and
+ * report the port the kernel chose: ami-sim --port-file, the engine's
+ * "metrics endpoint listening ... port=N" log line. */
+
+/* The port a "name port" line of an ami-sim --port-file gives for name;
+ * 0 if the file or the line is missing. */
+uint16_t port_file_lookup(const char *path, const char *name);
+
+/* Wait up to timeout_ms for an ami-sim --port-file to name `name`; its
+ * port, or 0. */
+uint16_t port_file_wait(const char *path, const char *name, uint32_t timeout_ms);
+
+/* Wait up to timeout_ms for the engine's log (logfmt) to say which port its
+ * metrics endpoint listens on (metrics.listen with port 0); the port, or 0. */
+uint16_t engine_metrics_port(const char *log_path, uint32_t timeout_ms);
+
+/* A port where connections are refused, and stay refused while the
+ * returned descriptor is open: a socket bound to 127.0.0.1:0 that never
+ * listens (nobody else can bind that port meanwhile). The caller closes the
+ * descriptor. -1 on failure. */
+int refusing_port(uint16_t *port);
+
+/* VmRSS of this process in KiB (from /proc/self/status), or -1. */
+long proc_vmrss_kib(void);
 
 /* Milliseconds on a monotonic clock. */
 int64_t mono_ms(void);
 
 /* Sleep ms milliseconds. */
 void sleep_ms(uint32_t ms);
+
+/* Can a TCP socket bind [::1]? Containers and CI hosts without IPv6 cannot;
+ * tests of IPv6 paths skip there, saying so (see IPV6_SKIP_MESSAGE). */
+bool ipv6_loopback_available(void);
+#define IPV6_SKIP_MESSAGE                                                                          \
+    "SKIPPED: this host has no IPv6 loopback (::1 cannot be bound), so the IPv6 path is NOT "   \
+    "tested here\n"
 
 /* mkdtemp under $TMPDIR (or /tmp) from prefix; out holds the path. 0 or -1. */
 int tmpdir_make(const char *prefix, char *out, size_t out_size);

@@ -1,6 +1,8 @@
 #include "redis_server.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,11 +68,37 @@ static int launch(redis_server_t *r)
     argv[n] = NULL;
     if (proc_spawn(&r->proc, argv, NULL, out, out) < 0)
         return -1;
-    for (int64_t end = mono_ms() + READY_MS; mono_ms() < end; sleep_ms(20))
+    for (int64_t end = mono_ms() + READY_MS; mono_ms() < end && proc_running(&r->proc); sleep_ms(20))
         if (answers(r))
             return 0;
     fprintf(stderr, "redis-server did not start within %u ms; see %s\n", READY_MS, log);
     return -1;
+}
+
+/* A port the kernel considers free right now (bind port 0, read it, close). */
+static uint16_t kernel_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    uint16_t port = 0;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+/* Did the last launch fail because its TCP port was in use? */
+static bool port_was_taken(const redis_server_t *r)
+{
+    char log[640];
+    snprintf(log, sizeof log, "%s/redis-%d.log", r->dir, r->runs - 1);
+    char *text = file_read(log, NULL);
+    bool taken = text && strstr(text, "Address already in use");
+    free(text);
+    return taken;
 }
 
 int redis_server_start(redis_server_t *r, const char *dir, bool tcp, const char *password, const char *acl_user)
@@ -83,9 +111,21 @@ int redis_server_start(redis_server_t *r, const char *dir, bool tcp, const char 
     snprintf(r->socket, sizeof r->socket, "%s/redis.sock", r->dir);
     snprintf(r->password, sizeof r->password, "%s", password ? password : "");
     snprintf(r->acl_user, sizeof r->acl_user, "%s", acl_user ? acl_user : "");
-    r->port = tcp ? free_port() : 0;
     r->own_dir = !dir;
-    return launch(r);
+    if (!tcp)
+        return launch(r);
+    /* redis-server cannot listen on port 0 (it means no TCP at all): take a
+     * port the kernel just handed out and, should another program bind it
+     * first, try again with another. */
+    for (int attempt = 0; attempt < 5; attempt++) {
+        r->port = kernel_port();
+        if (r->port && launch(r) == 0)
+            return 0;
+        proc_kill(&r->proc);
+        if (!port_was_taken(r))
+            return -1;
+    }
+    return -1;
 }
 
 int redis_server_restart(redis_server_t *r)

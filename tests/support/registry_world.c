@@ -12,27 +12,13 @@
 #include "protocol/parser.h"
 #include "util/alloc.h"
 
-static void capture_log(void *ud, ami_log_level_t level, const char *line, size_t len)
-{
-    (void)level;
-    world_t *w = ud;
-    ami_buf_append(&w->log_lines, line, len);
-    ami_buf_append(&w->log_lines, "\n", 1);
-}
-
 world_t *registry_world_new(uint32_t max_pending, const uint32_t caps[AMI_STRATEGY_COUNT])
 {
     world_t *w = calloc(1, sizeof *w);
     assert_non_null(w);
     ami_actionid_init(&w->ids, 0x1234abcd);
     w->metrics = ami_metrics_new(1000);
-    ami_buf_init(&w->log_lines, 0);
-    ami_logger_config_t lc;
-    ami_logger_config_default(&lc);
-    lc.level = AMI_LOG_DEBUG;
-    lc.sink = capture_log;
-    lc.sink_ud = w;
-    w->log = ami_logger_new(&lc);
+    w->log = log_capture_logger(&w->log_lines, AMI_LOG_DEBUG, AMI_LOG_FMT_LOGFMT, 0);
     ami_registry_config_t rc;
     ami_registry_config_default(&rc);
     rc.max_pending = max_pending;
@@ -59,7 +45,7 @@ void world_free(world_t *w)
     ami_registry_free(w->reg);
     ami_logger_free(w->log);
     ami_metrics_free(w->metrics);
-    ami_buf_deinit(&w->log_lines);
+    log_capture_free(&w->log_lines);
     free(w);
 }
 
@@ -182,18 +168,11 @@ char *id_text(world_t *w, uint64_t id, char *buf)
 /* How many captured lines contain needle; the first of them copied into out. */
 static size_t each_line_with(world_t *w, const char *needle, char *out, size_t out_size)
 {
-    size_t found = 0;
-    const char *p = w->log_lines.data, *end = p + w->log_lines.len;
-    while (p && p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        size_t len = eol ? (size_t)(eol - p) : (size_t)(end - p);
-        if (memmem(p, len, needle, strlen(needle))) {
-            if (found++ == 0 && out)
-                snprintf(out, out_size, "%.*s", (int)len, p);
-        }
-        p += len + 1;
-    }
-    return found;
+    const char *const needles[] = {needle, NULL};
+    long first = log_capture_find(&w->log_lines, 0, needles);
+    if (first >= 0 && out)
+        snprintf(out, out_size, "%s", w->log_lines.line[first]);
+    return log_capture_lines_with(&w->log_lines, needles);
 }
 
 void the_log_line(world_t *w, const char *needle, char *out, size_t out_size)

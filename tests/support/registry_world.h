@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "correlation/registry.h"
+#include "log_capture.h"
 #include "fixtures.h"
 #include "util/buf.h"
 
@@ -34,7 +35,7 @@ typedef struct world {
     ami_actionid_gen_t ids;
     ami_metrics_t *metrics;
     ami_logger_t *log;
-    ami_buf_t log_lines; /* every captured line, each ended by '\n', NUL-terminated */
+    log_capture_t log_lines; /* every captured line (tests/support/log_capture.h) */
     ami_registry_t *reg;
     seen_t notes[MAX_NOTES];
     size_t nnotes;

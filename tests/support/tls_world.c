@@ -76,16 +76,10 @@ void tw_copy_file(const char *from, const char *to)
 
 /* ---- world ------------------------------------------------------------------------------ */
 
-static void sink(void *ud, ami_log_level_t level, const char *line, size_t len)
+size_t tw_verify_off_warnings(const tls_world_t *w)
 {
-    tls_world_t *w = ud;
-    if (level == AMI_LOG_WARN && memmem(line, len, "tls certificate verification is off", 35))
-        w->verify_off_warnings++;
-    if (!memmem(line, len, "tls", 3) || w->nlines + len + 1 >= sizeof w->lines)
-        return;
-    memcpy(w->lines + w->nlines, line, len);
-    w->nlines += len;
-    w->lines[w->nlines] = '\0';
+    static const char *const warn[] = {"level=warn", "tls certificate verification is off", NULL};
+    return log_capture_lines_with(&w->logs, warn);
 }
 
 static void on_state(void *ud, const char *key, ami_conn_state_t from, ami_conn_state_t to, const char *reason)
@@ -105,8 +99,7 @@ tls_world_t *tw_new(void)
     ami_logger_config_t lc;
     ami_logger_config_default(&lc);
     lc.level = AMI_LOG_DEBUG;
-    lc.sink = sink;
-    lc.sink_ud = w;
+    log_capture_attach(&w->logs, &lc);
     w->log = ami_logger_new(&lc);
     w->sim = ami_sim_new(w->loop, w->log);
     w->metrics = ami_metrics_new(5000);
@@ -128,6 +121,7 @@ void tw_free(tls_world_t *w)
     ami_metrics_free(w->metrics);
     ami_logger_free(w->log);
     ev_loop_destroy(w->loop);
+    log_capture_free(&w->logs);
     free(w);
 }
 

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "cluster/client.h"
+#include "log_capture.h"
 #include "sim/sim.h"
 
 typedef struct tls_world {
@@ -24,10 +25,11 @@ typedef struct tls_world {
     ami_metrics_t *metrics;
     int transitions[AMI_CONN_STATE_COUNT];
     char last_reason[AMI_ERR_MSG_MAX];
-    char lines[32768]; /* log lines that mention TLS */
-    size_t nlines;
-    int verify_off_warnings;
+    log_capture_t logs; /* every log line (engine and simulator) */
 } tls_world_t;
+
+/* WARNING lines saying certificate verification is off. */
+size_t tw_verify_off_warnings(const tls_world_t *w);
 
 /* cmocka group setup/teardown: make the PKI / remove it (and kill any program left running). */
 int tw_make_pki(void **state);

@@ -12,17 +12,9 @@
 #include <time.h>
 
 #include "obs/loopmon.h"
-#include "util/buf.h"
+#include "log_capture.h"
 
-static ami_buf_t lines;
-
-static void capture(void *ud, ami_log_level_t level, const char *line, size_t len)
-{
-    (void)ud;
-    (void)level;
-    ami_buf_append(&lines, line, len);
-    ami_buf_append(&lines, "\n", 1);
-}
+static log_capture_t lines;
 
 static void block_ms(struct ev_loop *loop, ev_timer *t, int revents)
 {
@@ -36,12 +28,7 @@ static void block_ms(struct ev_loop *loop, ev_timer *t, int revents)
 
 static ami_logger_t *capturing_logger(void)
 {
-    ami_buf_init(&lines, 0);
-    ami_logger_config_t lc;
-    ami_logger_config_default(&lc);
-    lc.sink = capture;
-    lc.level = AMI_LOG_INFO;
-    return ami_logger_new(&lc);
+    return log_capture_logger(&lines, AMI_LOG_INFO, AMI_LOG_FMT_LOGFMT, 0);
 }
 
 static void stop_loop(struct ev_loop *loop, ev_timer *t, int revents)
@@ -89,12 +76,12 @@ static void a_long_iteration_is_a_stall_counted_logged_and_reported(void **state
     assert_true(v == 1.0);
     assert_true(st.iterations >= 2);
     ami_logger_free(log); /* flushes the thread's lines too */
-    assert_non_null(strstr(lines.data, "event loop stalled and still busy"));
-    assert_non_null(strstr(lines.data, "msg=\"event loop stalled\" seconds=0.6"));
+    assert_non_null(strstr(log_capture_text(&lines), "event loop stalled and still busy"));
+    assert_non_null(strstr(log_capture_text(&lines), "msg=\"event loop stalled\" seconds=0.6"));
     ami_loopmon_free(lm);
     ami_metrics_free(m);
     ev_loop_destroy(loop);
-    ami_buf_deinit(&lines);
+    log_capture_free(&lines);
 }
 
 static void a_stall_is_reported_only_within_the_window(void **state)

@@ -452,6 +452,16 @@ static void metrics_ipv6_and_off(void **state)
     assert_int_equal(load(tmp_path("moff.lua"), &cfg, &errs), 0);
     assert_false(cfg.metrics_enabled);
     ami_config_free(&cfg);
+    /* port 0: a free port chosen at start (the engine logs it) */
+    write_file(tmp_path("mzero.lua"), "servers = { { key = 'a', host = '10.1.1.1', username = 'e', secret = 'pw' } }\n"
+                                      "metrics = { listen = '127.0.0.1:0' }\n");
+    assert_int_equal(load(tmp_path("mzero.lua"), &cfg, &errs), 0);
+    assert_true(cfg.metrics_enabled);
+    assert_int_equal(cfg.metrics_port, 0);
+    d = describe(&cfg);
+    assert_non_null(strstr(d, "listen 127.0.0.1:0 (a free port chosen at start, logged)"));
+    free(d);
+    ami_config_free(&cfg);
 }
 
 static void metrics_endpoint_limits(void **state)
@@ -744,12 +754,12 @@ static const bad_case_t CASES[] = {
      "            { key = 'b', host = '10.0.0.6', username = 'e', secret = 'pw' } }\n",
      "defaults.port: expected an integer from 1 to 65535, got string \"x\""},
     {"metrics_listen_hostname", SRV("") "metrics = { listen = 'localhost:9100' }\n",
-     "metrics.listen: \"localhost:9100\" is not ip:port with an IP address and a port from 1 to 65535; write "
+     "metrics.listen: \"localhost:9100\" is not ip:port with an IP address and a port from 0 to 65535; write "
      "\"127.0.0.1:9100\", \"[::1]:9100\", or false to turn the endpoint off"},
     {"metrics_listen_no_port", SRV("") "metrics = { listen = '127.0.0.1' }\n",
      "metrics.listen: \"127.0.0.1\" is not ip:port"},
-    {"metrics_listen_port_zero", SRV("") "metrics = { listen = '127.0.0.1:0' }\n",
-     "metrics.listen: \"127.0.0.1:0\" is not ip:port"},
+    {"metrics_listen_port_too_big", SRV("") "metrics = { listen = '127.0.0.1:65536' }\n",
+     "metrics.listen: \"127.0.0.1:65536\" is not ip:port"},
     {"metrics_listen_bare_ipv6", SRV("") "metrics = { listen = '::1:9100' }\n",
      "metrics.listen: \"::1:9100\" looks like a bare IPv6 address; put it in brackets"},
     {"metrics_listen_true", SRV("") "metrics = { listen = true }\n",
