@@ -62,6 +62,7 @@
 
 #include "bench_util.h"
 #include "cluster/client.h"
+#include "health/conn.h"
 #include "lua/runtime.h"
 #include "obs/log.h"
 #include "obs/metrics.h"

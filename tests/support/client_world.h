@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "cluster/client.h"
+#include "health/conn.h"
 #include "sim/sim.h"
 
 #define CW_LOG_BYTES (256u << 10)

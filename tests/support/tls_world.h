@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "cluster/client.h"
+#include "health/conn.h"
 #include "sim/sim.h"
 
 typedef struct tls_world {
