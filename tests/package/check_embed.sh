@@ -25,8 +25,9 @@ pass "embed.c built with $(pkg-config --cflags --libs ami-engine) -lev"
 start_sim "$AMI_STAGE/bin/ami-sim" --cps 20
 for mode in "" --poll; do
   out=$scratch/embed${mode}.out
-  timeout 30 "$scratch/embed" --port "$sim_port" --seconds 2 $mode >"$out" 2>&1 \
-    || { cat "$out" >&2; fail "embed ${mode:-(ev_run)} exited $?"; }
+  rc=0
+  timeout 30 "$scratch/embed" --port "$sim_port" --seconds 2 $mode >"$out" 2>&1 || rc=$?
+  [ "$rc" = 0 ] || { cat "$out" >&2; fail "embed ${mode:-(ev_run)} exited $rc (124: did not stop in 30 s)"; }
   for want in "authenticating -> connected" "action CoreShowChannels: done" "event Newchannel on pbx1" \
               "connected -> stopped" "summary: logged_in=yes"; do
     grep -q "$want" "$out" || { cat "$out" >&2; fail "embed ${mode:-(ev_run)}: no \"$want\""; }
