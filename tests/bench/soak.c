@@ -60,6 +60,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_args.h"
 #include "bench_util.h"
 #include "cluster/client.h"
 #include "health/conn.h"
@@ -245,67 +246,44 @@ static trend_t trend(const int64_t *v, const uint64_t *cycles_at, size_t n, size
     return t;
 }
 
-static void usage(FILE *to)
+static bool log_level(void *out, const char *value)
 {
-    fprintf(to,
-            "usage: soak [--duration S] [--warmup S] [--disconnect-every S] [--reload-every S]\n"
-            "            [--cps N] [--log-level debug|info|warn|error|off]\n"
-            "  --duration S          total run (default 60; CI 20; 86400 for 24 h)\n"
-            "  --warmup S            before sampling (default: a quarter of the run, at most 30)\n"
-            "  --disconnect-every S  force-close a server, in turn (default 1)\n"
-            "  --reload-every S      reload the scripts (default 5)\n"
-            "  --cps N               simulated calls per second per node (default 10)\n"
-            "  --log-level L         the engine's log level (default error)\n"
-            "  --inject-leak BYTES   leak this much per disconnect cycle (checks the detector)\n");
+    *(int *)out = ami_log_level_parse(value);
+    return *(int *)out >= 0;
 }
 
+/* 0: run; 1: --help printed; 2: a bad argument reported. */
 static int parse_args(options_t *o, int argc, char **argv)
 {
     *o = (options_t){.duration = 60, .warmup = -1, .disconnect_every = 1, .reload_every = 5,
                      .cps = 10, .log_level = AMI_LOG_ERROR};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            exit(0);
-        }
-        const char *val = i + 1 < argc ? argv[++i] : NULL;
-        if (!val) {
-            usage(stderr);
-            return -1;
-        }
-        if (strcmp(a, "--duration") == 0)
-            o->duration = atof(val);
-        else if (strcmp(a, "--warmup") == 0)
-            o->warmup = atof(val);
-        else if (strcmp(a, "--disconnect-every") == 0)
-            o->disconnect_every = atof(val);
-        else if (strcmp(a, "--reload-every") == 0)
-            o->reload_every = atof(val);
-        else if (strcmp(a, "--inject-leak") == 0)
-            o->inject_leak = (size_t)atol(val);
-        else if (strcmp(a, "--cps") == 0)
-            o->cps = atof(val);
-        else if (strcmp(a, "--log-level") == 0) {
-            o->log_level = ami_log_level_parse(val);
-            if (o->log_level < 0) {
-                usage(stderr);
-                return -1;
-            }
-        } else {
-            usage(stderr);
-            return -1;
-        }
-    }
+    const bench_arg_t args[] = {
+        BENCH_OPT_NUM("duration", "S", "total run, >= 4 (default 60; CI 20; 86400 for 24 h)",
+            BENCH_DOUBLE, &o->duration, 4, 1e7),
+        BENCH_OPT_NUM("warmup", "S", "before sampling (default: a quarter of the run, at most 30)",
+            BENCH_DOUBLE, &o->warmup, 0, 1e7),
+        BENCH_OPT_NUM("disconnect-every", "S", "force-close a server, in turn (default 1)",
+            BENCH_DOUBLE, &o->disconnect_every, 0.001, 1e6),
+        BENCH_OPT_NUM("reload-every", "S", "reload the scripts (default 5)",
+            BENCH_DOUBLE, &o->reload_every, 0.001, 1e6),
+        BENCH_OPT_NUM("cps", "N", "simulated calls per second per node (default 10)",
+            BENCH_DOUBLE, &o->cps, 0, 1e6),
+        BENCH_OPT_CHECK("log-level", "L", "debug, info, warn, error or off (default error)",
+            &o->log_level, log_level),
+        BENCH_OPT_NUM("inject-leak", "BYTES", "leak this much per disconnect cycle (checks the detector)",
+            BENCH_SIZE, &o->inject_leak, 0, 1 << 30),
+    };
+    int rc = bench_args_parse(argc, argv, "soak", args, BENCH_NARGS(args));
+    if (rc != 0)
+        return rc;
     if (o->warmup < 0) {
         o->warmup = o->duration / 4;
         if (o->warmup > 30)
             o->warmup = 30;
     }
-    if (o->duration < 4 || o->warmup >= o->duration - 2 || o->disconnect_every <= 0 ||
-        o->reload_every <= 0 || o->cps < 0) {
-        fprintf(stderr, "soak: --duration >= 4, --warmup < duration - 2, intervals > 0\n");
-        return -1;
+    if (o->warmup >= o->duration - 2) {
+        fprintf(stderr, "soak: --warmup must end 2 s before --duration\n");
+        return 2;
     }
     return 0;
 }
@@ -313,8 +291,9 @@ static int parse_args(options_t *o, int argc, char **argv)
 int main(int argc, char **argv)
 {
     options_t o;
-    if (parse_args(&o, argc, argv) < 0)
-        return 2;
+    int args_rc = parse_args(&o, argc, argv);
+    if (args_rc != 0)
+        return args_rc == 1 ? 0 : 2;
     /* The example scripts' settings: after_hours always "closed" (its
      * redirects run), queue_stats every second. */
     setenv("AFTER_HOURS_SCHEDULE", "never", 0);
