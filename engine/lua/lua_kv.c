@@ -54,20 +54,15 @@ static int fail(lua_State *L, const char *kind, const char *msg)
 }
 
 /* A whole number in [min, max]. false with why filled. */
+/* A whole number in [min, max], through the runtime's one validated
+ * conversion (NaN, infinities and fractions are refused there). */
 static bool whole(lua_State *L, int idx, const char *what, double min, double max, int64_t *out, char *why,
                   size_t n)
 {
-    if (lua_type(L, idx) != LUA_TNUMBER) {
-        snprintf(why, n, "%s must be a number, got %s", what, luaL_typename(L, idx));
+    const num_range_t range = {min, max, true, "a whole number"};
+    double v;
+    if (!arg_number(L, idx, "ami.kv", what, &range, &v, why, n))
         return false;
-    }
-    double v = lua_tonumber(L, idx);
-    const char *bad = isnan(v) ? "is NaN" : isinf(v) ? "is infinite" : v != floor(v) ? "is not a whole number"
-                    : v < min || v > max ? "is out of range" : NULL;
-    if (bad) {
-        snprintf(why, n, "%s %s (%.17g); give a whole number from %.0f to %.0f", what, bad, v, min, max);
-        return false;
-    }
     *out = (int64_t)v;
     return true;
 }
