@@ -15,7 +15,11 @@
 
 #include "callstate/callstate.h"
 #include "callstate/channel.h"
+#include "cluster/client.h"
+#include "obs/log.h"
+#include "obs/metrics.h"
 #include "protocol/message.h"
+#include "util/err.h"
 
 #include <string.h>
 

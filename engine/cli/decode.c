@@ -6,6 +6,7 @@
  * completed actions are listed. A tool for operators reading captures, and
  * a look at the protocol core without a server.
  */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,17 +186,47 @@ static void print_actions(const decoder_t *d)
     }
 }
 
-int ami_cli_decode(int argc, char **argv)
+static const char decode_usage[] =
+    "usage: ami-engine decode FILE.ami [FILE.sent]\n"
+    "Decodes a recorded AMI session (what the server sent) message by message; with\n"
+    "FILE.sent (what the client sent), also correlates each action with its answer.\n";
+
+/* 0: the files are argv[optind..]; 1: --help printed; 2: usage error printed. */
+static int decode_args(int argc, char **argv)
 {
-    if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: ami-engine decode FILE.ami [FILE.sent]\n");
+    static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    int c;
+    optind = 0; /* a fresh scan: main may have used getopt */
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(decode_usage, stdout);
+            return 1;
+        }
+        fprintf(stderr, "decode: unknown option \"%.100s\"\n%s", argv[optind - 1], decode_usage);
         return 2;
     }
+    int nfiles = argc - optind;
+    if (nfiles < 1 || nfiles > 2) {
+        fprintf(stderr, "decode: %s\n%s", nfiles < 1 ? "no recording given" : "at most two files",
+                decode_usage);
+        return 2;
+    }
+    return 0;
+}
+
+int ami_cli_decode(int argc, char **argv)
+{
+    int usage_rc = decode_args(argc, argv);
+    if (usage_rc != 0)
+        return usage_rc == 1 ? 0 : usage_rc;
+    const char *recv_path = argv[optind];
+    const char *sent_path = optind + 1 < argc ? argv[optind + 1] : NULL;
     size_t len, slen = 0;
-    char *text = read_file(argv[1], &len);
-    char *sent = argc == 3 ? read_file(argv[2], &slen) : NULL;
-    if (!text || (argc == 3 && !sent)) {
-        fprintf(stderr, "decode: cannot read %s\n", !text ? argv[1] : argv[2]);
+    char *text = read_file(recv_path, &len);
+    char *sent = sent_path ? read_file(sent_path, &slen) : NULL;
+    if (!text || (sent_path && !sent)) {
+        fprintf(stderr, "decode: cannot read %s\n", !text ? recv_path : sent_path);
         ami_free(text);
         return 1;
     }

@@ -1,4 +1,6 @@
 /* ami-engine: argument parsing and the subcommands' entry. */
+#include <errno.h>
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,25 +13,17 @@ static const char usage[] =
     "usage: ami-engine -c CONFIG [--duration SECONDS]\n"
     "       ami-engine --check-config -c CONFIG\n"
     "       ami-engine decode FILE.ami [FILE.sent]\n"
-    "       ami-engine spec [--nodes N] [--budget-ms MS] [--timeout S] [--verbose] [busted args] [spec dir]\n"
+    "       ami-engine spec [--nodes N] [--cps RATE] [--budget-ms MS] [--timeout S] [--verbose] [busted args] [spec dir]\n"
     "       ami-engine --version | --help\n"
     "\n"
     "Runs Lua call-handling scripts against a cluster of Asterisk servers over AMI.\n"
     "  -c, --config FILE   the configuration (a Lua file; see docs/configuration.md)\n"
     "  --check-config      validate the configuration, print a summary, exit 0 if valid\n"
     "  --duration SECONDS  stop (as on SIGTERM) after this long; for demos and tests\n"
+    "  --version           print the version and where the engine's lua/ modules are\n"
+    "  -h, --help          this text; `ami-engine decode --help`, `ami-engine spec --help`\n"
     "Signals: SIGHUP reloads the scripts (and log settings), SIGTERM/SIGINT drain and exit.\n"
     "Docs: README.md, docs/usage-guide.md, docs/lua-api.md, docs/operations.md\n";
-
-const char *ami_cli_engine_lua_path(void)
-{
-    static char path[1200];
-    const char *dir = getenv("AMI_ENGINE_LUA_DIR");
-    if (!dir || !*dir)
-        dir = AMI_LUA_DIR;
-    snprintf(path, sizeof path, "%s/?.lua;%s/?/init.lua", dir, dir);
-    return path;
-}
 
 static int bad_usage(const char *why)
 {
@@ -79,11 +73,32 @@ static int run(const char *path, uint32_t duration)
 static int parse_duration(const char *s, uint32_t *out)
 {
     char *end;
+    errno = 0;
     long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < 1 || v > 86400 * 365)
+    if (errno || *s == '\0' || *end != '\0' || v < 1 || v > 86400 * 365)
         return -1;
     *out = (uint32_t)v;
     return 0;
+}
+
+enum { OPT_CHECK = 256, OPT_DURATION, OPT_VERSION };
+
+static const struct option LONG_OPTS[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"check-config", no_argument, NULL, OPT_CHECK},
+    {"duration", required_argument, NULL, OPT_DURATION},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* What was wrong with argv[optind - 1] after getopt_long said '?' or ':'. */
+static int bad_option(int c, char **argv)
+{
+    char why[200];
+    snprintf(why, sizeof why, c == ':' ? "\"%.100s\" needs a value" : "unknown argument \"%.100s\"",
+             argv[optind - 1]);
+    return bad_usage(why);
 }
 
 int main(int argc, char **argv)
@@ -95,28 +110,34 @@ int main(int argc, char **argv)
     const char *config = NULL;
     bool check = false;
     uint32_t duration = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+    int c;
+    opterr = 0; /* our messages, with the usage */
+    while ((c = getopt_long(argc, argv, ":c:h", LONG_OPTS, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config = optarg;
+            break;
+        case OPT_CHECK:
+            check = true;
+            break;
+        case OPT_DURATION:
+            if (parse_duration(optarg, &duration) < 0)
+                return bad_usage("--duration takes whole seconds, 1 or more");
+            break;
+        case OPT_VERSION:
+            printf("ami-engine %s (lua modules: %s)\n", AMI_VERSION, ami_cli_engine_lua_dir());
+            return 0;
+        case 'h':
             fputs(usage, stdout);
             return 0;
+        default:
+            return bad_option(c, argv);
         }
-        if (strcmp(a, "--version") == 0) {
-            printf("ami-engine %s\n", AMI_VERSION);
-            return 0;
-        }
-        if (strcmp(a, "--check-config") == 0) {
-            check = true;
-        } else if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) && i + 1 < argc) {
-            config = argv[++i];
-        } else if (strcmp(a, "--duration") == 0 && i + 1 < argc) {
-            if (parse_duration(argv[++i], &duration) < 0)
-                return bad_usage("--duration takes whole seconds, 1 or more");
-        } else {
-            char why[200];
-            snprintf(why, sizeof why, "unknown or incomplete argument \"%.100s\"", a);
-            return bad_usage(why);
-        }
+    }
+    if (optind < argc) {
+        char why[200];
+        snprintf(why, sizeof why, "unexpected argument \"%.100s\"", argv[optind]);
+        return bad_usage(why);
     }
     if (!config)
         return bad_usage("a configuration file is required (-c engine.lua)");

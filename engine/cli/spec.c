@@ -493,43 +493,20 @@ static void teardown(spec_run_t *s)
         ami_free(s->lines[(s->first + i) % LOG_RING]);
 }
 
-static int spec_usage(void)
-{
-    fprintf(stderr, "usage: ami-engine spec [--nodes N] [--cps RATE] [--budget-ms MS] [--timeout S] "
-                    "[--verbose] [busted options] [spec files or folders]\n");
-    return 2;
-}
-
 int ami_cli_spec(int argc, char **argv)
 {
+    ami_spec_args_t a;
+    int parsed = ami_cli_spec_args(argc, argv, &a);
+    if (parsed != 0)
+        return parsed == 1 ? 0 : parsed;
+    if (a.nodes > MAX_NODES || a.budget_ms > UINT32_MAX || a.timeout_s > 86400 * 7)
+        return ami_cli_spec_usage("--nodes is at most 8, --timeout at most a week");
     spec_run_t *s = ami_calloc(1, sizeof *s);
-    s->nnodes = 2;
-    double cps = 0;
-    uint32_t budget_ms = 60000, timeout_s = 600;
-    int first = 1;
-    for (; first < argc; first++) {
-        const char *a = argv[first];
-        bool has = first + 1 < argc;
-        if (strcmp(a, "--nodes") == 0 && has)
-            s->nnodes = atoi(argv[++first]);
-        else if (strcmp(a, "--cps") == 0 && has)
-            cps = atof(argv[++first]);
-        else if (strcmp(a, "--budget-ms") == 0 && has)
-            budget_ms = (uint32_t)atoi(argv[++first]);
-        else if (strcmp(a, "--timeout") == 0 && has)
-            timeout_s = (uint32_t)atoi(argv[++first]);
-        else if (strcmp(a, "--verbose") == 0)
-            s->verbose = true;
-        else if (strcmp(a, "--help") == 0) {
-            ami_free(s);
-            return spec_usage();
-        } else
-            break;
-    }
-    if (s->nnodes < 1 || s->nnodes > MAX_NODES || budget_ms == 0 || timeout_s == 0) {
-        ami_free(s);
-        return spec_usage();
-    }
+    s->nnodes = (int)a.nodes;
+    s->verbose = a.verbose;
+    double cps = a.cps;
+    uint32_t budget_ms = (uint32_t)a.budget_ms, timeout_s = (uint32_t)a.timeout_s;
+    int first = a.first_busted;
     int rc = 1;
     if (setup(s, cps, budget_ms) == 0) {
         char *code = bootstrap(argc - first, argv + first);

@@ -43,45 +43,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <ami/action.h>
+
 #include "obs/log.h"
 #include "obs/metrics.h"
 #include "protocol/actionid.h"
 #include "protocol/message.h"
 #include "util/err.h"
 
-typedef enum ami_strategy {
-    AMI_STRATEGY_AUTO = 0,
-    AMI_STRATEGY_SINGLE,
-    AMI_STRATEGY_LIST,
-    AMI_STRATEGY_COMMAND,
-    AMI_STRATEGY_EVENT,
-    AMI_STRATEGY_COUNT
-} ami_strategy_t;
-
-const char *ami_strategy_name(ami_strategy_t s);
-
-typedef enum ami_pending_signal {
-    AMI_PENDING_RESPONSE, /* the first response arrived; more is coming (LIST/EVENT) */
-    AMI_PENDING_ITEM,     /* a list item or intermediate event, within the cap */
-    AMI_PENDING_DONE,     /* complete: msg is the final message */
-    AMI_PENDING_FAILED    /* failed: status/reason say why; msg may be the error response */
-} ami_pending_signal_t;
-
-typedef struct ami_pending_note {
-    ami_pending_signal_t signal;
-    uint64_t id;
-    ami_strategy_t strategy;  /* as resolved (AUTO becomes SINGLE or LIST) */
-    const ami_msg_t *msg;     /* borrowed; NULL for timeouts and fail_all */
-    uint32_t items;           /* items delivered so far */
-    uint32_t dropped;         /* items dropped past the cap */
-    bool truncated;           /* dropped > 0, or COMMAND output over the cap */
-    ami_status_t status;      /* FAILED only */
-    const char *reason;       /* FAILED only: human-readable, NUL-terminated */
-    const char *action;       /* the action name given at add() */
-    int64_t start_ns;         /* as given at add(), for latency */
-} ami_pending_note_t;
-
-typedef void (*ami_pending_cb)(void *ud, const ami_pending_note_t *note);
+/* ami_strategy_t, the notes and ami_pending_cb: <ami/action.h>. */
 
 typedef struct ami_registry_config {
     uint32_t max_pending;                       /* slots; default 1024 */

@@ -58,6 +58,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <ami/server.h>
+
 #include "correlation/registry.h"
 #include "obs/log.h"
 #include "obs/metrics.h"
@@ -70,55 +72,8 @@
 
 struct ev_loop;
 
-typedef enum ami_conn_state {
-    AMI_CONN_DISCONNECTED = 0,
-    AMI_CONN_CONNECTING,
-    AMI_CONN_AUTHENTICATING,
-    AMI_CONN_CONNECTED,
-    AMI_CONN_BACKOFF,
-    AMI_CONN_STOPPED,
-    AMI_CONN_STATE_COUNT
-} ami_conn_state_t;
-
-const char *ami_conn_state_name(ami_conn_state_t s);
-
-typedef enum ami_auth { AMI_AUTH_PLAIN = 0, AMI_AUTH_MD5 } ami_auth_t;
-
-#define AMI_MAX_FILTERS 32
-
-/* The seed's ClientOptions, per server. Strings are copied by ami_conn_new. */
-typedef struct ami_server_options {
-    const char *server_key;
-    const char *host;              /* an IP literal unless enforce_ip_endpoints is off */
-    uint16_t port;                 /* default 5038 */
-    const char *username;
-    const char *secret;
-    ami_auth_t auth;               /* default plain */
-    bool enforce_ip_endpoints;     /* default true */
-    uint32_t connect_timeout_ms;   /* default 5000 */
-    uint32_t login_timeout_ms;     /* banner + login must finish within; default 5000 */
-    uint32_t action_timeout_ms;    /* default for actions; default 10000 */
-    uint32_t heartbeat_interval_ms;/* default 5000; 0 disables the heartbeat */
-    uint32_t heartbeat_timeout_ms; /* default = interval */
-    uint32_t heartbeat_max_failures;/* default 3 */
-    uint32_t backoff_initial_ms;   /* default 500 */
-    uint32_t backoff_max_ms;       /* default 30000 */
-    uint32_t backoff_reset_ms;     /* a session up this long resets the backoff; default 10000 */
-    uint32_t max_pending;          /* default 1024 */
-    size_t write_hwm;              /* default 1 MiB */
-    size_t read_chunk;             /* default 64 KiB */
-    ami_parser_limits_t parser;    /* zero fields take the parser's defaults */
-    uint32_t max_messages[AMI_STRATEGY_COUNT]; /* per-strategy caps; 0 = default */
-    const char *events;            /* Events mask sent after login ("on", "off", "call,system"); NULL = leave */
-    const char *filters[AMI_MAX_FILTERS]; /* Filter actions applied after login */
-    size_t nfilters;
-    ami_tls_options_t tls;         /* AMI over TLS when tls.enabled (see transport/tls.h) */
-} ami_server_options_t;
-
-void ami_server_options_default(ami_server_options_t *opt);
-
-/* Check options without connecting: -1 with AMI_E_CONFIG and a clear message. */
-int ami_server_options_validate(const ami_server_options_t *opt, ami_err_t *err);
+/* ami_conn_state_t, ami_server_options_t (and _default, _validate),
+ * ami_conn_stats_t: <ami/server.h>. ami_action_req_t: <ami/action.h>. */
 
 typedef struct ami_conn ami_conn_t;
 
@@ -152,15 +107,6 @@ void ami_conn_stop(ami_conn_t *c, uint32_t grace_ms);
 /* Force-close now, as the heartbeat does: fail pending with status/reason,
  * reset the parser, close the socket, enter backoff. */
 void ami_conn_force_close(ami_conn_t *c, ami_status_t status, const char *reason);
-
-typedef struct ami_action_req {
-    const char *name;
-    const ami_kv_t *hdrs;
-    size_t nhdrs;
-    ami_strategy_t strategy;       /* AUTO unless told; Originate -> EVENT, Command -> COMMAND */
-    const char *completion_event;  /* EVENT only; Originate's is OriginateResponse */
-    uint32_t timeout_ms;           /* 0 = the server's action_timeout_ms */
-} ami_action_req_t;
 
 /* Send an action. On success *id is its handle for ami_conn_cancel, and cb
  * will be called with DONE or FAILED exactly once (unless cancelled), never
@@ -200,22 +146,6 @@ const char *ami_conn_last_error(const ami_conn_t *c);
 /* Delay of the backoff in progress (ms), 0 if none. */
 uint32_t ami_conn_backoff_delay(const ami_conn_t *c);
 uint32_t ami_conn_heartbeat_failures(const ami_conn_t *c);
-
-typedef struct ami_conn_stats {
-    uint64_t connects;          /* connection attempts */
-    uint64_t logins;            /* successful logins */
-    uint64_t login_failures;
-    uint64_t heartbeat_failures;
-    uint64_t force_closes;      /* every close: sessions_lost + connect_failures */
-    uint64_t sessions_lost;     /* logged-in sessions that ended (not by ami_conn_stop) */
-    uint64_t connect_failures;  /* attempts that ended before login completed */
-    uint64_t malformed_lines;   /* bad lines dropped from framed messages */
-    uint64_t events;
-    uint64_t protocol_errors;
-    uint64_t bytes_in;
-    uint64_t bytes_out;
-    uint64_t buffer_bytes;      /* allocated now by the parser and the write buffer */
-} ami_conn_stats_t;
 
 const ami_conn_stats_t *ami_conn_stats(const ami_conn_t *c);
 

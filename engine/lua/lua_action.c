@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "correlation/registry.h"
 #include "lua/lua_internal.h"
 #include "protocol/writer.h"
 

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "lua/lua_internal.h"
+#include "protocol/message.h"
 #include "lua/lua_strpat.h"
 #include "util/alloc.h"
 #include "util/clock.h"

@@ -504,7 +504,7 @@ ami_logger_t *ami_logger_new(const ami_logger_config_t *cfg)
     ami_logger_t *lg = ami_calloc(1, sizeof *lg);
     if (!lg)
         return NULL;
-    lg->head.level = (int)c.level;
+    atomic_init(&lg->head.level, (int)c.level);
     atomic_init(&lg->format, (int)c.format);
     atomic_init(&lg->written, 0);
     atomic_init(&lg->dropped, 0);
@@ -538,13 +538,13 @@ void ami_logger_free(ami_logger_t *lg)
 void ami_logger_set_level(ami_logger_t *lg, ami_log_level_t level)
 {
     if (lg && (unsigned)level <= AMI_LOG_OFF)
-        lg->head.level = (int)level;
+        atomic_store_explicit(&lg->head.level, (int)level, memory_order_relaxed);
 }
 
 /* A NULL logger logs nothing, which is what "off" says. */
 ami_log_level_t ami_logger_level(const ami_logger_t *lg)
 {
-    return lg ? (ami_log_level_t)lg->head.level : AMI_LOG_OFF;
+    return lg ? (ami_log_level_t)atomic_load_explicit(&lg->head.level, memory_order_relaxed) : AMI_LOG_OFF;
 }
 
 void ami_logger_set_format(ami_logger_t *lg, ami_log_format_t format)

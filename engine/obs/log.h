@@ -25,17 +25,10 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
-typedef enum ami_log_level {
-    AMI_LOG_DEBUG = 0,
-    AMI_LOG_INFO,
-    AMI_LOG_WARN,
-    AMI_LOG_ERROR,
-    AMI_LOG_OFF
-} ami_log_level_t;
-
-typedef enum ami_log_format { AMI_LOG_FMT_LOGFMT = 0, AMI_LOG_FMT_JSON } ami_log_format_t;
+#include <ami/log.h>
 
 typedef enum ami_log_field_type {
     AMI_LF_STR = 0,
@@ -65,44 +58,10 @@ typedef struct ami_log_field {
 #define AMI_F_DBL(k, d_) ((ami_log_field_t){.key = (k), .type = AMI_LF_DOUBLE, .v.d = (double)(d_)})
 #define AMI_F_BOOL(k, b_) ((ami_log_field_t){.key = (k), .type = AMI_LF_BOOL, .v.b = (bool)(b_)})
 
-typedef void (*ami_log_sink_fn)(void *ud, ami_log_level_t level, const char *line, size_t len);
-
-typedef struct ami_logger_config {
-    ami_log_level_t level;   /* lines below it are skipped cheaply */
-    ami_log_format_t format;
-    int fd;                  /* where lines go; default 2 (stderr) */
-    bool async;              /* writer thread + bounded ring */
-    size_t ring_bytes;       /* async ring size; default 1 MiB */
-    size_t max_line;         /* longer lines are truncated with "..."; default 8 KiB */
-    ami_log_sink_fn sink;    /* if set, gets lines instead of fd (sync, caller's thread) */
-    void *sink_ud;
-} ami_logger_config_t;
-
-typedef struct ami_logger ami_logger_t;
-
-/* Defaults: info, logfmt, fd 2, sync. */
-void ami_logger_config_default(ami_logger_config_t *cfg);
-
-ami_logger_t *ami_logger_new(const ami_logger_config_t *cfg);
-/* Flushes what is queued (bounded wait for the writer thread), then frees. */
-void ami_logger_free(ami_logger_t *lg);
-
-void ami_logger_set_level(ami_logger_t *lg, ami_log_level_t level);
-ami_log_level_t ami_logger_level(const ami_logger_t *lg);
-void ami_logger_set_format(ami_logger_t *lg, ami_log_format_t format);
-
 static inline bool ami_log_enabled(const ami_logger_t *lg, ami_log_level_t level);
 
 void ami_log_fields(ami_logger_t *lg, ami_log_level_t level, const char *msg,
                     const ami_log_field_t *fields, size_t nfields);
-
-/* Lines dropped because the async ring was full, and lines written. */
-uint64_t ami_logger_dropped(const ami_logger_t *lg);
-uint64_t ami_logger_written(const ami_logger_t *lg);
-
-/* "debug"/"info"/"warn"/"error"/"off" (also "warning"); -1 if unknown. */
-int ami_log_level_parse(const char *name);
-const char *ami_log_level_name(ami_log_level_t level);
 
 /* Usage: AMI_LOG(lg, AMI_LOG_WARN, "message", AMI_F_STR("k", v), AMI_F_INT("n", 3)); */
 #define AMI_LOG(lg, level, msg, ...)                                                    \
@@ -114,14 +73,18 @@ const char *ami_log_level_name(ami_log_level_t level);
         }                                                                               \
     } while (0)
 
-/* The level lives first in the logger so the check above is one load. */
+/* The level lives first in the logger so the check above is one load. It
+ * is atomic because any thread logs while the loop thread may change it
+ * (a reload): relaxed, since a line logged at the old level a moment after
+ * the change is harmless. */
 struct ami_logger_head {
-    volatile int level;
+    _Atomic int level;
 };
 
 static inline bool ami_log_enabled(const ami_logger_t *lg, ami_log_level_t level)
 {
-    return lg && (int)level >= ((const struct ami_logger_head *)(const void *)lg)->level;
+    return lg && (int)level >= atomic_load_explicit(&((const struct ami_logger_head *)(const void *)lg)->level,
+                                                    memory_order_relaxed);
 }
 
 #endif

@@ -29,10 +29,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <ami/metrics.h>
+
 #include "util/buf.h"
 #include "util/err.h"
-
-typedef struct ami_metrics ami_metrics_t;
 
 typedef struct ami_counter {
     double value;
@@ -47,8 +47,8 @@ typedef struct ami_histogram ami_histogram_t;
 #define AMI_METRICS_MAX_LABELS 6
 #define AMI_METRICS_MAX_BUCKETS 32
 
-ami_metrics_t *ami_metrics_new(size_t max_series);
-void ami_metrics_free(ami_metrics_t *m);
+/* ami_metrics_new, _free, _render_text, _value, _refused, _series_count,
+ * _max_series: <ami/metrics.h>. */
 
 ami_counter_t *ami_metrics_counter(ami_metrics_t *m, const char *name, const char *help,
                                    const char *const *labels, ami_err_t *err);
@@ -78,12 +78,5 @@ void ami_metrics_remove_collector(ami_metrics_t *m, ami_metrics_collector_fn fn,
 /* Append the whole registry in text format 0.0.4 to out. 0, or -1 if out's
  * limit was reached (out then holds a truncated, unusable rendering). */
 int ami_metrics_render(ami_metrics_t *m, ami_buf_t *out);
-
-/* Look up an existing series' current value by name and labels (tests). -1 if absent. */
-int ami_metrics_value(ami_metrics_t *m, const char *name, const char *const *labels, double *out);
-
-uint64_t ami_metrics_refused(const ami_metrics_t *m);
-size_t ami_metrics_series_count(const ami_metrics_t *m);
-size_t ami_metrics_max_series(const ami_metrics_t *m);
 
 #endif

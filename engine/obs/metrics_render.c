@@ -168,3 +168,25 @@ int ami_metrics_render(ami_metrics_t *m, ami_buf_t *out)
             return -1;
     return 0;
 }
+
+size_t ami_metrics_render_text(ami_metrics_t *m, char *dst, size_t cap)
+{
+    if (cap > 0)
+        dst[0] = '\0';
+    /* The registry's series are bounded (max_series), so is its rendering. */
+    ami_buf_t out;
+    ami_buf_init(&out, 0);
+    if (ami_metrics_render(m, &out) < 0) {
+        ami_buf_deinit(&out);
+        return SIZE_MAX;
+    }
+    if (cap > 0) {
+        size_t n = out.len < cap ? out.len : cap - 1;
+        if (n)
+            memcpy(dst, out.data, n);
+        dst[n] = '\0';
+    }
+    size_t len = out.len;
+    ami_buf_deinit(&out);
+    return len;
+}

@@ -52,13 +52,7 @@
 #include "protocol/message.h"
 #include "util/err.h"
 
-typedef struct ami_parser_limits {
-    size_t max_line;    /* bytes in one line, terminator excluded; default 65536 */
-    size_t max_headers; /* headers in one message; default 131072 */
-    size_t max_message; /* bytes in one message; default 4 MiB */
-} ami_parser_limits_t;
-
-void ami_parser_limits_default(ami_parser_limits_t *lim);
+/* ami_parser_limits_t and ami_parser_limits_default: <ami/message.h>. */
 
 typedef struct ami_parser_stats {
     uint64_t messages;

@@ -21,27 +21,15 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <ami/action.h>
+
 #include "util/buf.h"
 #include "util/err.h"
 
 #define AMI_WRITER_MAX_LINE 1022
 #define AMI_WRITER_MAX_LINES 128
 
-/* One header. Lengths let Lua strings with embedded NULs be checked. */
-typedef struct ami_kv {
-    const char *key;
-    size_t key_len;
-    const char *val;
-    size_t val_len;
-} ami_kv_t;
-
-#define AMI_KV(k, v) ((ami_kv_t){(k), sizeof(k) - 1, (v), __builtin_strlen(v)})
-
-static inline ami_kv_t ami_kv(const char *k, const char *v)
-{
-    ami_kv_t kv = {k, __builtin_strlen(k), v, __builtin_strlen(v)};
-    return kv;
-}
+/* ami_kv_t, AMI_KV and ami_kv(): <ami/action.h>. */
 
 /* Validate only (no output). 0 or -1 with AMI_E_INVALID / AMI_E_LIMIT. */
 int ami_action_validate(const char *name, const ami_kv_t *hdrs, size_t n, ami_err_t *err);

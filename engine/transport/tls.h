@@ -49,24 +49,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <ami/tls.h>
+
 #include "obs/log.h"
 #include "obs/metrics.h"
 #include "util/err.h"
 
-#define AMI_TLS_DEFAULT_HANDSHAKE_TIMEOUT_MS 5000u
-#define AMI_TLS_DEFAULT_PORT 5039u /* Asterisk's tlsbindaddr default port */
-
-/* A server's TLS settings. Zero-initialised means "TLS off"; once enabled,
- * verification is on unless no_verify says otherwise. */
-typedef struct ami_tls_options {
-    bool enabled;
-    bool no_verify;                /* the config's verify = false: insecure */
-    const char *ca_file;           /* PEM: the CA(s) that signed Asterisk's certificate */
-    const char *server_name;       /* the name to verify and send as SNI; NULL: the host */
-    const char *cert_file;         /* PEM: our client certificate (chain), optional */
-    const char *key_file;          /* PEM: its key; NULL: the key is in cert_file */
-    uint32_t handshake_timeout_ms; /* 0: AMI_TLS_DEFAULT_HANDSHAKE_TIMEOUT_MS */
-} ami_tls_options_t;
+/* ami_tls_options_t and the AMI_TLS_DEFAULT_* values: <ami/tls.h>. */
 
 /* Deep copy of the strings (dst's previous strings are not freed). -1 on ENOMEM. */
 int ami_tls_options_copy(ami_tls_options_t *dst, const ami_tls_options_t *src);

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_args.h"
 #include "bench_util.h"
 #include "callstate/callstate_internal.h"
 #include "cluster/client.h"
@@ -300,16 +301,15 @@ static int bench_snapshots(bench_t *b, unsigned runs)
 int main(int argc, char **argv)
 {
     unsigned channels = 500, runs = 2000;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--channels") == 0)
-            channels = (unsigned)atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--runs") == 0)
-            runs = (unsigned)atoi(argv[i + 1]);
-    }
-    if (channels < 20 || runs < 1) {
-        fprintf(stderr, "usage: bench_calls [--channels N (>= 20)] [--runs R]\n");
-        return 2;
-    }
+    const bench_arg_t args[] = {
+        BENCH_OPT_NUM("channels", "N", "live channels per server, >= 20 (default 500)",
+            BENCH_UINT, &channels, 20, 1e6),
+        BENCH_OPT_NUM("runs", "R", "timed repetitions: snapshots R, applied events 500 R (default 2000)",
+            BENCH_UINT, &runs, 1, 1e7),
+    };
+    int args_rc = bench_args_parse(argc, argv, "bench_calls", args, BENCH_NARGS(args));
+    if (args_rc != 0)
+        return args_rc == 1 ? 0 : 2;
     bench_apply(runs * 500);
     bench_t b = {.want = channels};
     int rc = 1;

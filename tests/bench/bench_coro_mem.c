@@ -46,8 +46,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_args.h"
 #include "bench_util.h"
 #include "cluster/client.h"
+#include "health/conn.h"
 #include "lua/runtime.h"
 #include "obs/log.h"
 #include "obs/metrics.h"
@@ -198,18 +200,13 @@ static double slot_bytes(uint32_t count)
 int main(int argc, char **argv)
 {
     uint32_t count = 10000;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
-            count = (uint32_t)atol(argv[++i]);
-        } else {
-            printf("usage: bench_coro_mem [--count N]   (default 10000, at most 100000)\n");
-            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
-        }
-    }
-    if (count == 0 || count > 100000) {
-        fprintf(stderr, "bench_coro_mem: --count must be 1..100000\n");
-        return 2;
-    }
+    const bench_arg_t args[] = {
+        BENCH_OPT_NUM("count", "N", "parked coroutines, 1..100000 (default 10000)",
+            BENCH_UINT, &count, 1, 100000),
+    };
+    int args_rc = bench_args_parse(argc, argv, "bench_coro_mem", args, BENCH_NARGS(args));
+    if (args_rc != 0)
+        return args_rc == 1 ? 0 : 2;
     uint16_t port = 0;
     pid_t child = sim_fork(&port);
     if (child < 0) {

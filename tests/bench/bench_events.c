@@ -47,9 +47,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_args.h"
 #include "bench_util.h"
 #include "callstate/callstate.h"
 #include "cluster/client.h"
+#include "health/conn.h"
 #include "lua/runtime.h"
 #include "obs/log.h"
 #include "obs/metrics.h"
@@ -60,7 +62,7 @@
 
 typedef enum variant { V_C = 0, V_LUA, V_JIT, V_COUNT } variant_t;
 
-static const char *const variant_names[V_COUNT] = {"c", "lua", "jit"};
+static const char *const variant_names[V_COUNT + 1] = {"c", "lua", "jit", NULL};
 
 typedef struct options {
     double duration;
@@ -411,67 +413,36 @@ static void remove_pki(const options_t *o)
         fprintf(stderr, "bench_events: could not remove %s\n", o->pki);
 }
 
-static void usage(FILE *to)
+static bool on_off(void *out, const char *value)
 {
-    fprintf(to, "usage: bench_events [--duration S] [--warmup S] [--only c|lua|jit]... "
-                "[--read-chunk KiB] [--tls] [--callstate on|off] [--track-var NAME]\n"
-                "  --duration S     measured seconds per variant (default 5)\n"
-                "  --warmup S       flood seconds before measuring (default 1)\n"
-                "  --only V         run only variant V (repeatable): c, lua, jit\n"
-                "  --read-chunk KiB the client's read size (default: the engine's, 64)\n"
-                "  --tls            AMI over TLS (verified against a CA made for the run)\n"
-                "  --callstate on   keep the live call state of the flooded channels (default off)\n"
-                "  --track-var NAME with --callstate on: track this channel variable too\n");
+    *(bool *)out = strcmp(value, "on") == 0;
+    return *(bool *)out || strcmp(value, "off") == 0;
 }
 
+/* 0: run; 1: --help printed; 2: a bad argument reported. */
 static int parse_args(options_t *o, int argc, char **argv)
 {
     *o = (options_t){.duration = 5, .warmup = 1};
+    const bench_arg_t args[] = {
+        BENCH_OPT_NUM("duration", "S", "measured seconds per variant (default 5)",
+            BENCH_DOUBLE, &o->duration, 0.001, 1e6),
+        BENCH_OPT_NUM("warmup", "S", "flood seconds before measuring (default 1)",
+            BENCH_DOUBLE, &o->warmup, 0, 1e6),
+        BENCH_OPT_PICK("only", "V", "run only variant V (repeatable): c, lua, jit", o->run, variant_names),
+        BENCH_OPT_NUM("read-chunk", "KiB", "the client's read size (default: the engine's, 64)",
+            BENCH_UINT, &o->read_chunk_kib, 0, 1 << 20),
+        BENCH_OPT_FLAG("tls", "AMI over TLS (verified against a CA made for the run)", &o->tls),
+        BENCH_OPT_CHECK("callstate", "on|off", "keep the live call state of the flooded channels (default off)",
+            &o->callstate, on_off),
+        BENCH_OPT_STR("track-var", "NAME", "with --callstate on: track this channel variable too",
+            &o->track_var),
+    };
+    int rc = bench_args_parse(argc, argv, "bench_events", args, BENCH_NARGS(args));
+    if (rc != 0)
+        return rc;
     bool any = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            exit(0);
-        }
-        if (strcmp(a, "--tls") == 0) {
-            o->tls = true;
-            continue;
-        }
-        if (!val) {
-            usage(stderr);
-            return -1;
-        }
-        i++;
-        if (strcmp(a, "--duration") == 0)
-            o->duration = atof(val);
-        else if (strcmp(a, "--warmup") == 0)
-            o->warmup = atof(val);
-        else if (strcmp(a, "--read-chunk") == 0)
-            o->read_chunk_kib = (uint32_t)atoi(val);
-        else if (strcmp(a, "--callstate") == 0)
-            o->callstate = strcmp(val, "on") == 0;
-        else if (strcmp(a, "--track-var") == 0)
-            o->track_var = val;
-        else if (strcmp(a, "--only") == 0) {
-            bool found = false;
-            for (int v = 0; v < V_COUNT; v++)
-                if (strcmp(val, variant_names[v]) == 0)
-                    o->run[v] = found = any = true;
-            if (!found) {
-                usage(stderr);
-                return -1;
-            }
-        } else {
-            usage(stderr);
-            return -1;
-        }
-    }
-    if (o->duration <= 0 || o->warmup < 0) {
-        fprintf(stderr, "bench_events: --duration must be > 0, --warmup >= 0\n");
-        return -1;
-    }
+    for (int v = 0; v < V_COUNT; v++)
+        any |= o->run[v];
     if (!any)
         for (int v = 0; v < V_COUNT; v++)
             o->run[v] = true;
@@ -481,8 +452,9 @@ static int parse_args(options_t *o, int argc, char **argv)
 int main(int argc, char **argv)
 {
     options_t o;
-    if (parse_args(&o, argc, argv) < 0)
-        return 2;
+    int args_rc = parse_args(&o, argc, argv);
+    if (args_rc != 0)
+        return args_rc == 1 ? 0 : 2;
     ami_logger_config_t lcfg;
     ami_logger_config_default(&lcfg);
     lcfg.level = AMI_LOG_WARN;

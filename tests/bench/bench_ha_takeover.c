@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_args.h"
 #include "ha_cluster.h"
 
 #define L(...) ((const char *const[]){__VA_ARGS__, NULL})
@@ -84,17 +85,16 @@ int main(int argc, char **argv)
 {
     int rounds = 5;
     unsigned lease = 3000, renew = 1000;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--rounds") == 0)
-            rounds = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--lease-ms") == 0)
-            lease = (unsigned)atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--renew-ms") == 0)
-            renew = (unsigned)atoi(argv[i + 1]);
-    }
-    if (rounds < 1 || rounds > MAX_ROUNDS || !redis_server_available()) {
-        fprintf(stderr, "usage: bench_ha_takeover [--rounds 1..%d] [--lease-ms N] [--renew-ms N] "
-                        "(needs redis-server)\n", MAX_ROUNDS);
+    const bench_arg_t args[] = {
+        BENCH_OPT_NUM("rounds", "N", "kill-and-drain rounds (default 5)", BENCH_INT, &rounds, 1, MAX_ROUNDS),
+        BENCH_OPT_NUM("lease-ms", "MS", "the engines' lease (default 3000)", BENCH_UINT, &lease, 1, 3600000),
+        BENCH_OPT_NUM("renew-ms", "MS", "their renew interval (default 1000)", BENCH_UINT, &renew, 1, 3600000),
+    };
+    int args_rc = bench_args_parse(argc, argv, "bench_ha_takeover", args, BENCH_NARGS(args));
+    if (args_rc != 0)
+        return args_rc == 1 ? 0 : 2;
+    if (!redis_server_available()) {
+        fprintf(stderr, "bench_ha_takeover: needs redis-server\n");
         return 2;
     }
     ha_cluster_t c;

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_args.h"
 #include "bench_util.h"
 #include "cluster/client.h"
 #include "httpc/httpc.h"
@@ -289,22 +290,19 @@ static void teardown(bench_t *b)
 int main(int argc, char **argv)
 {
     options_t o = {.duration = 3, .inflight = 64, .requests = 1000, .delay_ms = 2000};
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--duration") == 0)
-            o.duration = atof(argv[i + 1]);
-        else if (strcmp(argv[i], "--inflight") == 0)
-            o.inflight = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--requests") == 0)
-            o.requests = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--delay-ms") == 0)
-            o.delay_ms = atoi(argv[i + 1]);
-        else {
-            fprintf(stderr, "usage: bench_http [--duration S] [--inflight N] [--requests N] [--delay-ms MS]\n");
-            return 2;
-        }
-    }
-    if (o.duration <= 0 || o.inflight < 1 || o.requests < 1 || o.delay_ms < 1)
-        return 2;
+    const bench_arg_t args[] = {
+        BENCH_OPT_NUM("duration", "S", "seconds of the rps run (default 3)",
+            BENCH_DOUBLE, &o.duration, 0.001, 1e6),
+        BENCH_OPT_NUM("inflight", "N", "coroutines of the rps run (default 64)",
+            BENCH_INT, &o.inflight, 1, 1e6),
+        BENCH_OPT_NUM("requests", "N", "slow requests waiting during the flood (default 1000)",
+            BENCH_INT, &o.requests, 1, 1e7),
+        BENCH_OPT_NUM("delay-ms", "MS", "how long each slow request waits (default 2000)",
+            BENCH_INT, &o.delay_ms, 1, 3600000),
+    };
+    int args_rc = bench_args_parse(argc, argv, "bench_http", args, BENCH_NARGS(args));
+    if (args_rc != 0)
+        return args_rc == 1 ? 0 : 2;
     bench_t b = {0};
     int rc = setup(&b);
     if (rc == 0) {

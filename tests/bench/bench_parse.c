@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_args.h"
 #include "protocol/message.h"
 #include "protocol/parser.h"
 
@@ -137,35 +138,18 @@ static double best(const double *v, int n)
     return b;
 }
 
-static void usage(void)
-{
-    fprintf(stderr, "usage: bench_parse [--mb N] [--runs N] [--read KiB]\n");
-}
-
 int main(int argc, char **argv)
 {
     long mb = 300, runs = 5, read_kib = 64;
-    for (int i = 1; i < argc; i++) {
-        long *target = NULL;
-        if (strcmp(argv[i], "--mb") == 0)
-            target = &mb;
-        else if (strcmp(argv[i], "--runs") == 0)
-            target = &runs;
-        else if (strcmp(argv[i], "--read") == 0)
-            target = &read_kib;
-        if (!target || i + 1 >= argc) {
-            usage();
-            return 2;
-        }
-        char *end;
-        *target = strtol(argv[++i], &end, 10);
-        if (*end || *target <= 0 || *target > 100000) {
-            usage();
-            return 2;
-        }
-    }
-    if (runs > 64)
-        runs = 64;
+    const bench_arg_t args[] = {
+        BENCH_OPT_NUM("mb", "N", "megabytes parsed per run (default 300)", BENCH_LONG, &mb, 1, 100000),
+        BENCH_OPT_NUM("runs", "N", "runs, at most 64 (default 5)", BENCH_LONG, &runs, 1, 64),
+        BENCH_OPT_NUM("read", "KiB", "bytes handed to the parser at a time (default 64)",
+            BENCH_LONG, &read_kib, 1, 100000),
+    };
+    int args_rc = bench_args_parse(argc, argv, "bench_parse", args, BENCH_NARGS(args));
+    if (args_rc != 0)
+        return args_rc == 1 ? 0 : 2;
 
     size_t flen;
     char *fx = load(AMI_FIXTURE_DIR "/" FIXTURE ".ami", &flen);

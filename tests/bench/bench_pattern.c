@@ -22,6 +22,7 @@
 #include <luajit.h>
 #include <lualib.h>
 
+#include "bench_args.h"
 #include "lua/lua_strpat.h"
 
 typedef struct bench_case {
@@ -150,18 +151,15 @@ int main(int argc, char **argv)
     double duration = 0.5;
     int runs = 3;
     const char *only = NULL; /* a case name prefix */
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--duration") && i + 1 < argc)
-            duration = atof(argv[++i]);
-        else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
-            runs = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--case") && i + 1 < argc)
-            only = argv[++i];
-        else {
-            fprintf(stderr, "usage: %s [--duration S] [--runs N] [--case NAME-PREFIX]\n", argv[0]);
-            return 2;
-        }
-    }
+    const bench_arg_t args[] = {
+        BENCH_OPT_NUM("duration", "S", "seconds per case and matcher (default 0.5)",
+            BENCH_DOUBLE, &duration, 0.001, 1e6),
+        BENCH_OPT_NUM("runs", "N", "runs of each case (default 3)", BENCH_INT, &runs, 1, 1000),
+        BENCH_OPT_STR("case", "NAME-PREFIX", "only the cases whose name starts with it", &only),
+    };
+    int args_rc = bench_args_parse(argc, argv, "bench_pattern", args, BENCH_NARGS(args));
+    if (args_rc != 0)
+        return args_rc == 1 ? 0 : 2;
     lua_State *L = luaL_newstate();
     luaL_openlibs(L);
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench_args.h"
 #include "bench_util.h"
 #include "cluster/client.h"
 #include "lua/runtime.h"
@@ -39,7 +40,7 @@
 
 typedef enum variant { V_C = 0, V_LUA, V_JIT, V_COUNT } variant_t;
 
-static const char *const variant_names[V_COUNT] = {"c", "lua", "jit"};
+static const char *const variant_names[V_COUNT + 1] = {"c", "lua", "jit", NULL};
 
 typedef struct options {
     double duration;
@@ -339,64 +340,30 @@ out:
     return rc;
 }
 
-static void usage(FILE *to)
-{
-    fprintf(to, "usage: bench_ping [--duration S] [--warmup S] [--inflight N] [--only c|lua|jit]...\n"
-                "  --duration S   measured seconds (default 5)\n"
-                "  --warmup S     seconds before measuring (default 1)\n"
-                "  --inflight N   concurrent coroutines / callbacks (default 1000)\n"
-                "  --only V       run only variant V (repeatable); default: lua and c\n");
-}
-
+/* 0: run; 1: --help printed; 2: a bad argument reported. */
 static int parse_args(options_t *o, int argc, char **argv)
 {
     *o = (options_t){.duration = 5, .warmup = 1, .inflight = 1000};
-    bool any = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            exit(0);
-        }
-        const char *val = i + 1 < argc ? argv[++i] : NULL;
-        if (!val) {
-            usage(stderr);
-            return -1;
-        }
-        if (strcmp(a, "--duration") == 0)
-            o->duration = atof(val);
-        else if (strcmp(a, "--warmup") == 0)
-            o->warmup = atof(val);
-        else if (strcmp(a, "--inflight") == 0)
-            o->inflight = (uint32_t)atol(val);
-        else if (strcmp(a, "--only") == 0) {
-            bool found = false;
-            for (int v = 0; v < V_COUNT; v++)
-                if (strcmp(val, variant_names[v]) == 0)
-                    o->run[v] = found = any = true;
-            if (!found) {
-                usage(stderr);
-                return -1;
-            }
-        } else {
-            usage(stderr);
-            return -1;
-        }
-    }
-    if (o->duration <= 0 || o->warmup < 0 || o->inflight == 0 || o->inflight > 100000) {
-        fprintf(stderr, "bench_ping: --duration > 0, --warmup >= 0, 1 <= --inflight <= 100000\n");
-        return -1;
-    }
-    if (!any)
+    const bench_arg_t args[] = {
+        BENCH_OPT_NUM("duration", "S", "measured seconds (default 5)", BENCH_DOUBLE, &o->duration, 0.001, 1e6),
+        BENCH_OPT_NUM("warmup", "S", "seconds before measuring (default 1)", BENCH_DOUBLE, &o->warmup, 0, 1e6),
+        BENCH_OPT_NUM("inflight", "N", "concurrent coroutines / callbacks, 1..100000 (default 1000)",
+            BENCH_UINT, &o->inflight, 1, 100000),
+        BENCH_OPT_PICK("only", "V", "run only variant V (repeatable): c, lua, jit; default lua and c",
+            o->run, variant_names),
+    };
+    int rc = bench_args_parse(argc, argv, "bench_ping", args, BENCH_NARGS(args));
+    if (rc == 0 && !o->run[V_C] && !o->run[V_LUA] && !o->run[V_JIT])
         o->run[V_LUA] = o->run[V_C] = true;
-    return 0;
+    return rc;
 }
 
 int main(int argc, char **argv)
 {
     options_t o;
-    if (parse_args(&o, argc, argv) < 0)
-        return 2;
+    int args_rc = parse_args(&o, argc, argv);
+    if (args_rc != 0)
+        return args_rc == 1 ? 0 : 2;
     ami_logger_config_t lcfg;
     ami_logger_config_default(&lcfg);
     lcfg.level = AMI_LOG_WARN;

@@ -53,8 +53,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_args.h"
 #include "bench_util.h"
 #include "callstate/callstate.h"
+#include "cluster/client.h"
+#include "health/conn.h"
 #include "lua/runtime.h"
 #include "obs/log.h"
 #include "obs/metrics.h"
@@ -491,88 +494,68 @@ static int report(soak_t *s, bool wound_down)
 
 /* ---- options ------------------------------------------------------------------------------ */
 
-static void usage(FILE *to)
+static bool log_level(void *out, const char *value)
 {
-    fprintf(to,
-            "usage: soak [options]\n"
-            "  --duration S          the run (default 60; CI 30; 2700 for a day's equivalent)\n"
-            "  --warmup S            before sampling (default: a quarter of the run, at most 60)\n"
-            "  --heartbeat-ms MS     heartbeat interval (default 100)\n"
-            "  --heartbeat-failures N  failed rounds before the close (default 5: a loaded machine\n"
-            "                        may stall a node or the engine for a few rounds of 100 ms)\n"
-            "  --disconnect-every S  freeze a node, in turn, until its heartbeat fails (default 4)\n"
-            "  --freeze stop|mute|both  freeze by SIGSTOP of the node's process, by the\n"
-            "                        simulator's all_silent + mute_events faults, or each in turn\n"
-            "                        (default)\n"
-            "  --reload-every S      reload the scripts (default 5)\n"
-            "  --list-every S        CoreShowChannels and QueueStatus per server (default 0.2)\n"
-            "  --sample-every S      memory samples (default 60 for runs of 10 min or more, else 1)\n"
-            "  --cps N               simulated calls per second per node (default 10)\n"
-            "  --log-level L         the engine's log level (default error)\n"
-            "  --inject-leak BYTES   leak this much per forced disconnect (checks the detector;\n"
-            "                        judged on runs of 10 minutes or more)\n"
-            "  --require-24h         fail unless every figure reaches its 24-hour equivalent\n");
+    *(int *)out = ami_log_level_parse(value);
+    return *(int *)out >= 0;
 }
 
+static bool freeze_mode(void *out, const char *value)
+{
+    *(int *)out = parse_freeze(value);
+    return *(int *)out >= 0;
+}
+
+/* 0: run; 1: --help printed; 2: a bad argument reported. */
 static int parse_args(options_t *o, int argc, char **argv)
 {
     *o = (options_t){.duration = 60, .warmup = -1, .disconnect_every = 4, .reload_every = 5,
                      .list_every = 0.2, .sample_every = -1, .cps = 10, .heartbeat_ms = 100,
                      .heartbeat_failures = 5,
                      .call_ms = 3000, .log_level = AMI_LOG_ERROR, .freeze = FREEZE_BOTH};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            exit(0);
-        }
-        if (strcmp(a, "--require-24h") == 0) {
-            o->require_24h = true;
-            continue;
-        }
-        const char *val = i + 1 < argc ? argv[++i] : NULL;
-        if (!val)
-            goto bad;
-        if (strcmp(a, "--duration") == 0)
-            o->duration = atof(val);
-        else if (strcmp(a, "--warmup") == 0)
-            o->warmup = atof(val);
-        else if (strcmp(a, "--heartbeat-ms") == 0)
-            o->heartbeat_ms = (uint32_t)atol(val);
-        else if (strcmp(a, "--heartbeat-failures") == 0)
-            o->heartbeat_failures = (uint32_t)atol(val);
-        else if (strcmp(a, "--disconnect-every") == 0)
-            o->disconnect_every = atof(val);
-        else if (strcmp(a, "--reload-every") == 0)
-            o->reload_every = atof(val);
-        else if (strcmp(a, "--list-every") == 0)
-            o->list_every = atof(val);
-        else if (strcmp(a, "--sample-every") == 0)
-            o->sample_every = atof(val);
-        else if (strcmp(a, "--cps") == 0)
-            o->cps = atof(val);
-        else if (strcmp(a, "--freeze") == 0 && parse_freeze(val) >= 0)
-            o->freeze = parse_freeze(val);
-        else if (strcmp(a, "--inject-leak") == 0)
-            o->inject_leak = (size_t)atol(val);
-        else if (strcmp(a, "--log-level") == 0 && (o->log_level = ami_log_level_parse(val)) >= 0)
-            continue;
-        else
-            goto bad;
-    }
+    const bench_arg_t args[] = {
+        BENCH_OPT_NUM("duration", "S", "the run, >= 4 (default 60; CI 30; 2700 for a day's equivalent)",
+            BENCH_DOUBLE, &o->duration, 4, 1e7),
+        BENCH_OPT_NUM("warmup", "S", "before sampling (default: a quarter of the run, at most 60)",
+            BENCH_DOUBLE, &o->warmup, 0, 1e7),
+        BENCH_OPT_NUM("heartbeat-ms", "MS", "heartbeat interval (default 100)",
+            BENCH_UINT, &o->heartbeat_ms, 10, 600000),
+        BENCH_OPT_NUM("heartbeat-failures", "N",
+            "failed rounds before the close (default 5: a loaded machine may stall a node for a few)",
+            BENCH_UINT, &o->heartbeat_failures, 1, 1000),
+        BENCH_OPT_NUM("disconnect-every", "S", "freeze a node, in turn, until its heartbeat fails (default 4)",
+            BENCH_DOUBLE, &o->disconnect_every, 0.001, 1e7),
+        BENCH_OPT_CHECK("freeze", "stop|mute|both",
+            "SIGSTOP of the node's process, the simulator's silence, or each in turn (default both)",
+            &o->freeze, freeze_mode),
+        BENCH_OPT_NUM("reload-every", "S", "reload the scripts (default 5)",
+            BENCH_DOUBLE, &o->reload_every, 0.001, 1e7),
+        BENCH_OPT_NUM("list-every", "S", "CoreShowChannels and QueueStatus per server (default 0.2)",
+            BENCH_DOUBLE, &o->list_every, 0.001, 1e7),
+        BENCH_OPT_NUM("sample-every", "S", "memory samples (default 60 for runs of 10 min or more, else 1)",
+            BENCH_DOUBLE, &o->sample_every, 0.01, 1e7),
+        BENCH_OPT_NUM("cps", "N", "simulated calls per second per node (default 10)",
+            BENCH_DOUBLE, &o->cps, 0, 1e6),
+        BENCH_OPT_CHECK("log-level", "L", "debug, info, warn, error or off (default error)",
+            &o->log_level, log_level),
+        BENCH_OPT_NUM("inject-leak", "BYTES",
+            "leak this much per forced disconnect (checks the detector; judged on runs of 10 min or more)",
+            BENCH_SIZE, &o->inject_leak, 0, 1 << 30),
+        BENCH_OPT_FLAG("require-24h", "fail unless every figure reaches its 24-hour equivalent",
+            &o->require_24h),
+    };
+    int rc = bench_args_parse(argc, argv, "soak", args, BENCH_NARGS(args));
+    if (rc != 0)
+        return rc;
     if (o->warmup < 0)
         o->warmup = o->duration / 4 < 60 ? o->duration / 4 : 60;
     if (o->sample_every < 0)
         o->sample_every = o->duration >= 600 ? 60 : 1;
-    if (o->duration >= 4 && o->warmup < o->duration - 2 && o->disconnect_every > 0 && o->reload_every > 0 &&
-        o->list_every > 0 && o->sample_every > 0 && o->cps >= 0 && o->heartbeat_ms >= 10 &&
-        o->heartbeat_failures >= 1)
-        return 0;
-    fprintf(stderr, "soak: --duration >= 4, --warmup < duration - 2, intervals > 0, --heartbeat-ms >= 10\n");
-    return -1;
-bad:
-    usage(stderr);
-    return -1;
+    if (o->warmup >= o->duration - 2) {
+        fprintf(stderr, "soak: --warmup must end 2 s before --duration\n");
+        return 2;
+    }
+    return 0;
 }
 
 /* ---- main ---------------------------------------------------------------------------------- */
@@ -580,8 +563,9 @@ bad:
 int main(int argc, char **argv)
 {
     options_t o;
-    if (parse_args(&o, argc, argv) < 0)
-        return 2;
+    int args_rc = parse_args(&o, argc, argv);
+    if (args_rc != 0)
+        return args_rc == 1 ? 0 : 2;
     /* The example scripts' settings: after_hours always "closed" (its
      * redirects run), queue_stats polling at the soak's list pace. */
     char every[32];

@@ -27,6 +27,7 @@
 #include "callstate/callstate.h"
 #include "cluster/client.h"
 #include "harness.h"
+#include "obs/metrics.h"
 #include "sim/sim.h"
 #include "util/alloc.h"
 

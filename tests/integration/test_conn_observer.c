@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cluster/client.h"
+#include "health/conn.h"
 #include "harness.h"
 #include "sim/sim.h"
 

@@ -17,6 +17,7 @@
 
 #include "cluster/client.h"
 #include "log_capture.h"
+#include "health/conn.h"
 #include "sim/sim.h"
 
 
