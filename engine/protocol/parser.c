@@ -507,12 +507,13 @@ int ami_parser_next(ami_parser_t *p, ami_msg_t *msg, ami_err_t *err)
         return -1;
     }
     shrink_headers(p);
-    ami_scan_block_t blk = {0, 0, 0, 0};
+    ami_scan_win_t win;
+    win.base = win.lim = 0;
     for (;;) {
         if (p->line_scanned == 0 && p->nhdrs > 0 && !p->in_legacy_output && !p->line_bad)
-            ami_scan_headers(p, &blk);
+            ami_scan_headers(p, &win);
         size_t colon = p->line_colon == SIZE_MAX ? SIZE_MAX : p->scan + p->line_colon;
-        size_t t = ami_scan_line(p, &blk, p->scan + p->line_scanned, p->end, &colon);
+        size_t t = ami_scan_line(p, &win, p->scan + p->line_scanned, p->end, &colon);
         if (t == p->end)
             return need_more(p, err, t, colon);
         char *line = p->buf + p->scan;

@@ -101,7 +101,7 @@ typedef enum ami_scanner {
 
 typedef struct ami_parser {
     /* private: use the functions below */
-    void (*scan_fn)(const char *s, uint64_t *term, uint64_t *colon);
+    void (*scan_fn)(const char *s, size_t n, uint64_t *term, uint64_t *colon);
     uint8_t scanner;  /* ami_scanner_t in use */
     char *buf;
     size_t cap;

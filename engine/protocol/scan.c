@@ -16,61 +16,70 @@ static inline uint64_t actionid_word(void)
 #define SCAN_X86 1
 #endif
 
-static void scan_scalar(const char *s, uint64_t *term, uint64_t *colon)
+static void scan_scalar(const char *s, size_t n, uint64_t *term, uint64_t *colon)
 {
-    uint64_t t = 0, c = 0;
-    for (unsigned i = 0; i < AMI_SCAN_WIDTH; i++) {
-        char b = s[i];
-        t |= (uint64_t)(b == '\n' || b == '\r' || b == '\0') << i;
-        c |= (uint64_t)(b == ':') << i;
+    for (size_t k = 0; k < n; k++, s += AMI_SCAN_WIDTH) {
+        uint64_t t = 0, c = 0;
+        for (unsigned i = 0; i < AMI_SCAN_WIDTH; i++) {
+            char b = s[i];
+            t |= (uint64_t)(b == '\n' || b == '\r' || b == '\0') << i;
+            c |= (uint64_t)(b == ':') << i;
+        }
+        term[k] = t;
+        colon[k] = c;
     }
-    *term = t;
-    *colon = c;
 }
 
 #ifdef __SSE2__
-static void scan_sse2(const char *s, uint64_t *term, uint64_t *colon)
+static void scan_sse2(const char *s, size_t n, uint64_t *term, uint64_t *colon)
 {
     const __m128i lf = _mm_set1_epi8('\n');
     const __m128i cr = _mm_set1_epi8('\r');
     const __m128i nul = _mm_setzero_si128();
     const __m128i col = _mm_set1_epi8(':');
-    uint64_t t = 0, c = 0;
-    for (unsigned i = 0; i < AMI_SCAN_WIDTH; i += 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
-        __m128i e = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr)), _mm_cmpeq_epi8(v, nul));
-        t |= (uint64_t)(unsigned)_mm_movemask_epi8(e) << i;
-        c |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, col)) << i;
+    for (size_t k = 0; k < n; k++, s += AMI_SCAN_WIDTH) {
+        uint64_t t = 0, c = 0;
+        for (unsigned i = 0; i < AMI_SCAN_WIDTH; i += 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+            __m128i e = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr)), _mm_cmpeq_epi8(v, nul));
+            t |= (uint64_t)(unsigned)_mm_movemask_epi8(e) << i;
+            c |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, col)) << i;
+        }
+        term[k] = t;
+        colon[k] = c;
     }
-    *term = t;
-    *colon = c;
 }
 #endif
 
 #ifdef SCAN_X86
-__attribute__((target("avx2"))) static void scan_avx2(const char *s, uint64_t *term, uint64_t *colon)
+__attribute__((target("avx2"))) static void scan_avx2(const char *s, size_t n, uint64_t *term, uint64_t *colon)
 {
     const __m256i lf = _mm256_set1_epi8('\n');
     const __m256i cr = _mm256_set1_epi8('\r');
     const __m256i nul = _mm256_setzero_si256();
     const __m256i col = _mm256_set1_epi8(':');
-    __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)s);
-    __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(s + 32));
-    __m256i ta = _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(a, lf), _mm256_cmpeq_epi8(a, cr)),
-                                 _mm256_cmpeq_epi8(a, nul));
-    __m256i tb = _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(b, lf), _mm256_cmpeq_epi8(b, cr)),
-                                 _mm256_cmpeq_epi8(b, nul));
-    *term = (uint64_t)(uint32_t)_mm256_movemask_epi8(ta) | (uint64_t)(uint32_t)_mm256_movemask_epi8(tb) << 32;
-    *colon = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(a, col)) |
-             (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, col)) << 32;
+    for (size_t k = 0; k < n; k++, s += AMI_SCAN_WIDTH) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)s);
+        __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(s + 32));
+        __m256i ta = _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(a, lf), _mm256_cmpeq_epi8(a, cr)),
+                                     _mm256_cmpeq_epi8(a, nul));
+        __m256i tb = _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(b, lf), _mm256_cmpeq_epi8(b, cr)),
+                                     _mm256_cmpeq_epi8(b, nul));
+        term[k] = (uint64_t)(uint32_t)_mm256_movemask_epi8(ta) | (uint64_t)(uint32_t)_mm256_movemask_epi8(tb) << 32;
+        colon[k] = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(a, col)) |
+                   (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, col)) << 32;
+    }
 }
 
-__attribute__((target("avx512f,avx512bw"))) static void scan_avx512(const char *s, uint64_t *term, uint64_t *colon)
+__attribute__((target("avx512f,avx512bw"))) static void scan_avx512(const char *s, size_t n, uint64_t *term,
+                                                                   uint64_t *colon)
 {
-    __m512i v = _mm512_loadu_si512((const void *)s);
-    *term = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('\n')) | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('\r')) |
-            _mm512_cmpeq_epi8_mask(v, _mm512_setzero_si512());
-    *colon = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(':'));
+    for (size_t k = 0; k < n; k++, s += AMI_SCAN_WIDTH) {
+        __m512i v = _mm512_loadu_si512((const void *)s);
+        term[k] = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('\n')) | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('\r')) |
+                  _mm512_cmpeq_epi8_mask(v, _mm512_setzero_si512());
+        colon[k] = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(':'));
+    }
 }
 #endif
 
@@ -159,7 +168,7 @@ const char *ami_scanner_name(ami_scanner_t kind)
  * written into the buffer could alias them and force a reload after every
  * store. */
 
-void ami_scan_headers(ami_parser_t *p, ami_scan_block_t *blk_io)
+void ami_scan_headers(ami_parser_t *p, ami_scan_win_t *w_io)
 {
     char *buf = p->buf;
     const size_t start = p->start, end = p->end, max_line = p->lim.max_line;
@@ -167,25 +176,23 @@ void ami_scan_headers(ami_parser_t *p, ami_scan_block_t *blk_io)
     ami_hdr_t *hdrs = p->hdrs;
     size_t scan = p->scan, nh = p->nhdrs, cap = p->hdrs_cap;
     int32_t actionid_idx = p->actionid_idx;
-    ami_scan_block_t blk = *blk_io;
+    ami_scan_win_t *w = w_io;
+    size_t base = w->base, lim = w->lim;
     while (nh < cap) {
-        if (scan >= blk.lim) {
-            if (scan >= end)
-                break;
-            ami_scan_load(p, &blk, scan, end);
+        if (scan >= end)
+            break;
+        if (scan < base || (scan + AMI_SCAN_WIDTH > lim && lim < end)) {
+            /* fewer than 64 classified bytes ahead: move the window here */
+            ami_scan_fill(p, w, scan, end);
+            base = w->base;
+            lim = w->lim;
         }
-        uint64_t above = ~(uint64_t)0 << (scan - blk.base);
-        uint64_t term = blk.term & above;
-        if (!term && blk.base != scan && blk.lim < end) {
-            ami_scan_load(p, &blk, scan, end); /* the line goes on past the block: one from its start */
-            above = ~(uint64_t)0;
-            term = blk.term;
-        }
-        uint64_t c = blk.colon & above & ((term & (0 - term)) - 1);
+        uint64_t term = ami_scan_bits(w, w->term, scan);
+        uint64_t c = ami_scan_bits(w, w->colon, scan) & ((term & (0 - term)) - 1);
         if (!term || !c)
             break; /* longer than a block, or no ':' */
-        size_t t = blk.base + (size_t)__builtin_ctzll(term);
-        size_t colon = blk.base + (size_t)__builtin_ctzll(c);
+        size_t t = scan + (size_t)__builtin_ctzll(term);
+        size_t colon = scan + (size_t)__builtin_ctzll(c);
         if (colon == scan || t - scan > max_line)
             break;
         size_t next;
@@ -214,9 +221,7 @@ void ami_scan_headers(ami_parser_t *p, ami_scan_block_t *blk_io)
         buf[t] = '\0';
         scan = next;
     }
-    *blk_io = blk;
     p->scan = scan;
     p->nhdrs = nh;
     p->actionid_idx = actionid_idx;
 }
-

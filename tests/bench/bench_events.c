@@ -71,6 +71,7 @@ typedef struct options {
     char pki[64]; /* --tls: the temporary certificate folder */
     bool callstate;
     const char *track_var;
+    const char *handler; /* the Lua handler's body */
 } options_t;
 
 typedef struct result {
@@ -174,18 +175,16 @@ static double thread_cpu_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static const char SCRIPT[] =
-    "local ami = require \"ami\"\n"
-    "ami.on(\"*\", function(ev) local a, b = ev.Channel, ev.Uniqueid end)\n";
+#define DEFAULT_HANDLER "local a, b = ev.Channel, ev.Uniqueid"
 
-static int write_script(const char *dir)
+static int write_script(const char *dir, const char *body)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/bench.lua", dir);
     FILE *f = fopen(path, "w");
     if (!f)
         return -1;
-    fputs(SCRIPT, f);
+    fprintf(f, "local ami = require \"ami\"\nami.on(\"*\", function(ev) %s end)\n", body);
     return fclose(f);
 }
 
@@ -283,7 +282,7 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
         }
     } else {
         snprintf(dir, sizeof dir, "/tmp/ami-bench-events-XXXXXX");
-        if (!mkdtemp(dir) || write_script(dir) != 0) {
+        if (!mkdtemp(dir) || write_script(dir, o->handler) != 0) {
             fprintf(stderr, "bench_events: cannot write the script: %s\n", strerror(errno));
             dir[0] = '\0';
             goto out;
@@ -421,12 +420,13 @@ static void usage(FILE *to)
                 "  --read-chunk KiB the client's read size (default: the engine's, 64)\n"
                 "  --tls            AMI over TLS (verified against a CA made for the run)\n"
                 "  --callstate on   keep the live call state of the flooded channels (default off)\n"
-                "  --track-var NAME with --callstate on: track this channel variable too\n");
+                "  --track-var NAME with --callstate on: track this channel variable too\n"
+                "  --handler CODE   the Lua handler's body (default: " DEFAULT_HANDLER ")\n");
 }
 
 static int parse_args(options_t *o, int argc, char **argv)
 {
-    *o = (options_t){.duration = 5, .warmup = 1};
+    *o = (options_t){.duration = 5, .warmup = 1, .handler = DEFAULT_HANDLER};
     bool any = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -454,6 +454,8 @@ static int parse_args(options_t *o, int argc, char **argv)
             o->callstate = strcmp(val, "on") == 0;
         else if (strcmp(a, "--track-var") == 0)
             o->track_var = val;
+        else if (strcmp(a, "--handler") == 0)
+            o->handler = val;
         else if (strcmp(a, "--only") == 0) {
             bool found = false;
             for (int v = 0; v < V_COUNT; v++)
