@@ -54,6 +54,7 @@ typedef struct result {
     double completed;
     double errors;
     double p50_us, p99_us, p999_us, max_us;
+    double cpu_ns; /* the client thread's CPU per action (at the window's rate over the whole run) */
 } result_t;
 
 typedef struct cbench cbench_t;
@@ -247,6 +248,7 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, resul
         goto out;
     }
 
+    double cpu0 = bench_thread_cpu_s(), wall0 = bench_now_s();
     if (v == V_C) {
         cb.client = client;
         cb.hist = calloc(HIST_US + 1, sizeof *cb.hist);
@@ -320,6 +322,8 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, resul
         r->max_us = gauge(metrics, "bench_ping_max_us");
     }
     r->ok = r->completed > 0;
+    if (r->ok)
+        r->cpu_ns = (bench_thread_cpu_s() - cpu0) * 1e9 / (r->completed / r->window * (bench_now_s() - wall0));
     rc = r->ok ? 0 : -1;
 
 out:
@@ -422,6 +426,8 @@ int main(int argc, char **argv)
                "%.0f errors)\n",
                variant_names[v], r.completed / r.window, what[v], o.inflight, r.window, r.completed,
                r.errors);
+        printf("cpu[%s]: client thread %.0f ns CPU per action (%.2f M actions per CPU second)\n", variant_names[v],
+               r.cpu_ns, r.cpu_ns > 0 ? 1e3 / r.cpu_ns : 0);
         printf("latency[%s]: action p50 %.0f us, p99 %.0f us, p99.9 %.0f us, max %.0f us\n",
                variant_names[v], r.p50_us, r.p99_us, r.p999_us, r.max_us);
         fflush(stdout);

@@ -3,9 +3,12 @@
 # configuration (docs/examples/engine.lua: the example scripts, metrics HTTP).
 # Builds nothing: expects ami-engine and ami-sim in the build directory.
 #
-#   tests/bench/idle_rss.sh [--build-dir DIR] [--wait SECONDS]
+#   tests/bench/idle_rss.sh [--build-dir DIR] [--wait SECONDS] [--servers N]
 #     --build-dir DIR  where ami-engine and ami-sim are (default: build/ of this tree)
 #     --wait SECONDS   idle time before reading VmRSS (default 3)
+#     --servers N      N simulated servers instead of two (the demo configuration
+#                      with its server list replaced; compare N with 2 for the
+#                      cost of one more server)
 #
 # Prints the engine's VmRSS (and VmHWM) in MiB against the 10 MiB target,
 # then stops both programs with SIGTERM. Exit status: 0 when the engine ran,
@@ -15,11 +18,13 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 build="$root/build"
 wait_s=3
+nservers=2
 while [ $# -gt 0 ]; do
   case "$1" in
     --build-dir) build="$2"; shift 2 ;;
     --wait) wait_s="$2"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --servers) nservers="$2"; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "idle_rss: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -35,16 +40,21 @@ port_taken() {
   hex=$(printf ':%04X ' "$1")
   cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == "0A" {print $2" "}' | grep -q -- "$hex"
 }
+ports_free() {
+  local i
+  for i in $(seq 0 "$nservers"); do port_taken $(($1 + i)) && return 1; done
+  return 0
+}
 base=""
 for _ in $(seq 50); do
   p=$((20000 + RANDOM % 30000))
-  if ! port_taken "$p" && ! port_taken $((p + 1)) && ! port_taken $((p + 2)); then
+  if ports_free "$p"; then
     base=$p
     break
   fi
 done
 [ -n "$base" ] || { echo "idle_rss: no free ports found" >&2; exit 1; }
-mport=$((base + 2))
+mport=$((base + nservers))
 
 tmp=$(mktemp -d /tmp/ami-idle-rss.XXXXXX)
 sim=""
@@ -58,14 +68,29 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$simbin" --nodes 2 --names pbx1,pbx2 --base-port "$base" --cps 0 --secret s3cret \
+names=$(seq -f 'pbx%g' 1 "$nservers" | paste -sd, -)
+config="$root/docs/examples/engine.lua"
+if [ "$nservers" != 2 ]; then
+  # The demo configuration with N servers (and its scripts by absolute path).
+  config="$tmp/engine.lua"
+  awk -v n="$nservers" -v scripts="$root/scripts" '
+    /^servers = \{/ { skip = 1
+      print "servers = {}"
+      print "for i = 0, " n - 1 " do servers[#servers + 1] = { key = \"pbx\" .. (i + 1), host = \"127.0.0.1\", port = base + i } end"
+      next }
+    skip && /^\}/ { skip = 0; next }
+    skip { next }
+    /dir = "..\/..\/scripts"/ { sub(/"..\/..\/scripts"/, "\"" scripts "\"") }
+    { print }' "$root/docs/examples/engine.lua" >"$config"
+fi
+"$simbin" --nodes "$nservers" --names "$names" --base-port "$base" --cps 0 --secret s3cret \
   --log-level warn >"$tmp/sim.log" 2>&1 &
 sim=$!
 for _ in $(seq 100); do grep -q READY "$tmp/sim.log" && break; sleep 0.05; done
 grep -q READY "$tmp/sim.log" || { cat "$tmp/sim.log" >&2; echo "idle_rss: ami-sim did not start" >&2; exit 1; }
 
 AMI_DEMO_PORT=$base AMI_DEMO_SECRET=s3cret AMI_DEMO_METRICS_PORT=$mport \
-  "$engine" -c "$root/docs/examples/engine.lua" >"$tmp/engine.log" 2>&1 &
+  "$engine" -c "$config" >"$tmp/engine.log" 2>&1 &
 eng=$!
 sleep "$wait_s"
 if ! kill -0 "$eng" 2>/dev/null; then
@@ -82,9 +107,9 @@ if command -v curl >/dev/null 2>&1; then
 fi
 verdict=met
 [ "$rss_kib" -le $((10 * 1024)) ] || verdict=MISSED
-awk -v r="$rss_kib" -v h="$hwm_kib" -v t="$threads" -v w="$wait_s" -v v="$verdict" -v hc="$health" 'BEGIN {
-  printf "idle_rss: %.2f MiB VmRSS of ami-engine, 2 servers, example scripts, idle %ss (peak VmHWM %.2f MiB, %s threads%s; target <= 10 MiB: %s)\n",
-         r / 1024, w, h / 1024, t, (hc != "" ? ", /healthz " hc : ""), v }'
+awk -v r="$rss_kib" -v h="$hwm_kib" -v t="$threads" -v w="$wait_s" -v v="$verdict" -v hc="$health" -v n="$nservers" 'BEGIN {
+  printf "idle_rss: %.2f MiB VmRSS of ami-engine, %d servers, example scripts, idle %ss (peak VmHWM %.2f MiB, %s threads%s; target <= 10 MiB: %s)\n",
+         r / 1024, n, w, h / 1024, t, (hc != "" ? ", /healthz " hc : ""), v }'
 
 kill -TERM "$eng"
 set +e
