@@ -55,6 +55,7 @@ typedef struct result {
     double errors;
     double p50_us, p99_us, p999_us, max_us;
     double cpu_ns; /* the client thread's CPU per action (at the window's rate over the whole run) */
+    bench_spread_t loop; /* loop iterations over the whole run */
 } result_t;
 
 typedef struct cbench cbench_t;
@@ -216,6 +217,7 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, resul
     }
 
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    bench_iter_t it = {0};
     ami_metrics_t *metrics = ami_metrics_new(10000);
     ami_client_config_t cc;
     ami_client_config_default(&cc);
@@ -248,6 +250,9 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, resul
         goto out;
     }
 
+    if (bench_iter_start(&it, loop, 4u << 20) < 0)
+        goto out;
+    bench_iter_sample(&it, true);
     double cpu0 = bench_thread_cpu_s(), wall0 = bench_now_s();
     if (v == V_C) {
         cb.client = client;
@@ -321,12 +326,14 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, resul
         r->p999_us = gauge(metrics, "bench_ping_p999_us");
         r->max_us = gauge(metrics, "bench_ping_max_us");
     }
+    bench_iter_spread(&it, &r->loop);
     r->ok = r->completed > 0;
     if (r->ok)
         r->cpu_ns = (bench_thread_cpu_s() - cpu0) * 1e9 / (r->completed / r->window * (bench_now_s() - wall0));
     rc = r->ok ? 0 : -1;
 
 out:
+    bench_iter_stop(&it);
     ami_sim_stop(sim);
     pthread_join(th, NULL);
     if (rt)
@@ -430,6 +437,9 @@ int main(int argc, char **argv)
                r.cpu_ns, r.cpu_ns > 0 ? 1e3 / r.cpu_ns : 0);
         printf("latency[%s]: action p50 %.0f us, p99 %.0f us, p99.9 %.0f us, max %.0f us\n",
                variant_names[v], r.p50_us, r.p99_us, r.p999_us, r.max_us);
+        printf("loop[%s]: iteration p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us (%zu iterations; "
+               "the Lua variant's last one walks its latency histogram)\n",
+               variant_names[v], r.loop.p50_us, r.loop.p99_us, r.loop.p999_us, r.loop.max_us, r.loop.n);
         fflush(stdout);
     }
     ami_logger_free(log);
