@@ -17,7 +17,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
 typedef enum ami_msg_kind {
     AMI_MSG_BANNER = 0, /* "Asterisk Call Manager/x.y.z": one header, key "Banner" */
@@ -84,36 +83,16 @@ const char *ami_msg_name(const ami_msg_t *m);
 /* The ActionID value or NULL. */
 const char *ami_msg_action_id(const ami_msg_t *m, size_t *len);
 
-/* Eight bytes with their ASCII capitals lowered, all at once: a byte gets
- * 0x20 where it lies in 'A'..'Z' (top bit clear, >= 'A', < '['). */
-static inline uint64_t ami_lower8(uint64_t w)
-{
-    const uint64_t ones = 0x0101010101010101ull, top = 0x8080808080808080ull;
-    uint64_t ge_a = (w | top) - ones * 'A';
-    uint64_t ge_z1 = (w | top) - ones * ('Z' + 1);
-    return w | (((ge_a & ~ge_z1 & ~w & top) >> 2));
-}
-
-/* A hash of the ASCII-lowercased bytes, eight at a time: event names hash
- * once, in the parser, and every dispatcher uses msg->name_hash. */
+/* FNV-1a over the ASCII-lowercased bytes: event names hash once, in the
+ * parser, and every dispatcher uses msg->name_hash. */
 static inline uint32_t ami_name_hash(const char *s, size_t n)
 {
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, 8);
-        h = (h ^ ami_lower8(w)) * 0xff51afd7ed558ccdull;
-        h ^= h >> 32;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        h = (h ^ (c >= 'A' && c <= 'Z' ? c | 0x20u : c)) * 16777619u;
     }
-    if (i < n) {
-        uint64_t w = 0;
-        for (size_t k = 0; i + k < n; k++)
-            w |= (uint64_t)(unsigned char)s[i + k] << (8 * k);
-        h = (h ^ ami_lower8(w)) * 0xff51afd7ed558ccdull;
-        h ^= h >> 32;
-    }
-    return (uint32_t)(h ^ (h >> 29));
+    return h;
 }
 
 /* ASCII case-insensitive equality of two slices (inline: it runs for

@@ -41,10 +41,6 @@
  * Memory: one buffer (grows up to about max_message + the read size) and one
  * header array (up to max_headers entries), both reused; no allocation per
  * message or per header once warm.
- *
- * Speed: lines are found 64 bytes at a time by a byte classifier chosen at
- * init for this CPU (AVX-512BW, AVX2, SSE2, or plain C: ami_scanner_t); every
- * kind gives the same messages, and tests or benchmarks may force one.
  */
 #ifndef AMI_PROTOCOL_PARSER_H
 #define AMI_PROTOCOL_PARSER_H
@@ -88,21 +84,8 @@ typedef struct ami_parser_bad {
 
 const char *ami_bad_kind_name(ami_bad_kind_t kind);
 
-/* How lines are found; every kind gives the same result. */
-typedef enum ami_scanner {
-    AMI_SCANNER_AUTO = 0, /* the fastest this CPU has */
-    AMI_SCANNER_SCALAR,   /* plain C, any CPU */
-    AMI_SCANNER_SSE2,
-    AMI_SCANNER_AVX2,
-    AMI_SCANNER_AVX512    /* AVX-512BW */
-} ami_scanner_t;
-
-#define AMI_SCANNER_COUNT 5
-
 typedef struct ami_parser {
     /* private: use the functions below */
-    void (*scan_fn)(const char *s, size_t n, uint64_t *term, uint64_t *colon);
-    uint8_t scanner;  /* ami_scanner_t in use */
     char *buf;
     size_t cap;
     size_t start;     /* first byte of the message being parsed */
@@ -132,14 +115,6 @@ typedef struct ami_parser {
 /* lim may be NULL for defaults. Returns 0 or -1 (bad limits). */
 int ami_parser_init(ami_parser_t *p, const ami_parser_limits_t *lim);
 void ami_parser_deinit(ami_parser_t *p);
-
-/* Use this kind of line scanner. -1 if this CPU or build lacks it (the
- * parser keeps its current one). AUTO picks the fastest. */
-int ami_parser_use_scanner(ami_parser_t *p, ami_scanner_t kind);
-ami_scanner_t ami_parser_scanner(const ami_parser_t *p);
-/* Whether this CPU and build have that kind; its name ("avx2", ...). */
-bool ami_scanner_available(ami_scanner_t kind);
-const char *ami_scanner_name(ami_scanner_t kind);
 
 /* Back to the start state: empty buffer, banner expected again, error cleared. */
 void ami_parser_reset(ami_parser_t *p);

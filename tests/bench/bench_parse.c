@@ -14,10 +14,7 @@
  * memcpy "reads" subtracted (each memcpy is timed on its own). 1 MB = 10^6
  * bytes.
  *
- * --scanner picks the line scanner (auto, scalar, sse2, avx2, avx512; default
- * auto, the fastest this CPU has), to compare them.
- *
- *   bench_parse [--mb N] [--runs N] [--read KiB] [--scanner KIND]
+ *   bench_parse [--mb N] [--runs N] [--read KiB]
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -72,10 +69,10 @@ static char *load(const char *path, size_t *len)
 
 static volatile size_t sink;
 
-static int run(const char *stream, size_t len, size_t read_size, ami_scanner_t scanner, run_result_t *r)
+static int run(const char *stream, size_t len, size_t read_size, run_result_t *r)
 {
     ami_parser_t p;
-    if (ami_parser_init(&p, NULL) != 0 || ami_parser_use_scanner(&p, scanner) != 0)
+    if (ami_parser_init(&p, NULL) != 0)
         return -1;
     ami_msg_t m;
     ami_err_t err;
@@ -142,27 +139,14 @@ static double best(const double *v, int n)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_parse [--mb N] [--runs N] [--read KiB] [--scanner auto|scalar|sse2|avx2|avx512]\n");
+    fprintf(stderr, "usage: bench_parse [--mb N] [--runs N] [--read KiB]\n");
 }
 
 int main(int argc, char **argv)
 {
     long mb = 300, runs = 5, read_kib = 64;
-    ami_scanner_t scanner = AMI_SCANNER_AUTO;
     for (int i = 1; i < argc; i++) {
         long *target = NULL;
-        if (strcmp(argv[i], "--scanner") == 0 && i + 1 < argc) {
-            const char *want = argv[++i];
-            int k = 0;
-            while (k < AMI_SCANNER_COUNT && strcmp(want, ami_scanner_name((ami_scanner_t)k)) != 0)
-                k++;
-            if (k == AMI_SCANNER_COUNT || !ami_scanner_available((ami_scanner_t)k)) {
-                fprintf(stderr, "bench_parse: no scanner \"%s\" on this CPU or build\n", want);
-                return 2;
-            }
-            scanner = (ami_scanner_t)k;
-            continue;
-        }
         if (strcmp(argv[i], "--mb") == 0)
             target = &mb;
         else if (strcmp(argv[i], "--runs") == 0)
@@ -212,19 +196,14 @@ int main(int argc, char **argv)
 #ifdef AMI_SANITIZED
     printf("WARNING: built with sanitizers; figures are not representative\n");
 #endif
-    ami_parser_t probe;
-    ami_parser_init(&probe, NULL);
-    ami_parser_use_scanner(&probe, scanner);
-    printf("stream: %s body (%zu bytes, 682 messages) x %zu = %.1f MB, %zu KiB reads, %ld runs, scanner %s\n",
-           FIXTURE, body_len, copies, (double)len / 1e6, (size_t)read_kib, runs,
-           ami_scanner_name(ami_parser_scanner(&probe)));
-    ami_parser_deinit(&probe);
+    printf("stream: %s body (%zu bytes, 682 messages) x %zu = %.1f MB, %zu KiB reads, %ld runs\n", FIXTURE,
+           body_len, copies, (double)len / 1e6, (size_t)read_kib, runs);
 
     double mbps[64], mps[64], pmbps[64], pmps[64];
     uint64_t expect = 1 + 682 * (uint64_t)copies;
     for (int i = 0; i < runs; i++) {
         run_result_t r;
-        if (run(stream, len, (size_t)read_kib * 1024, scanner, &r) != 0)
+        if (run(stream, len, (size_t)read_kib * 1024, &r) != 0)
             return 1;
         if (r.msgs != expect) {
             fprintf(stderr, "bench_parse: %llu messages, expected %llu\n", (unsigned long long)r.msgs,

@@ -189,7 +189,6 @@ static void reference(const config_t *c, const uint8_t *d, size_t n, trace_t *t)
 {
     ami_parser_t p;
     CHECK(ami_parser_init(&p, &c->lim) == 0, "init");
-    CHECK(ami_parser_use_scanner(&p, AMI_SCANNER_SCALAR) == 0, "scalar scanner");
     ami_parser_expect_banner(&p, c->banner);
     ami_err_t err;
     CHECK(ami_parser_feed(&p, d, n, &err) == 0, "reference feed: %s", err.msg);

@@ -2,9 +2,8 @@
  * Parse AMI text with the real parser and copy out what came of it, for the
  * parser's unit tests (test_parser_malformed.c, test_parser_bad_lines.c):
  * every message (kind, headers, bad_lines), the last return code and error,
- * the stats and the last dropped line. parse_both feeds the input in one go,
- * one byte at a time, and in one go through every line scanner the CPU has
- * (ami_scanner_t), and fails the test if any two disagree. Results are
+ * the stats and the last dropped line. parse_both feeds the input in one go
+ * and one byte at a time and fails the test if the two disagree. Results are
  * plain copies owned by the caller.
  */
 #ifndef AMI_TEST_PARSE_RUN_H
@@ -52,18 +51,13 @@ void run_parser(result_t *r, ami_parser_t *p, const char *in, size_t len, size_t
 /* The same with a fresh parser (lim may be NULL; banner: expect one first). */
 void parse_with(result_t *r, const ami_parser_limits_t *lim, bool banner, const char *in, size_t len,
                 size_t chunk);
-/* The same with that line scanner (the CPU must have it). */
-void parse_kind(result_t *r, const ami_parser_limits_t *lim, bool banner, const char *in, size_t len,
-                size_t chunk, ami_scanner_t kind);
-/* In one feed, byte by byte, and with each scanner; all must agree. r gets the first. */
+/* In one feed and byte by byte; both must agree. r gets the first. */
 void parse_both(result_t *r, const ami_parser_limits_t *lim, bool banner, const char *in, size_t len);
 
 #define PARSE(r, lim, in) parse_both((r), (lim), true, (in), sizeof(in) - 1)
 /* Feed a literal into an existing parser, results in R (each test file's own). */
 #define RUN(p, in) run_parser(&R, (p), (in), sizeof(in) - 1, 0)
 
-/* Same messages, return code, error code, bad lines and leftover bytes. */
-void assert_same_outcome(const result_t *a, const result_t *b);
 /* rc -1 with this code, a message containing needle, one error counted. */
 void assert_error(const result_t *r, ami_status_t code, const char *needle);
 /* Header i is key: val, by length; assert_hdr also wants both NUL-terminated in place. */
