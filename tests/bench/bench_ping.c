@@ -15,7 +15,7 @@
  * after --warmup seconds) count. Latency: from the call (ami.action or
  * ami_client_send) to the coroutine running again / the callback.
  *
- *   bench_ping [--duration S] [--warmup S] [--inflight N] [--only c|lua|jit]...
+ *   bench_ping [--duration S] [--warmup S] [--inflight N] [--read-chunk KiB] [--only c|lua|jit]...
  */
 #include <errno.h>
 #include <ev.h>
@@ -45,6 +45,7 @@ typedef struct options {
     double duration;
     double warmup;
     uint32_t inflight;
+    uint32_t read_chunk_kib; /* 0: the engine's default (64) */
     bool run[V_COUNT];
 } options_t;
 
@@ -236,6 +237,8 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, resul
     so.port = ami_sim_node_port(node);
     so.username = "engine";
     so.secret = "s3cret";
+    if (o->read_chunk_kib)
+        so.read_chunk = (size_t)o->read_chunk_kib << 10;
     so.max_pending = o->inflight + 64; /* the heartbeat's Ping too */
     if (ami_client_add_server(client, &so, &err) < 0) {
         fprintf(stderr, "bench_ping: add_server: %s\n", err.msg);
@@ -352,10 +355,11 @@ out:
 
 static void usage(FILE *to)
 {
-    fprintf(to, "usage: bench_ping [--duration S] [--warmup S] [--inflight N] [--only c|lua|jit]...\n"
+    fprintf(to, "usage: bench_ping [--duration S] [--warmup S] [--inflight N] [--read-chunk KiB] [--only c|lua|jit]...\n"
                 "  --duration S   measured seconds (default 5)\n"
                 "  --warmup S     seconds before measuring (default 1)\n"
                 "  --inflight N   concurrent coroutines / callbacks (default 1000)\n"
+                "  --read-chunk K the client's read size in KiB (default: the engine's, 64)\n"
                 "  --only V       run only variant V (repeatable); default: lua and c\n");
 }
 
@@ -380,6 +384,8 @@ static int parse_args(options_t *o, int argc, char **argv)
             o->warmup = atof(val);
         else if (strcmp(a, "--inflight") == 0)
             o->inflight = (uint32_t)atol(val);
+        else if (strcmp(a, "--read-chunk") == 0)
+            o->read_chunk_kib = (uint32_t)atol(val);
         else if (strcmp(a, "--only") == 0) {
             bool found = false;
             for (int v = 0; v < V_COUNT; v++)
