@@ -51,7 +51,7 @@ static void dispatch(const ami_msg_t *m, const char *server_key)
     ami_lua_runtime_t *rt = world->rt;
     rt->event_seq++;
     for (script_t *sc = rt->current->scripts; sc; sc = sc->next)
-        handlers_dispatch(sc, m, server_key);
+        handlers_dispatch(sc, m, server_key, true); /* no high availability here: every handler runs */
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
