@@ -46,7 +46,7 @@
 #include "obs/http.h"
 #include "obs/log.h"
 
-#define AMI_CONFIG_MAX_SERVERS 64
+#define AMI_CONFIG_MAX_SERVERS 256
 #define AMI_CONFIG_MAX_ERRORS 64
 #define AMI_CONFIG_MAX_WARNINGS 16
 #define AMI_CONFIG_MAX_GETENV 64

@@ -8,7 +8,7 @@
 #include "util/alloc.h"
 #include "util/clock.h"
 
-#define DEFAULT_MAX_SERVERS 64u
+#define DEFAULT_MAX_SERVERS 256u
 #define DEFAULT_MAX_SUBSCRIPTIONS 4096u
 #define SUB_BUCKETS 128u
 #define MAX_STATE_WATCHERS 16u

@@ -111,52 +111,118 @@ static void push_value(lua_State *L, const event_obj_t *e, uint32_t i)
     lua_pushlstring(L, v, vlen);
 }
 
-static size_t key_len_at(const event_obj_t *e, uint32_t i)
+/* Eight bytes with their ASCII capitals lowered: a byte gets 0x20 where it
+ * lies in 'A'..'Z' (top bit clear, >= 'A', < '['). */
+static inline uint64_t lower8(uint64_t w)
 {
-    return e->small ? e->h.narrow[i].key_len : e->h.wide[i].key_len;
+    const uint64_t ones = 0x0101010101010101ull, top = 0x8080808080808080ull;
+    uint64_t ge_a = (w | top) - ones * 'A', ge_z1 = (w | top) - ones * ('Z' + 1);
+    return w | ((ge_a & ~ge_z1 & ~w & top) >> 2);
 }
 
-static long find(const event_obj_t *e, const char *key, size_t klen, uint32_t from)
+/* ASCII case-insensitive equality of two keys of length n, a word at a time
+ * (the byte loop of ami_str_ieq was the most of a field read's search). */
+static inline bool key_ieq(const char *a, const char *b, size_t n)
 {
+    uint64_t x = 0, y = 0;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (lower8(x) != lower8(y))
+                return false;
+        }
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
+        return lower8(x) == lower8(y);
+    }
+    if (n >= 4) {
+        uint32_t x0, x1, y0, y1;
+        memcpy(&x0, a, 4);
+        memcpy(&x1, a + n - 4, 4);
+        memcpy(&y0, b, 4);
+        memcpy(&y1, b + n - 4, 4);
+        return lower8((uint64_t)x0 | (uint64_t)x1 << 32) == lower8((uint64_t)y0 | (uint64_t)y1 << 32);
+    }
+    for (size_t i = 0; i < n; i++) {
+        x |= (uint64_t)(unsigned char)a[i] << (8 * i);
+        y |= (uint64_t)(unsigned char)b[i] << (8 * i);
+    }
+    return lower8(x) == lower8(y);
+}
+
+/* The first header named key at or after `from`, or -1. Per layout, so
+ * the loop over the headers (every field read walks it) carries no
+ * branch on the layout. */
+static long find_narrow(const event_obj_t *e, const char *key, size_t klen, uint32_t from)
+{
+    const char *text = text_of(e);
     unsigned char first = (unsigned char)(key[0] | 0x20);
     for (uint32_t i = from; i < e->nhdrs; i++) {
-        if (key_len_at(e, i) != klen)
+        const hdr_small_t *h = &e->h.narrow[i];
+        if (h->key_len != klen)
+            continue;
+        const char *k = h->key_off < UINT16_MAX - 1 ? text + h->key_off
+                        : h->key_off == UINT16_MAX  ? "Output"
+                                                    : "Banner";
+        if ((unsigned char)(k[0] | 0x20) == first && key_ieq(k, key, klen))
+            return (long)i;
+    }
+    return -1;
+}
+
+static long find_wide(const event_obj_t *e, const char *key, size_t klen, uint32_t from)
+{
+    for (uint32_t i = from; i < e->nhdrs; i++) {
+        if (e->h.wide[i].key_len != klen)
             continue;
         const char *k;
         size_t n;
         key_of(e, i, &k, &n);
-        if ((unsigned char)(k[0] | 0x20) == first && ami_str_ieq(k, n, key, klen))
+        if (ami_str_ieq(k, n, key, klen))
             return (long)i;
     }
     return -1;
+}
+
+static long find(const event_obj_t *e, const char *key, size_t klen, uint32_t from)
+{
+    if (e->small)
+        return klen <= UINT8_MAX ? find_narrow(e, key, klen, from) : -1;
+    return find_wide(e, key, klen, from);
 }
 
 static bool fits_small(const ami_msg_t *msg)
 {
     if (msg->wire_len >= UINT16_MAX - 1)
         return false;
+    uint32_t longest = 0;
     for (size_t i = 0; i < msg->nhdrs; i++)
-        if (msg->hdrs[i].key_len > UINT8_MAX)
-            return false;
-    return true;
+        longest |= msg->hdrs[i].key_len;
+    return longest <= UINT8_MAX;
 }
 
-static void copy_slices(event_obj_t *e, const ami_msg_t *msg)
+/* Synthetic keys (Output, Banner) map to the two top offsets by truncation
+ * (every real offset is below them: the message is shorter than
+ * UINT16_MAX - 1). Each slice is assembled in a register and stored once:
+ * the object's memory is fresh from the allocator, and one 8-byte store
+ * per slice costs less there than four narrow ones. */
+_Static_assert((uint16_t)AMI_HDR_KEY_OUTPUT == UINT16_MAX && (uint16_t)AMI_HDR_KEY_BANNER == UINT16_MAX - 1,
+               "the synthetic key offsets must truncate onto the narrow layout's markers");
+
+static void copy_narrow(hdr_small_t *dst, const ami_hdr_t *src, size_t n)
 {
-    if (!e->small) {
-        memcpy(e->h.wide, msg->hdrs, msg->nhdrs * sizeof(ami_hdr_t));
-        return;
-    }
-    for (size_t i = 0; i < msg->nhdrs; i++) {
-        const ami_hdr_t *src = &msg->hdrs[i];
-        hdr_small_t *dst = &e->h.narrow[i];
-        dst->key_off = src->key_off == AMI_HDR_KEY_OUTPUT   ? UINT16_MAX
-                       : src->key_off == AMI_HDR_KEY_BANNER ? UINT16_MAX - 1
-                                                            : (uint16_t)src->key_off;
-        dst->key_len = (uint8_t)src->key_len;
-        dst->val_off = (uint16_t)src->val_off;
-        dst->val_len = (uint16_t)src->val_len;
-        dst->pad = 0;
+    for (size_t i = 0; i < n; i++) {
+        hdr_small_t h = {
+            .key_off = (uint16_t)src[i].key_off,
+            .val_off = (uint16_t)src[i].val_off,
+            .val_len = (uint16_t)src[i].val_len,
+            .key_len = (uint8_t)src[i].key_len,
+            .pad = 0,
+        };
+        uint64_t w;
+        memcpy(&w, &h, sizeof w);
+        memcpy(&dst[i], &w, sizeof w);
     }
 }
 
@@ -174,7 +240,10 @@ void event_push(script_t *sc, lua_State *L, const ami_msg_t *msg, const char *se
     e->kind = (uint8_t)msg->kind;
     e->server_len = (uint8_t)slen;
     e->small = small;
-    copy_slices(e, msg);
+    if (small)
+        copy_narrow(e->h.narrow, msg->hdrs, msg->nhdrs);
+    else
+        memcpy(e->h.wide, msg->hdrs, msg->nhdrs * sizeof(ami_hdr_t));
     char *text = (char *)e + OBJ_HEAD + slices;
     memcpy(text, msg->base, msg->wire_len);
     memcpy(text + msg->wire_len, server_key, slen);
@@ -187,9 +256,11 @@ void event_push(script_t *sc, lua_State *L, const ami_msg_t *msg, const char *se
  * kind of ours carries this tag). Cheap enough for every field read. */
 static event_obj_t *to_event(lua_State *L, int idx)
 {
-    if (lua_type(L, idx) != LUA_TUSERDATA || lua_objlen(L, idx) < OBJ_HEAD)
-        return NULL;
     event_obj_t *e = lua_touserdata(L, idx);
+    /* A light userdata has no length (0): only a full one of our size gets
+     * its tag read. */
+    if (!e || lua_objlen(L, idx) < OBJ_HEAD)
+        return NULL;
     return e->magic == EVENT_MAGIC ? e : NULL;
 }
 

@@ -502,7 +502,7 @@ static void run_handler(dispatch_t *d, handler_t *h)
     lua_rawgeti(co->L, LUA_REGISTRYINDEX, h->fn_ref);
     lua_pushvalue(sc->L, ev);
     lua_xmove(sc->L, co->L, 1);
-    sched_resume(co, 1);
+    sched_start(co, 1);
 }
 
 static bool wants(dispatch_t *d, handler_t *h)
@@ -552,7 +552,6 @@ static void wake_waiters(dispatch_t *d)
 static int dispatch_protected(lua_State *L)
 {
     dispatch_t *d = lua_touserdata(L, 1);
-    lua_pop(L, 1);
     script_t *sc = d->sc;
     ami_lua_runtime_t *rt = sc->gen->rt;
     bool matched = false;
@@ -587,13 +586,14 @@ static void dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key,
     d.name = ami_msg_name(msg);
     d.name_len = msg->nhdrs ? msg->hdrs[0].val_len : 0;
     d.hash = msg->name_hash;
-    lua_State *L = sc->L;
-    int top = lua_gettop(L);
     rt->dispatch_depth++;
+    /* Everything dispatch_protected pushes goes with its frame: on success
+     * the stack is as it was, on failure only the error is left. */
     int rc = script_pcall_ref(sc, sc->dispatch_ref, &d);
-    if (rc != 0)
+    if (rc != 0) {
         dispatch_failed(sc, rc);
-    lua_settop(L, top);
+        lua_pop(sc->L, 1);
+    }
     if (--rt->dispatch_depth == 0 && rt->handlers_dead)
         sweep_all(rt);
 }

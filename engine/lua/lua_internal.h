@@ -61,6 +61,11 @@ void sched_co_release(co_t *co);              /* back to the pool or freed */
 /* Resume co with nargs arguments already on its stack. Handles yield/park,
  * completion, errors (logged), the watchdog. */
 void sched_resume(co_t *co, int nargs);
+/* The same for a coroutine just taken from sched_co_get with its function
+ * and nargs arguments pushed: it is where the engine left it by
+ * construction (an idle pooled coroutine is empty, status 0, and no script
+ * can resume or touch it), so the checks of sched_resume are skipped. */
+void sched_start(co_t *co, int nargs);
 /* The running coroutine if L is it and may yield; else raises a clear error. MAY_RAISE */
 MAY_RAISE co_t *sched_require_co(lua_State *L, const char *fn_name);
 /* Start a wait for the running coroutine; returns lua_yield's value. */

@@ -104,19 +104,26 @@ static void co_discard(co_t *co)
     ami_free(co);
 }
 
-void sched_co_release(co_t *co)
+/* Back to the pool; `clean`: it returned normally (status 0), so only its
+ * results need dropping. */
+static void co_recycle(co_t *co, bool clean)
 {
     script_t *sc = co->sc;
     lua_settop(co->L, 0);
     co->label = NULL;
     co->wait = NULL;
-    if (sc->nidle >= IDLE_MAX || lua_status(co->L) != 0) {
+    if (sc->nidle >= IDLE_MAX || (!clean && lua_status(co->L) != 0)) {
         co_discard(co);
         return;
     }
     co->state = CO_IDLE;
     list_push(&sc->idle, co);
     sc->nidle++;
+}
+
+void sched_co_release(co_t *co)
+{
+    co_recycle(co, false);
 }
 
 /* ---- parking ---------------------------------------------------------------------- */
@@ -297,27 +304,14 @@ static void finish_run(co_t *co, int status, wait_t *w)
     else {
         rt->stats.handler_runs++;
         ami_counter_inc(rt->m_handler_runs);
-        sched_co_release(co);
+        co_recycle(co, true);
     }
 }
 
-void sched_resume(co_t *co, int nargs)
+static void resume_now(co_t *co, int nargs)
 {
     script_t *sc = co->sc;
     ami_lua_runtime_t *rt = sc->gen->rt;
-    if (rt->running || rt->loading) {
-        /* Never resume inside a resume: run it on the next loop iteration. */
-        if (!sched_enqueue(co, nargs))
-            co_discard(co);
-        return;
-    }
-    if (!resumable(co, nargs)) {
-        count_error(rt);
-        log_lua_error(rt, "coroutine not resumed: it is not where the engine left it", co->label, co->L,
-                      "its state changed behind the engine's back");
-        co_discard(co);
-        return;
-    }
     rt->running = co;
     rt->preparing = NULL;
     rt->watchdog_fired = false;
@@ -332,6 +326,38 @@ void sched_resume(co_t *co, int nargs)
     rt->preparing = NULL;
     finish_run(co, status, w);
     script_after_run(sc);
+}
+
+/* Never resume inside a resume: run it on the next loop iteration. */
+static bool deferred(co_t *co, int nargs)
+{
+    ami_lua_runtime_t *rt = co->sc->gen->rt;
+    if (!rt->running && !rt->loading)
+        return false;
+    if (!sched_enqueue(co, nargs))
+        co_discard(co);
+    return true;
+}
+
+void sched_resume(co_t *co, int nargs)
+{
+    if (deferred(co, nargs))
+        return;
+    if (!resumable(co, nargs)) {
+        ami_lua_runtime_t *rt = co->sc->gen->rt;
+        count_error(rt);
+        log_lua_error(rt, "coroutine not resumed: it is not where the engine left it", co->label, co->L,
+                      "its state changed behind the engine's back");
+        co_discard(co);
+        return;
+    }
+    resume_now(co, nargs);
+}
+
+void sched_start(co_t *co, int nargs)
+{
+    if (!deferred(co, nargs))
+        resume_now(co, nargs);
 }
 
 /* ---- the run queue (ami.spawn, deferred resumes) ---------------------------------------- */

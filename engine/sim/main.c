@@ -20,7 +20,7 @@
 #include "obs/log.h"
 #include "sim/sim.h"
 
-#define MAX_NODES 64
+#define MAX_NODES 256 /* as many as the engine connects to (AMI_CONFIG_MAX_SERVERS) */
 #define SUMMARY_EVERY_S 10.0
 #define EXIT_USAGE 2
 

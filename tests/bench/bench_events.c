@@ -33,8 +33,19 @@
  * the flooded channels first (the flood creates, updates and hangs up a
  * channel every five events), so the figures include keeping the table.
  *
+ * With --servers N the simulator runs N servers, each flooding, and the
+ * client connects to all: the figures are then per event over all of them.
+ *
+ * --stream unique replaces the simulator by a raw peer (bench_peer.c) that
+ * sends the same five call events with every per-call identifier (Channel,
+ * Uniqueid, Linkedid, the VarSet value) new in every event and never seen
+ * again: the stream on which no value read by the handler repeats. (The
+ * simulator's block repeats every 4096 events; its identifiers are shared by
+ * the five events of a call.)
+ *
  *   bench_events [--duration S] [--warmup S] [--only c|lua|jit] [--read-chunk KiB] [--tls]
- *                [--callstate on|off] [--track-var NAME]
+ *                [--callstate on|off] [--track-var NAME] [--handler CODE] [--servers N]
+ *                [--stream mixed|unique]
  */
 #include <errno.h>
 #include <ev.h>
@@ -48,6 +59,7 @@
 #include <unistd.h>
 
 #include "bench_args.h"
+#include "bench_peer.h"
 #include "bench_util.h"
 #include "callstate/callstate.h"
 #include "cluster/client.h"
@@ -73,6 +85,9 @@ typedef struct options {
     char pki[64]; /* --tls: the temporary certificate folder */
     bool callstate;
     const char *track_var;
+    const char *handler; /* the Lua handler's body */
+    uint32_t servers;    /* simulated servers, each flooding */
+    bool unique;         /* --stream unique: the raw peer, identifiers never repeat */
 } options_t;
 
 typedef struct result {
@@ -176,18 +191,16 @@ static double thread_cpu_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static const char SCRIPT[] =
-    "local ami = require \"ami\"\n"
-    "ami.on(\"*\", function(ev) local a, b = ev.Channel, ev.Uniqueid end)\n";
+#define DEFAULT_HANDLER "local a, b = ev.Channel, ev.Uniqueid"
 
-static int write_script(const char *dir)
+static int write_script(const char *dir, const char *body)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/bench.lua", dir);
     FILE *f = fopen(path, "w");
     if (!f)
         return -1;
-    fputs(SCRIPT, f);
+    fprintf(f, "local ami = require \"ami\"\nami.on(\"*\", function(ev) %s end)\n", body);
     return fclose(f);
 }
 
@@ -200,6 +213,16 @@ static uint64_t delivered(const bench_t *b)
     return st.handler_runs;
 }
 
+static void conn_totals(ami_client_t *c, uint64_t *bytes, uint64_t *events)
+{
+    *bytes = *events = 0;
+    for (uint32_t i = 0; i < ami_client_server_count(c); i++) {
+        const ami_conn_stats_t *st = ami_conn_stats(ami_client_conn(c, i));
+        *bytes += st->bytes_in;
+        *events += st->events;
+    }
+}
+
 static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint32_t *samples,
                        result_t *r)
 {
@@ -210,31 +233,52 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
     int rc = -1;
 
     ami_sim_t *sim = ami_sim_new(NULL, log);
-    if (!sim) {
+    uint16_t *ports = calloc(o->servers, sizeof *ports);
+    bench_peer_t *peer = NULL;
+    if (!sim || !ports) {
         fprintf(stderr, "bench_events: cannot create the simulator\n");
+        ami_sim_free(sim);
+        free(ports);
         return -1;
     }
     char cert[128], key[128], ca[128];
     snprintf(cert, sizeof cert, "%s/server.crt", o->pki);
     snprintf(key, sizeof key, "%s/server.key", o->pki);
     snprintf(ca, sizeof ca, "%s/ca.crt", o->pki);
-    ami_sim_node_config_t nc = {.name = "pbx1"};
-    if (o->tls) {
-        nc.tls_cert_file = cert;
-        nc.tls_key_file = key;
+    for (uint32_t i = 0; i < o->servers && !o->unique; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "pbx%u", i + 1);
+        ami_sim_node_config_t nc = {.name = name};
+        if (o->tls) {
+            nc.tls_cert_file = cert;
+            nc.tls_key_file = key;
+        }
+        ami_sim_node_t *node = ami_sim_add_node(sim, &nc, &err);
+        if (!node) {
+            fprintf(stderr, "bench_events: sim node: %s\n", err.msg);
+            ami_sim_free(sim);
+            free(ports);
+            return -1;
+        }
+        ami_sim_faults_t f = {.flood_events_per_sec = -1}; /* max speed, from login on */
+        ami_sim_node_set_faults(node, &f);
+        ports[i] = ami_sim_node_port(node);
     }
-    ami_sim_node_t *node = ami_sim_add_node(sim, &nc, &err);
-    if (!node) {
-        fprintf(stderr, "bench_events: sim node: %s\n", err.msg);
-        ami_sim_free(sim);
-        return -1;
+    if (o->unique) {
+        bench_peer_config_t pc = {.mode = BENCH_PEER_FLOOD, .cpu = -1};
+        if (!(peer = bench_peer_start(&pc))) {
+            ami_sim_free(sim);
+            free(ports);
+            return -1;
+        }
+        ports[0] = bench_peer_port(peer);
     }
-    ami_sim_faults_t f = {.flood_events_per_sec = -1}; /* max speed, from login on */
-    ami_sim_node_set_faults(node, &f);
     pthread_t th;
     if (pthread_create(&th, NULL, bench_sim_thread, sim) != 0) {
         fprintf(stderr, "bench_events: pthread_create failed\n");
         ami_sim_free(sim);
+        bench_peer_free(peer);
+        free(ports);
         return -1;
     }
 
@@ -245,27 +289,32 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
     cc.loop = b.loop;
     cc.log = log;
     cc.metrics = metrics;
+    cc.max_servers = o->servers;
     b.client = ami_client_new(&cc, &err);
     if (!b.client) {
         fprintf(stderr, "bench_events: client: %s\n", err.msg);
         goto out;
     }
-    ami_server_options_t so;
-    ami_server_options_default(&so);
-    so.server_key = "pbx1";
-    so.host = "127.0.0.1";
-    so.port = ami_sim_node_port(node);
-    so.username = "engine";
-    so.secret = "s3cret";
-    if (o->read_chunk_kib)
-        so.read_chunk = (size_t)o->read_chunk_kib << 10;
-    if (o->tls) {
-        so.tls.enabled = true;
-        so.tls.ca_file = ca;
-    }
-    if (ami_client_add_server(b.client, &so, &err) < 0) {
-        fprintf(stderr, "bench_events: add_server: %s\n", err.msg);
-        goto out;
+    for (uint32_t i = 0; i < o->servers; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "pbx%u", i + 1);
+        ami_server_options_t so;
+        ami_server_options_default(&so);
+        so.server_key = name;
+        so.host = "127.0.0.1";
+        so.port = ports[i];
+        so.username = "engine";
+        so.secret = "s3cret";
+        if (o->read_chunk_kib)
+            so.read_chunk = (size_t)o->read_chunk_kib << 10;
+        if (o->tls) {
+            so.tls.enabled = true;
+            so.tls.ca_file = ca;
+        }
+        if (ami_client_add_server(b.client, &so, &err) < 0) {
+            fprintf(stderr, "bench_events: add_server: %s\n", err.msg);
+            goto out;
+        }
     }
     if (o->callstate) {
         ami_callstate_config_t csc;
@@ -285,7 +334,7 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
         }
     } else {
         snprintf(dir, sizeof dir, "/tmp/ami-bench-events-XXXXXX");
-        if (!mkdtemp(dir) || write_script(dir) != 0) {
+        if (!mkdtemp(dir) || write_script(dir, o->handler) != 0) {
             fprintf(stderr, "bench_events: cannot write the script: %s\n", strerror(errno));
             dir[0] = '\0';
             goto out;
@@ -304,10 +353,10 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
     }
     ami_client_start(b.client);
 
-    double deadline = bench_now_s() + 5;
-    while (ami_client_connected_count(b.client) < 1 && bench_now_s() < deadline)
+    double deadline = bench_now_s() + 10;
+    while (ami_client_connected_count(b.client) < o->servers && bench_now_s() < deadline)
         ami_client_tick(b.client, 10);
-    if (ami_client_connected_count(b.client) < 1) {
+    if (ami_client_connected_count(b.client) < o->servers) {
         fprintf(stderr, "bench_events: the simulator did not accept the login\n");
         goto out;
     }
@@ -322,9 +371,8 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
 
     run_for(&b, o->warmup);
 
-    ami_conn_t *conn = ami_client_conn(b.client, 0);
-    uint64_t bytes0 = ami_conn_stats(conn)->bytes_in;
-    uint64_t conn_ev0 = ami_conn_stats(conn)->events;
+    uint64_t bytes0, conn_ev0, bytes1, conn_ev1;
+    conn_totals(b.client, &bytes0, &conn_ev0);
     uint64_t n0 = delivered(&b);
     double t0 = bench_now_s();
     double cpu0 = thread_cpu_s();
@@ -334,8 +382,7 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
     double t1 = bench_now_s();
     double cpu1 = thread_cpu_s();
     uint64_t n1 = delivered(&b);
-    uint64_t bytes1 = ami_conn_stats(conn)->bytes_in;
-    uint64_t conn_ev1 = ami_conn_stats(conn)->events;
+    conn_totals(b.client, &bytes1, &conn_ev1);
 
     ev_check_stop(b.loop, &b.it_start);
     ev_prepare_stop(b.loop, &b.it_end);
@@ -363,10 +410,13 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
         ami_lua_runtime_stats(b.rt, &st);
         r->handler_errors = st.handler_errors + st.handler_kills;
     }
-    if (ami_client_connected_count(b.client) < 1 || ami_conn_stats(conn)->force_closes) {
-        fprintf(stderr, "bench_events: [%s] the connection dropped during the run (%s)\n",
-                variant_names[v], ami_conn_last_error(conn) ? ami_conn_last_error(conn) : "?");
-        goto out;
+    for (uint32_t i = 0; i < o->servers; i++) {
+        ami_conn_t *conn = ami_client_conn(b.client, i);
+        if (ami_conn_state(conn) != AMI_CONN_CONNECTED || ami_conn_stats(conn)->force_closes) {
+            fprintf(stderr, "bench_events: [%s] connection %u dropped during the run (%s)\n", variant_names[v], i,
+                    ami_conn_last_error(conn) ? ami_conn_last_error(conn) : "?");
+            goto out;
+        }
     }
     r->ok = r->events > 0;
     rc = r->ok ? 0 : -1;
@@ -374,6 +424,8 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
 out:
     ami_sim_stop(sim);
     pthread_join(th, NULL);
+    bench_peer_free(peer);
+    free(ports);
     if (b.rt)
         ami_lua_runtime_free(b.rt);
     if (b.cs) {
@@ -413,6 +465,12 @@ static void remove_pki(const options_t *o)
         fprintf(stderr, "bench_events: could not remove %s\n", o->pki);
 }
 
+static bool stream_kind(void *out, const char *value)
+{
+    *(bool *)out = strcmp(value, "unique") == 0;
+    return *(bool *)out || strcmp(value, "mixed") == 0;
+}
+
 static bool on_off(void *out, const char *value)
 {
     *(bool *)out = strcmp(value, "on") == 0;
@@ -422,7 +480,7 @@ static bool on_off(void *out, const char *value)
 /* 0: run; 1: --help printed; 2: a bad argument reported. */
 static int parse_args(options_t *o, int argc, char **argv)
 {
-    *o = (options_t){.duration = 5, .warmup = 1};
+    *o = (options_t){.duration = 5, .warmup = 1, .handler = DEFAULT_HANDLER, .servers = 1};
     const bench_arg_t args[] = {
         BENCH_OPT_NUM("duration", "S", "measured seconds per variant (default 5)",
             BENCH_DOUBLE, &o->duration, 0.001, 1e6),
@@ -436,10 +494,19 @@ static int parse_args(options_t *o, int argc, char **argv)
             &o->callstate, on_off),
         BENCH_OPT_STR("track-var", "NAME", "with --callstate on: track this channel variable too",
             &o->track_var),
+        BENCH_OPT_STR("handler", "CODE", "the Lua handler's body (default: " DEFAULT_HANDLER ")", &o->handler),
+        BENCH_OPT_NUM("servers", "N", "N simulated servers, each flooding (default 1, at most 256)",
+            BENCH_UINT, &o->servers, 1, 256),
+        BENCH_OPT_CHECK("stream", "mixed|unique",
+            "mixed, or unique: a raw peer whose identifiers never repeat (default mixed)", &o->unique, stream_kind),
     };
     int rc = bench_args_parse(argc, argv, "bench_events", args, BENCH_NARGS(args));
     if (rc != 0)
         return rc;
+    if (o->unique && (o->servers != 1 || o->tls)) {
+        fprintf(stderr, "bench_events: --stream unique with one server, plain TCP\n");
+        return 2;
+    }
     bool any = false;
     for (int v = 0; v < V_COUNT; v++)
         any |= o->run[v];
@@ -467,6 +534,10 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("transport: %s\n", o.tls ? "TLS (verified; the simulator encrypts on its own thread)" : "plain TCP");
+    printf("stream: %s, %u server%s\n",
+           o.unique ? "unique (raw peer; Channel, Uniqueid, Linkedid new in every event)"
+                    : "mixed (simulator; a call's five events share its identifiers)",
+           o.servers, o.servers == 1 ? "" : "s");
     printf("call state: %s%s%s\n", o.callstate ? "on" : "off", o.callstate && o.track_var ? ", tracking " : "",
            o.callstate && o.track_var ? o.track_var : "");
 

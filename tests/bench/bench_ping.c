@@ -15,7 +15,7 @@
  * after --warmup seconds) count. Latency: from the call (ami.action or
  * ami_client_send) to the coroutine running again / the callback.
  *
- *   bench_ping [--duration S] [--warmup S] [--inflight N] [--only c|lua|jit]...
+ *   bench_ping [--duration S] [--warmup S] [--inflight N] [--read-chunk KiB] [--only c|lua|jit]...
  */
 #include <errno.h>
 #include <ev.h>
@@ -46,6 +46,7 @@ typedef struct options {
     double duration;
     double warmup;
     uint32_t inflight;
+    uint32_t read_chunk_kib; /* 0: the engine's default (64) */
     bool run[V_COUNT];
 } options_t;
 
@@ -55,6 +56,8 @@ typedef struct result {
     double completed;
     double errors;
     double p50_us, p99_us, p999_us, max_us;
+    double cpu_ns; /* the client thread's CPU per action (at the window's rate over the whole run) */
+    bench_spread_t loop; /* loop iterations over the whole run */
 } result_t;
 
 typedef struct cbench cbench_t;
@@ -216,6 +219,7 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, resul
     }
 
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    bench_iter_t it = {0};
     ami_metrics_t *metrics = ami_metrics_new(10000);
     ami_client_config_t cc;
     ami_client_config_default(&cc);
@@ -234,6 +238,8 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, resul
     so.port = ami_sim_node_port(node);
     so.username = "engine";
     so.secret = "s3cret";
+    if (o->read_chunk_kib)
+        so.read_chunk = (size_t)o->read_chunk_kib << 10;
     so.max_pending = o->inflight + 64; /* the heartbeat's Ping too */
     if (ami_client_add_server(client, &so, &err) < 0) {
         fprintf(stderr, "bench_ping: add_server: %s\n", err.msg);
@@ -248,6 +254,10 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, resul
         goto out;
     }
 
+    if (bench_iter_start(&it, loop, 4u << 20) < 0)
+        goto out;
+    bench_iter_sample(&it, true);
+    double cpu0 = bench_thread_cpu_s(), wall0 = bench_now_s();
     if (v == V_C) {
         cb.client = client;
         cb.hist = calloc(HIST_US + 1, sizeof *cb.hist);
@@ -320,10 +330,14 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, resul
         r->p999_us = gauge(metrics, "bench_ping_p999_us");
         r->max_us = gauge(metrics, "bench_ping_max_us");
     }
+    bench_iter_spread(&it, &r->loop);
     r->ok = r->completed > 0;
+    if (r->ok)
+        r->cpu_ns = (bench_thread_cpu_s() - cpu0) * 1e9 / (r->completed / r->window * (bench_now_s() - wall0));
     rc = r->ok ? 0 : -1;
 
 out:
+    bench_iter_stop(&it);
     ami_sim_stop(sim);
     pthread_join(th, NULL);
     if (rt)
@@ -349,6 +363,8 @@ static int parse_args(options_t *o, int argc, char **argv)
         BENCH_OPT_NUM("warmup", "S", "seconds before measuring (default 1)", BENCH_DOUBLE, &o->warmup, 0, 1e6),
         BENCH_OPT_NUM("inflight", "N", "concurrent coroutines / callbacks, 1..100000 (default 1000)",
             BENCH_UINT, &o->inflight, 1, 100000),
+        BENCH_OPT_NUM("read-chunk", "KiB", "the client's read size (default: the engine's, 64)",
+            BENCH_UINT, &o->read_chunk_kib, 0, 1 << 20),
         BENCH_OPT_PICK("only", "V", "run only variant V (repeatable): c, lua, jit; default lua and c",
             o->run, variant_names),
     };
@@ -389,8 +405,13 @@ int main(int argc, char **argv)
                "%.0f errors)\n",
                variant_names[v], r.completed / r.window, what[v], o.inflight, r.window, r.completed,
                r.errors);
+        printf("cpu[%s]: client thread %.0f ns CPU per action (%.2f M actions per CPU second)\n", variant_names[v],
+               r.cpu_ns, r.cpu_ns > 0 ? 1e3 / r.cpu_ns : 0);
         printf("latency[%s]: action p50 %.0f us, p99 %.0f us, p99.9 %.0f us, max %.0f us\n",
                variant_names[v], r.p50_us, r.p99_us, r.p999_us, r.max_us);
+        printf("loop[%s]: iteration p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us (%zu iterations; "
+               "the Lua variant's last one walks its latency histogram)\n",
+               variant_names[v], r.loop.p50_us, r.loop.p99_us, r.loop.p999_us, r.loop.max_us, r.loop.n);
         fflush(stdout);
     }
     ami_logger_free(log);

@@ -91,6 +91,31 @@ static void event_object_reads_fields_case_insensitively_with_server_and_repeats
     lua_world_free(w);
 }
 
+/* Names of every length (the search compares them a word at a time):
+ * ASCII letters match in either case, nothing else is folded ('@' is not
+ * '`', '[' is not '{'). */
+static void event_field_names_fold_ascii_letters_only_at_every_length(void **state)
+{
+    (void)state;
+    lua_world_t *w = world_with(
+        "ami.on('UserEvent', function(ev)\n"
+        "  local bad = {}\n"
+        "  local function want(k, v) if ev[k] ~= v then bad[#bad + 1] = k end end\n"
+        "  want('k', 'v1'); want('KX', 'v2'); want('k@Y', 'v3'); want('KEY[', 'v4'); want('keyab', 'v5')\n"
+        "  want('KEYABC@', 'v6'); want('keyabcde', 'v7'); want('KEYABCDEf', 'v8')\n"
+        "  want('keyABCDEFGH@IJKLMNOP', 'v9'); want('KEY-NAME_1', 'v10')\n"
+        "  want('K`y', nil); want('Key{', nil); want('KeyAbc`', nil); want('keyabcdefgh`ijklmnop', nil)\n"
+        "  want('KEY-NAME_!', nil); want('KeyAbcdeG', nil); want('Kex', nil)\n"
+        "  ami.log.info('names', {bad = table.concat(bad, ',')})\n"
+        "end)\n");
+    lua_world_inject(w, 0, USER_EVENT("N", "K: v1\r\nKx: v2\r\nK@y: v3\r\nKey[: v4\r\nKeyAb: v5\r\n"
+                                           "KeyAbc@: v6\r\nKeyAbcde: v7\r\nKeyAbcdeF: v8\r\n"
+                                           "KeyAbcdefgh@ijklmnop: v9\r\nKey-Name_1: v10\r\n"));
+    expect_log(w, "msg=names", 1);
+    assert_int_equal(lua_world_count_log(w, "msg=names bad=\"\""), 1);
+    lua_world_free(w);
+}
+
 static void event_kept_past_a_yield_or_in_a_global_stays_valid(void **state)
 {
     (void)state;
@@ -458,6 +483,7 @@ int main(void)
         cmocka_unit_test(handlers_run_by_name_and_by_filter),
         cmocka_unit_test(ami_off_removes_a_handler),
         cmocka_unit_test(event_object_reads_fields_case_insensitively_with_server_and_repeats),
+        cmocka_unit_test(event_field_names_fold_ascii_letters_only_at_every_length),
         cmocka_unit_test(event_kept_past_a_yield_or_in_a_global_stays_valid),
         cmocka_unit_test(events_are_read_only),
         cmocka_unit_test(action_round_trip_resumes_the_handler),

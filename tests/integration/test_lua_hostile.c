@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lua/lua_types.h" /* each script's state, to check its stack is left as found */
 #include "lua_world.h"
 
 #define USER_EVENT(name) "Event: UserEvent\r\nPrivilege: user,all\r\nUserEvent: " name "\r\n\r\n"
@@ -396,11 +397,34 @@ static void events_kept_by_a_script_count_against_its_memory_limit(void **state)
     }
     const char *labels[] = {"script", "a_hoarder.lua", NULL};
     assert_true(lua_world_metric(w, "ami_lua_script_events_refused_total", labels) > 0);
+    /* a refused dispatch leaves nothing behind on the script's stack */
+    for (script_t *sc = w->rt->current->scripts; sc; sc = sc->next)
+        assert_int_equal(lua_gettop(sc->L), 0);
     ami_lua_stats_t st;
     ami_lua_runtime_stats(w->rt, &st);
     assert_true(st.lua_memory < (int64_t)(3 * lc.memory_limit)); /* two scripts, one at its limit */
     expect_log(w, "msg=tick n=20", 1);
     expect_engine_serves(w, 1);
+    finish(w);
+}
+
+/* A handler that returns values hands back a pooled coroutine with an
+ * empty stack: nothing piles up run after run. */
+static void pooled_coroutines_come_back_empty_after_handlers_that_return_values(void **state)
+{
+    (void)state;
+    lua_world_t *w = world_with("ami.on('UserEvent', function(ev) return 1, 'two', ev, {} end)\n");
+    for (int i = 0; i < 50; i++)
+        lua_world_inject(w, 0, USER_EVENT("Ret"));
+    lua_world_run_for(w, 100);
+    ami_lua_stats_t st;
+    ami_lua_runtime_stats(w->rt, &st);
+    assert_true(st.handler_runs >= 50);
+    size_t idle = 0;
+    for (script_t *sc = w->rt->current->scripts; sc; sc = sc->next)
+        for (co_t *co = sc->idle; co; co = co->next, idle++)
+            assert_int_equal(lua_gettop(co->L), 0);
+    assert_true(idle >= 1);
     finish(w);
 }
 
@@ -498,6 +522,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(libraries_and_the_ami_module_are_read_only),
         cmocka_unit_test(os_getenv_gives_only_what_the_config_allows),
         cmocka_unit_test(events_kept_by_a_script_count_against_its_memory_limit),
+        cmocka_unit_test(pooled_coroutines_come_back_empty_after_handlers_that_return_values),
         cmocka_unit_test(a_flooding_script_is_held_to_its_log_rate),
         cmocka_unit_test(a_script_cannot_take_the_engines_metric_series),
         cmocka_unit_test(malformed_actions_are_refused_before_anything_is_sent),
