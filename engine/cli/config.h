@@ -40,7 +40,7 @@
 #include "callstate/callstate.h"
 #include "cluster/client.h"
 #include "ha/ha.h"
-#include "health/conn.h"
+#include "session/conn.h"
 #include "httpc/httpc.h"
 #include "lua/runtime.h"
 #include "obs/http.h"

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "health/conn.h"
+#include "session/conn.h"
 #include "util/alloc.h"
 #include "util/clock.h"
 

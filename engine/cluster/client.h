@@ -3,7 +3,7 @@
  * is public (<ami/client.h>: read its contract there); this header adds
  * what only the engine's own tools and tests use.
  *
- * The client owns each server's connection (health/conn.h); nothing here
+ * The client owns each server's connection (session/conn.h); nothing here
  * needs its type, so it stays opaque.
  */
 #ifndef AMI_CLUSTER_CLIENT_H

@@ -49,7 +49,7 @@
 #include "bench_args.h"
 #include "bench_util.h"
 #include "cluster/client.h"
-#include "health/conn.h"
+#include "session/conn.h"
 #include "lua/runtime.h"
 #include "obs/log.h"
 #include "obs/metrics.h"

@@ -63,7 +63,7 @@
 #include "bench_util.h"
 #include "callstate/callstate.h"
 #include "cluster/client.h"
-#include "health/conn.h"
+#include "session/conn.h"
 #include "lua/runtime.h"
 #include "obs/log.h"
 #include "obs/metrics.h"

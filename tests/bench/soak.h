@@ -17,7 +17,7 @@
 #include <sys/types.h>
 
 #include "cluster/client.h"
-#include "health/conn.h"
+#include "session/conn.h"
 #include "sim/sim.h"
 
 #define SOAK_NODES 2

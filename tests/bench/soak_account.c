@@ -1,6 +1,6 @@
 /*
  * The engine side of the soak's accounting, through the connection observer
- * (health/conn.h): every action by its ActionID sequence (sent once, then
+ * (session/conn.h): every action by its ActionID sequence (sent once, then
  * resolved or cancelled exactly once), actions and events by name, and the
  * CoreShowChannels the soak sends itself (each list's items against the
  * ListItems its Complete event announces).

@@ -1,4 +1,4 @@
-/* The connection observer (health/conn.h) against the simulated Asterisk:
+/* The connection observer (session/conn.h) against the simulated Asterisk:
  * it sees every message before routing (list items an action consumes
  * included), every action written (login and heartbeat too), each one's
  * single resolution or cancellation; removing it stops the calls. */
@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "cluster/client.h"
-#include "health/conn.h"
+#include "session/conn.h"
 #include "harness.h"
 #include "sim/sim.h"
 

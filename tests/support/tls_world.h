@@ -15,7 +15,7 @@
 
 #include "cluster/client.h"
 #include "log_capture.h"
-#include "health/conn.h"
+#include "session/conn.h"
 #include "sim/sim.h"
 
 typedef struct tls_world {

@@ -1,4 +1,4 @@
-#include "health/conn_metrics.h"
+#include "session/conn_metrics.h"
 
 #include <stdio.h>
 #include <string.h>

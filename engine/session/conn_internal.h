@@ -1,5 +1,5 @@
 /*
- * Private to health/: the connection's structure and what its two halves
+ * Private to session/: the connection's structure and what its two halves
  * share. conn.c runs the connection's life (state machine, closing, backoff,
  * reconnect, transport callbacks); conn_session.c what is said over the
  * socket (actions, login, session settings); conn_heartbeat.c the heartbeat. The connection owns
@@ -13,8 +13,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "health/conn.h"
-#include "health/conn_metrics.h"
+#include "session/conn.h"
+#include "session/conn_metrics.h"
 #include "transport/tcp.h"
 
 typedef enum login_phase { WAIT_BANNER = 0, WAIT_CHALLENGE, WAIT_LOGIN, LOGGED_IN } login_phase_t;

@@ -1,6 +1,6 @@
 /*
  * The metrics one server connection exports, all labelled server_key.
- * Private to health/: conn.c updates them, nobody else.
+ * Private to session/: conn.c updates them, nobody else.
  *
  *   ami_connection_state{server_key,state}          1 for the current state
  *   ami_reconnects_total{server_key}                connection attempts after the first
@@ -22,7 +22,7 @@
 #define AMI_HEALTH_CONN_METRICS_H
 
 #include "correlation/registry.h"
-#include "health/conn.h"
+#include "session/conn.h"
 #include "obs/metrics.h"
 
 typedef struct ami_conn_metrics {

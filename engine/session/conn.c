@@ -4,7 +4,7 @@
  * creation and accessors. What is said over the socket (actions, login,
  * session settings, heartbeat) is in conn_session.c. Loop thread only.
  */
-#include "health/conn.h"
+#include "session/conn.h"
 
 #include <ev.h>
 #include <stdio.h>
@@ -12,8 +12,8 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "health/conn_internal.h"
-#include "health/conn_metrics.h"
+#include "session/conn_internal.h"
+#include "session/conn_metrics.h"
 #include "transport/tcp.h"
 #include "util/alloc.h"
 

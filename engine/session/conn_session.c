@@ -1,5 +1,5 @@
 /*
- * The AMI session of one server connection (private to health/): what is
+ * The AMI session of one server connection (private to session/): what is
  * said over the socket once it is open. Sending actions (registered with
  * the correlation registry, serialised, their deadlines on one timer;
  * Originate forced asynchronous), the login (plain, or MD5 over a
@@ -13,8 +13,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "health/conn_internal.h"
-#include "health/conn_metrics.h"
+#include "session/conn_internal.h"
+#include "session/conn_metrics.h"
 #include "transport/tcp.h"
 #include "util/clock.h"
 #include "util/md5.h"

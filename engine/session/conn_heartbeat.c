@@ -1,5 +1,5 @@
 /*
- * The heartbeat of one server connection (private to health/; see conn.h
+ * The heartbeat of one server connection (private to session/; see conn.h
  * for the contract and docs/configuration.md for the detection time).
  *
  * Rounds, on the loop's clock: a Ping goes out every interval I (one
@@ -20,8 +20,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "health/conn_internal.h"
-#include "health/conn_metrics.h"
+#include "session/conn_internal.h"
+#include "session/conn_metrics.h"
 
 /* coverage-begin: seed-3.1 (heartbeat rounds, failures to force close) */
 static void fail_round(ami_conn_t *c, const char *why)
