@@ -149,6 +149,36 @@ static void unknown_ca_is_refused_with_its_reason(void **state)
     tw_free(w);
 }
 
+static void a_self_signed_certificate_is_refused_as_an_unknown_ca(void **state)
+{
+    (void)state;
+    tls_world_t *w = tw_new();
+    ami_sim_node_t *n = tw_add_tls_node(w, "selfsigned.crt");
+    ami_server_options_t o;
+    tw_options(&o, "pbx1", ami_sim_node_port(n), true);
+    tw_add_server(w, &o);
+    tw_expect_refused(w, n, "unknown CA");
+    tw_expect_error(w, 0, "CN=pbx1.test");
+    assert_true(tw_failures(w, "unknown_ca") >= 1);
+    tw_free(w);
+}
+
+/* Signed by the trusted CA, holding the right names, but issued for client
+ * authentication only: refused for what it is, with OpenSSL's words. */
+static void a_certificate_for_another_purpose_is_refused_as_bad(void **state)
+{
+    (void)state;
+    tls_world_t *w = tw_new();
+    ami_sim_node_t *n = tw_add_tls_node(w, "clientonly.crt");
+    ami_server_options_t o;
+    tw_options(&o, "pbx1", ami_sim_node_port(n), true);
+    tw_add_server(w, &o);
+    tw_expect_refused(w, n, "certificate refused");
+    tw_expect_error(w, 0, "purpose");
+    assert_true(tw_failures(w, "bad_certificate") >= 1);
+    tw_free(w);
+}
+
 static void wrong_ip_is_refused_as_a_name_mismatch(void **state)
 {
     (void)state;
@@ -388,6 +418,8 @@ int main(void)
         cmocka_unit_test(hostname_endpoint_is_verified_by_name_and_sent_as_sni),
         cmocka_unit_test(ipv6_endpoint_is_verified_by_its_ip),
         cmocka_unit_test(unknown_ca_is_refused_with_its_reason),
+        cmocka_unit_test(a_self_signed_certificate_is_refused_as_an_unknown_ca),
+        cmocka_unit_test(a_certificate_for_another_purpose_is_refused_as_bad),
         cmocka_unit_test(wrong_ip_is_refused_as_a_name_mismatch),
         cmocka_unit_test(wrong_server_name_is_refused_as_a_name_mismatch),
         cmocka_unit_test(expired_certificate_is_refused_with_its_date),

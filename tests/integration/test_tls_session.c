@@ -167,6 +167,59 @@ static void event_flood_over_tls_does_not_starve_another_server(void **state)
     tw_free(w);
 }
 
+static bool all_answered(void *ud)
+{
+    pinger_t *p = ud;
+    return p->done + p->failed >= 16000;
+}
+
+/* A server that stops reading: the kernel's buffers fill, TLS writes say
+ * "want write", the rest waits in the write buffer; once the server reads
+ * again every action goes out whole and is answered. */
+static void writes_blocked_over_tls_resume_when_the_server_reads(void **state)
+{
+    (void)state;
+    tls_world_t *w = tw_new();
+    ami_sim_node_t *n = tw_add_tls_node(w, "server.crt");
+    ami_server_options_t o;
+    tw_options(&o, "pbx1", ami_sim_node_port(n), true);
+    o.heartbeat_interval_ms = 0;
+    o.action_timeout_ms = 30000;
+    o.max_pending = 20000;
+    o.write_hwm = 32u << 20;
+    tw_add_server(w, &o);
+    ami_client_start(w->client);
+    tw_expect_state(w, 0, AMI_CONN_CONNECTED, 3000);
+    ami_sim_node_set_faults(n, &(ami_sim_faults_t){.stall_reads = true});
+    harness_run_for(w->loop, 20);
+    static char big[1000]; /* a line within Asterisk's 1024-byte buffer */
+    memset(big, 'x', sizeof big - 1);
+    ami_kv_t h[] = {ami_kv("UserEvent", "Fill"), ami_kv("Data", big)};
+    pinger_t p = {0};
+    for (int i = 0; i < 16000; i++) { /* 16 MB: more than loopback's socket buffers hold */
+        ami_action_req_t req = {.name = "UserEvent", .hdrs = h, .nhdrs = 2};
+        ami_err_t err = {0};
+        if (ami_client_send(w->client, "pbx1", &req, count_ping, &p, NULL, &err) < 0)
+            fail_msg("action %d refused: %s", i, err.msg);
+        if (i % 100 == 99)
+            harness_run_for(w->loop, 1);
+    }
+    harness_run_for(w->loop, 200);
+    const ami_conn_stats_t *st = ami_conn_stats(ami_client_conn(w->client, 0));
+    uint64_t out_while_stalled = st->bytes_out;
+    assert_int_equal(p.done + p.failed, 0);
+    ami_sim_node_set_faults(n, &(ami_sim_faults_t){0});
+    assert_true(harness_run_until(w->loop, all_answered, &p, 20000));
+    assert_int_equal(p.failed, 0);
+    st = ami_conn_stats(ami_client_conn(w->client, 0)); /* refreshed when asked */
+    /* the writes really blocked: megabytes waited for the server to read */
+    print_message("written while the server did not read: %llu of %llu bytes\n",
+                  (unsigned long long)out_while_stalled, (unsigned long long)st->bytes_out);
+    assert_true(out_while_stalled + (1u << 20) < st->bytes_out);
+    assert_int_equal(st->force_closes, 0);
+    tw_free(w);
+}
+
 static void count_event(void *ud, const char *server_key, const ami_msg_t *msg)
 {
     (void)server_key;
@@ -410,6 +463,7 @@ int main(void)
         cmocka_unit_test(hostile_input_heartbeats_and_reconnects_behave_as_over_plain_tcp),
         cmocka_unit_test(event_flood_over_tls_does_not_starve_another_server),
         cmocka_unit_test(small_reads_take_every_decrypted_byte),
+        cmocka_unit_test(writes_blocked_over_tls_resume_when_the_server_reads),
         cmocka_unit_test(tls12_renegotiation_keeps_the_session_working),
         cmocka_unit_test(tls13_key_update_keeps_the_session_working),
         cmocka_unit_test(the_engine_closes_with_close_notify),

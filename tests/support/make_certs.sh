@@ -8,6 +8,8 @@
 #   future.crt                 server.key's certificate, valid from 2040
 #   rogue-ca.crt/.key          another CA, trusted by nobody
 #   rogue.crt                  server.key's names, signed by the rogue CA
+#   clientonly.crt             server.key's names, signed by the CA, for client auth only
+#   selfsigned.crt             server.key's names, signed by itself
 #   client.crt client.key      a client certificate (CN=ami-engine) signed by the CA
 #   rogue-client.crt           client.key's certificate signed by the rogue CA
 # usage: make_certs.sh DIR
@@ -42,6 +44,10 @@ openssl req -new -key server.key -subj "/CN=pbx1.test" -out server.csr
 ext server.ext "DNS:pbx1.test,IP:127.0.0.1,IP:::1" serverAuth
 sign server.crt server.csr ca server.ext
 sign rogue.crt server.csr rogue-ca server.ext
+ext clientonly.ext "DNS:pbx1.test,IP:127.0.0.1,IP:::1" clientAuth
+sign clientonly.crt server.csr ca clientonly.ext
+openssl req -x509 -key server.key -out selfsigned.crt -days 30 -subj "/CN=pbx1.test" \
+  -addext "subjectAltName=DNS:pbx1.test,IP:127.0.0.1,IP:::1" 2>/dev/null
 
 newkey wrongname.key
 openssl req -new -key wrongname.key -subj "/CN=other.test" -out wrongname.csr
