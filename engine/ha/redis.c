@@ -23,7 +23,7 @@
 #include <hiredis/adapters/libev.h>
 
 #include "util/alloc.h"
-#include "util/clock.h"
+#include "util/backoff.h"
 
 
 typedef enum link_state { LINK_DOWN = 0, LINK_HANDSHAKE, LINK_UP } link_state_t;
@@ -107,21 +107,9 @@ static void set_state(ami_redis_t *r, link_state_t s)
     ami_gauge_set(r->m_connected, s == LINK_UP ? 1 : 0);
 }
 
-static uint32_t next_rand(ami_redis_t *r)
-{
-    r->rng = r->rng * 1103515245u + 12345u;
-    return r->rng >> 8;
-}
-
 static uint32_t backoff_ms(ami_redis_t *r)
 {
-    uint64_t top = r->cfg.backoff_initial_ms;
-    for (uint32_t i = 0; i < r->failures && top < r->cfg.backoff_max_ms; i++)
-        top *= 2;
-    if (top > r->cfg.backoff_max_ms)
-        top = r->cfg.backoff_max_ms;
-    uint64_t low = r->cfg.backoff_initial_ms < top ? r->cfg.backoff_initial_ms : top;
-    return (uint32_t)(low + next_rand(r) % (top - low + 1));
+    return ami_backoff_delay(&r->rng, r->cfg.backoff_initial_ms, r->cfg.backoff_max_ms, r->failures);
 }
 
 /* The link is gone (or never came up): forget the context, tell the
@@ -459,7 +447,7 @@ ami_redis_t *ami_redis_new(struct ev_loop *loop, const ami_redis_config_t *cfg, 
     }
     r->loop = loop;
     r->log = log;
-    r->rng = cfg->seed ? cfg->seed : (uint32_t)ami_now_ns();
+    r->rng = ami_backoff_seed(cfg->seed);
     ev_init(&r->retry, on_retry);
     r->retry.data = r;
     ev_init(&r->handshake, on_handshake_timeout);

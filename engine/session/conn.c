@@ -9,13 +9,12 @@
 #include <ev.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
 
 #include "session/conn_internal.h"
 #include "session/conn_metrics.h"
 #include "transport/tcp.h"
 #include "util/alloc.h"
+#include "util/backoff.h"
 
 static const char *const state_names[AMI_CONN_STATE_COUNT] = {
     "disconnected", "connecting", "authenticating", "connected", "backoff", "stopped",
@@ -123,17 +122,6 @@ static bool copy_options(ami_server_options_t *dst, const ami_server_options_t *
 
 /* ---- small helpers ---------------------------------------------------------------- */
 
-static uint32_t next_random(ami_conn_t *c)
-{
-    /* xorshift32: jitter needs spread, not cryptographic quality. */
-    uint32_t x = c->rng;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    c->rng = x;
-    return x;
-}
-
 void conn_set_state(ami_conn_t *c, ami_conn_state_t to, const char *reason)
 {
     ami_conn_state_t from = c->state;
@@ -150,18 +138,10 @@ void conn_set_state(ami_conn_t *c, ami_conn_state_t to, const char *reason)
 
 /* ---- closing, backoff, reconnect -------------------------------------------------- */
 
-/* "Equal jitter": the ceiling doubles with each consecutive failure, the
- * delay is drawn from its upper half. Always random (also the first retry),
- * so engines that lost the same server do not come back in lock-step. */
+/* Always jittered (the first retry too): util/backoff.h. */
 static uint32_t backoff_delay(ami_conn_t *c)
 {
-    uint64_t ceiling = c->opt.backoff_initial_ms;
-    for (uint32_t i = 0; i < c->attempts && ceiling < c->opt.backoff_max_ms; i++)
-        ceiling *= 2;
-    if (ceiling > c->opt.backoff_max_ms)
-        ceiling = c->opt.backoff_max_ms;
-    uint64_t floor = (ceiling + 1) / 2;
-    return (uint32_t)(floor + next_random(c) % (ceiling - floor + 1));
+    return ami_backoff_delay(&c->rng, c->opt.backoff_initial_ms, c->opt.backoff_max_ms, c->attempts);
 }
 
 /* A session that stayed up this long proves the server healthy again: only
@@ -420,15 +400,6 @@ static void on_transport_close(void *ud, ami_status_t why, const char *reason)
 
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
-static uint32_t seed_from(uint32_t seed)
-{
-    if (seed)
-        return seed;
-    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
-        seed = (uint32_t)time(NULL);
-    return seed ? seed : 0x9e3779b9u;
-}
-
 static bool init_parts(ami_conn_t *c, ami_err_t *err)
 {
     if (ami_parser_init(&c->parser, &c->opt.parser) < 0) {
@@ -499,7 +470,7 @@ ami_conn_t *ami_conn_new(const ami_server_options_t *opt, const ami_conn_env_t *
     if (cb)
         c->cb = *cb;
     c->ud = ud;
-    c->rng = seed_from(env->seed);
+    c->rng = ami_backoff_seed(env->seed);
     init_timers(c);
     ami_conn_metrics_init(&c->m, env->metrics, c->opt.server_key);
     if (!init_parts(c, err)) {
