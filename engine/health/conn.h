@@ -83,12 +83,28 @@ typedef struct ami_conn_callbacks {
                      const char *reason);
 } ami_conn_callbacks_t;
 
+/* Shared by the connections of one loop (the client owns one): when the
+ * loop iteration in progress began handling input. Loop thread only. */
+typedef struct ami_conn_pace {
+    unsigned iteration; /* ev_iteration() that `started` belongs to */
+    double started;     /* ev_now() when that iteration handled its first message */
+} ami_conn_pace_t;
+
 typedef struct ami_conn_env {
     struct ev_loop *loop;
     ami_logger_t *log;
     ami_metrics_t *metrics;
     ami_actionid_gen_t *ids;  /* shared by every connection of the engine */
     uint32_t seed;            /* for backoff jitter; 0 = random */
+    /* The read budget. A wake-up handles at most read_budget messages (0:
+     * 512), and only one once the loop iteration has spent read_budget_us
+     * on input (0: 500 µs; counted from the first message any connection
+     * sharing `pace` handled in it). Input left over is handled in the next
+     * iteration before the socket is read again (ami_read_budget_hits_total
+     * counts the wake-ups that left some). pace NULL: this connection alone. */
+    uint32_t read_budget;
+    uint32_t read_budget_us;
+    ami_conn_pace_t *pace;    /* borrowed; outlives the connection */
 } ami_conn_env_t;
 
 ami_conn_t *ami_conn_new(const ami_server_options_t *opt, const ami_conn_env_t *env,

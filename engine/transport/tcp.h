@@ -100,6 +100,14 @@ void ami_tcp_close(ami_tcp_t *t);
 ami_buf_t *ami_tcp_wbuf(ami_tcp_t *t);
 void ami_tcp_schedule_flush(ami_tcp_t *t);
 
+/* The owner has input left to handle: stop reading until it resumes (the
+ * socket is not polled for input meanwhile, so the kernel holds back the
+ * peer). Resuming polls again and, over TLS, takes plaintext the session
+ * already decrypted (no readiness would announce it). Both are no-ops when
+ * not open; a close ends a pause. Callable from on_read. */
+void ami_tcp_pause_reading(ami_tcp_t *t);
+void ami_tcp_resume_reading(ami_tcp_t *t);
+
 ami_tcp_state_t ami_tcp_state(const ami_tcp_t *t);
 /* "127.0.0.1:5038" of the current peer, or "" */
 const char *ami_tcp_peer(const ami_tcp_t *t);
