@@ -86,8 +86,8 @@ typedef struct ami_conn_callbacks {
 /* Shared by the connections of one loop (the client owns one): when the
  * loop iteration in progress began handling input. Loop thread only. */
 typedef struct ami_conn_pace {
-    unsigned iteration; /* ev_iteration() that `started` belongs to */
-    double started;     /* ev_now() when that iteration handled its first message */
+    unsigned iteration; /* ev_iteration() that started_ns belongs to */
+    int64_t started_ns; /* monotonic time of that iteration's first message */
 } ami_conn_pace_t;
 
 typedef struct ami_conn_env {
@@ -96,12 +96,14 @@ typedef struct ami_conn_env {
     ami_metrics_t *metrics;
     ami_actionid_gen_t *ids;  /* shared by every connection of the engine */
     uint32_t seed;            /* for backoff jitter; 0 = random */
-    /* The read budget. A wake-up handles at most read_budget messages (0:
-     * 512), and only one once the loop iteration has spent read_budget_us
-     * on input (0: 500 µs; counted from the first message any connection
-     * sharing `pace` handled in it). Input left over is handled in the next
-     * iteration before the socket is read again (ami_read_budget_hits_total
-     * counts the wake-ups that left some). pace NULL: this connection alone. */
+    /* The read budget. A connection handles at most read_budget messages
+     * per loop iteration (0: 512), and once the iteration has spent
+     * read_budget_us on input (0: 250 µs, counted from the first message
+     * any connection sharing `pace` handled in it; the clock is read every
+     * 8 messages) one message per wake-up and no new read. Input left over
+     * is handled in the next iteration before the socket is read again
+     * (ami_read_budget_hits_total counts the wake-ups that left some).
+     * pace NULL: this connection alone. */
     uint32_t read_budget;
     uint32_t read_budget_us;
     ami_conn_pace_t *pace;    /* borrowed; outlives the connection */

@@ -6,28 +6,42 @@
  * The budget keeps one loop iteration short whatever the read size and the
  * number of servers: a 64 KiB read holds ~700 Ping responses or ~200
  * events, and 256 servers flooding at once hand the loop 16 MiB in one
- * iteration. A wake-up stops after env.read_budget messages, or after one
- * once the iteration has spent env.read_budget_us on input (the clock is
- * read every CLOCK_EVERY messages). What is left stays in the parser's
- * buffer; reading pauses (the kernel holds back the peer) and the drain
- * watchers handle the rest in the next iteration's check phase, before any
- * new read, without waiting for the socket: the idle watcher keeps the
- * loop from blocking meanwhile. Order is the parser's: nothing is skipped
- * or handled twice. Loop thread only.
+ * iteration. A connection handles at most env.read_budget messages per
+ * iteration; once the iteration has spent env.read_budget_us on input (the
+ * clock is read every CLOCK_EVERY messages) a wake-up takes one message
+ * and reads nothing new, so a late connection still moves but copies no
+ * chunk. What is left stays in the parser's buffer; reading pauses (the
+ * kernel holds back the peer) and the drain watchers handle the rest in
+ * the next iteration's check phase, which runs before its I/O callbacks,
+ * without waiting for the socket (the idle watcher keeps the loop from
+ * blocking meanwhile). A drain that empties the buffer resumes reading at
+ * once, within what is left of the budget. Order is the parser's: nothing
+ * is skipped or handled twice. Loop thread only.
  */
 #include <ev.h>
 
 #include "health/conn_internal.h"
 #include "health/conn_metrics.h"
 #include "transport/tcp.h"
+#include "util/clock.h"
 
 #define DEFAULT_READ_BUDGET 512u
-#define DEFAULT_READ_BUDGET_US 500u
+#define DEFAULT_READ_BUDGET_US 250u
 #define CLOCK_EVERY 8u
 
+static void drain_start(ami_conn_t *c);
+static bool iteration_spent(ami_conn_t *c);
+
+/* No read once the iteration has spent its input time: with many servers
+ * ready at once, copying a chunk from each would be the iteration's cost. */
 char *conn_input_read_buffer(void *ud, size_t want, size_t *got)
 {
     ami_conn_t *c = ud;
+    if (iteration_spent(c)) {
+        *got = 0;
+        drain_start(c);
+        return NULL;
+    }
     return ami_parser_reserve(&c->parser, want, got);
 }
 
@@ -83,18 +97,18 @@ static void note_malformed_lines(ami_conn_t *c)
 }
 
 /* The iteration's input clock starts at the first message any connection
- * sharing the pace handles in it: ev_now() then is the wake-up's time, and
- * a handler that refreshes the loop's clock (ami.sleep does) cannot move it. */
+ * sharing the pace handles in it (monotonic: a step of the system clock or
+ * a handler refreshing the loop's time, as ami.sleep does, cannot move it). */
 static bool iteration_spent(ami_conn_t *c)
 {
     ami_conn_pace_t *p = c->pace;
     unsigned it = ev_iteration(c->env.loop);
     if (p->iteration != it) {
         p->iteration = it;
-        p->started = ev_now(c->env.loop);
+        p->started_ns = ami_now_ns();
         return false;
     }
-    return ev_time() - p->started > c->budget_s;
+    return ami_now_ns() - p->started_ns > c->budget_ns;
 }
 
 static void drain_start(ami_conn_t *c)
@@ -110,22 +124,36 @@ void conn_input_stop(ami_conn_t *c)
     ev_idle_stop(c->env.loop, &c->drain_idle);
 }
 
+/* How many messages this wake-up may take: what is left of the connection's
+ * budget in this iteration (a drain and a read may share one), one once the
+ * iteration has spent its input time. */
+static uint32_t wakeup_cap(ami_conn_t *c)
+{
+    unsigned it = ev_iteration(c->env.loop);
+    if (c->budget_iteration != it) {
+        c->budget_iteration = it;
+        c->budget_used = 0;
+    }
+    uint32_t left = c->budget - c->budget_used;
+    return left && iteration_spent(c) ? 1 : left;
+}
+
 /* Messages up to the budget. 1: stopped at the budget, more may be left;
  * 0: every complete message handled; -1: the session closed meanwhile. */
 static int dispatch_some(ami_conn_t *c)
 {
     uint64_t gen = c->close_gen;
-    uint32_t cap = iteration_spent(c) ? 1 : c->budget;
-    uint32_t n = 0;
+    uint32_t cap = wakeup_cap(c);
     ami_msg_t msg;
     ami_err_t err;
     int rc = 1;
     c->in_dispatch = true;
-    while (n < cap && (rc = ami_parser_next(&c->parser, &msg, &err)) == 1) {
+    for (uint32_t n = 0; n < cap && (rc = ami_parser_next(&c->parser, &msg, &err)) == 1;) {
         handle_message(c, &msg);
         if (gen != c->close_gen)
             break;
-        if (++n % CLOCK_EVERY == 0 && iteration_spent(c))
+        n++;
+        if (++c->budget_used % CLOCK_EVERY == 0 && iteration_spent(c))
             break;
     }
     c->in_dispatch = false;
@@ -179,7 +207,7 @@ static void on_drain_idle(struct ev_loop *loop, ev_idle *w, int revents)
 void conn_input_init(ami_conn_t *c)
 {
     c->budget = c->env.read_budget ? c->env.read_budget : DEFAULT_READ_BUDGET;
-    c->budget_s = (c->env.read_budget_us ? c->env.read_budget_us : DEFAULT_READ_BUDGET_US) / 1e6;
+    c->budget_ns = (int64_t)(c->env.read_budget_us ? c->env.read_budget_us : DEFAULT_READ_BUDGET_US) * 1000;
     c->pace = c->env.pace ? c->env.pace : &c->own_pace;
     ev_check_init(&c->drain_check, on_drain);
     ev_idle_init(&c->drain_idle, on_drain_idle);

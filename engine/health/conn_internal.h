@@ -53,8 +53,10 @@ struct ami_conn {
     ev_timer healthy_timer;   /* backoff_reset_ms after login: the backoff starts over */
     ev_check drain_check;     /* input left by the read budget: handled next iteration */
     ev_idle drain_idle;       /* keeps the loop from blocking while input is left */
-    uint32_t budget;          /* messages per wake-up */
-    double budget_s;          /* input time per loop iteration, then one message per wake-up */
+    uint32_t budget;          /* messages per loop iteration */
+    uint32_t budget_used;     /* of it, in budget_iteration */
+    unsigned budget_iteration;
+    int64_t budget_ns;        /* input time per loop iteration, then one message per wake-up */
     ami_conn_pace_t *pace;    /* env.pace, or own_pace */
     ami_conn_pace_t own_pace;
     ami_conn_stats_t stats;

@@ -450,6 +450,8 @@ static void read_plain(ami_tcp_t *t)
 {
     size_t room = 0;
     char *dst = t->cb.read_buffer(t->ud, t->opt.read_chunk, &room);
+    if (t->read_paused)
+        return;
     if (!dst || room == 0) {
         fail(t, AMI_E_LIMIT, "no room to read from %s: the input buffer is at its bound", t->peer);
         return;
@@ -483,6 +485,8 @@ static void read_tls(ami_tcp_t *t)
             return;
         size_t room = 0, got = 0;
         char *dst = t->cb.read_buffer(t->ud, want, &room);
+        if (t->read_paused)
+            return;
         if (!dst || room == 0) {
             fail(t, AMI_E_LIMIT, "no room to read from %s: the input buffer is at its bound", t->peer);
             return;
@@ -549,8 +553,7 @@ void ami_tcp_resume_reading(ami_tcp_t *t)
         return;
     t->read_paused = false;
     ev_io_start(t->loop, &t->rio);
-    if (t->tls && ami_tls_pending(t->tls))
-        ev_feed_event(t->loop, &t->rio, EV_READ);
+    ev_feed_event(t->loop, &t->rio, EV_READ);
 }
 
 ami_tcp_state_t ami_tcp_state(const ami_tcp_t *t)
