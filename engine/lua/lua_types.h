@@ -160,7 +160,6 @@ struct script {
     /* registry refs of this state */
     int env_ref;                     /* the base environment */
     int event_mt_ref;                /* metatable of event objects */
-    int result_mt_ref;               /* metatable of action results */
     int pattern_mt_ref;              /* metatable marking ami.pattern values */
     int dispatch_ref;                /* dispatch's protected entry, made once */
     int note_ref;                    /* action notes' protected entry, made once */
