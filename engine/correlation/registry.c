@@ -98,9 +98,13 @@ void ami_registry_free(ami_registry_t *r)
     ami_free(r);
 }
 
+/* Names are checked against AMI_REGISTRY_NAME_MAX before they get here; the
+ * bound holds anyway. One per action: no formatting machinery. */
 static void copy_name(char *dst, size_t size, const char *src)
 {
-    snprintf(dst, size, "%s", src ? src : "");
+    size_t n = src ? strnlen(src, size - 1) : 0;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
 }
 
 /* Ordinary actions share max_pending slots; the reserved ones are kept for

@@ -27,7 +27,7 @@
 
 #define DEFAULT_READ_BUDGET 512u
 #define DEFAULT_READ_BUDGET_US 250u
-#define CLOCK_EVERY 8u
+#define CLOCK_EVERY 16u
 
 static void drain_start(ami_conn_t *c);
 static bool iteration_spent(ami_conn_t *c);
