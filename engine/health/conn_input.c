@@ -103,12 +103,13 @@ static bool iteration_spent(ami_conn_t *c)
 {
     ami_conn_pace_t *p = c->pace;
     unsigned it = ev_iteration(c->env.loop);
+    c->input_ns = ami_now_ns();
     if (p->iteration != it) {
         p->iteration = it;
-        p->started_ns = ami_now_ns();
+        p->started_ns = c->input_ns;
         return false;
     }
-    return ami_now_ns() - p->started_ns > c->budget_ns;
+    return c->input_ns - p->started_ns > c->budget_ns;
 }
 
 static void drain_start(ami_conn_t *c)

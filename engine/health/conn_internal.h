@@ -57,6 +57,7 @@ struct ami_conn {
     uint32_t budget_used;     /* of it, in budget_iteration */
     unsigned budget_iteration;
     int64_t budget_ns;        /* input time per loop iteration, then one message per wake-up */
+    int64_t input_ns;         /* the clock's last reading while handling input */
     ami_conn_pace_t *pace;    /* env.pace, or own_pace */
     ami_conn_pace_t own_pace;
     ami_conn_stats_t stats;
