@@ -196,7 +196,7 @@ const ami_registry_stats_t *ami_registry_stats(const ami_registry_t *r)
 
 int64_t ami_registry_next_deadline(const ami_registry_t *r)
 {
-    return r->heap_len ? slot_at(r, r->heap[0])->deadline_ms : 0;
+    return r->heap_len ? r->heap[0].deadline_ms : 0;
 }
 
 /* ---- notifications ------------------------------------------------------------ */
@@ -558,8 +558,8 @@ static void timeout_reason(const ami_registry_t *r, const slot_t *s, char *out, 
 size_t ami_registry_expire(ami_registry_t *r, int64_t now_ms)
 {
     size_t n = 0;
-    while (r->heap_len && slot_at(r, r->heap[0])->deadline_ms <= now_ms) {
-        uint32_t idx = r->heap[0];
+    while (r->heap_len && r->heap[0].deadline_ms <= now_ms) {
+        uint32_t idx = r->heap[0].slot;
         char reason[512]; /* names up to AMI_REGISTRY_NAME_MAX and a 63-byte server key fit */
         timeout_reason(r, slot_at(r, idx), reason, sizeof reason);
         finish(r, idx, AMI_PENDING_FAILED, NULL, AMI_E_TIMEOUT, reason);

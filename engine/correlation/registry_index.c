@@ -72,7 +72,7 @@ int registry_pool_grow(ami_registry_t *r)
     uint32_t *free_stack = chunk ? ami_realloc(r->free_stack, cap * sizeof *free_stack) : NULL;
     if (free_stack)
         r->free_stack = free_stack;
-    uint32_t *heap = free_stack ? ami_realloc(r->heap, cap * sizeof *heap) : NULL;
+    heap_entry_t *heap = free_stack ? ami_realloc(r->heap, cap * sizeof *heap) : NULL;
     if (heap)
         r->heap = heap;
     if (!heap || rehash(r, cap) < 0) {
@@ -130,49 +130,45 @@ void registry_table_delete(ami_registry_t *r, uint32_t i)
 
 /* ---- deadline heap --------------------------------------------------------- */
 
-static bool heap_less(const ami_registry_t *r, uint32_t a, uint32_t b)
+/* Entries carry their deadline: ordering them reads the heap alone, not
+ * the slots it names. Sifting moves a hole rather than swapping. */
+static void heap_place(ami_registry_t *r, uint32_t i, heap_entry_t e)
 {
-    return slot_at(r, r->heap[a])->deadline_ms < slot_at(r, r->heap[b])->deadline_ms;
+    r->heap[i] = e;
+    slot_at(r, e.slot)->heap_idx = i;
 }
 
-static void heap_swap(ami_registry_t *r, uint32_t a, uint32_t b)
+static void heap_up(ami_registry_t *r, uint32_t i, heap_entry_t e)
 {
-    uint32_t t = r->heap[a];
-    r->heap[a] = r->heap[b];
-    r->heap[b] = t;
-    slot_at(r, r->heap[a])->heap_idx = a;
-    slot_at(r, r->heap[b])->heap_idx = b;
-}
-
-static void heap_up(ami_registry_t *r, uint32_t i)
-{
-    while (i > 0 && heap_less(r, i, (i - 1) / 2)) {
-        heap_swap(r, i, (i - 1) / 2);
+    while (i > 0 && e.deadline_ms < r->heap[(i - 1) / 2].deadline_ms) {
+        heap_place(r, i, r->heap[(i - 1) / 2]);
         i = (i - 1) / 2;
     }
+    heap_place(r, i, e);
 }
 
-static void heap_down(ami_registry_t *r, uint32_t i)
+/* 1 if e moved down from i, 0 if i is its place (then it may belong higher). */
+static int heap_down(ami_registry_t *r, uint32_t i, heap_entry_t e)
 {
+    uint32_t from = i;
     for (;;) {
-        uint32_t l = 2 * i + 1, m = i;
-        if (l < r->heap_len && heap_less(r, l, m))
-            m = l;
-        if (l + 1 < r->heap_len && heap_less(r, l + 1, m))
+        uint32_t l = 2 * i + 1, m = l;
+        if (l >= r->heap_len)
+            break;
+        if (l + 1 < r->heap_len && r->heap[l + 1].deadline_ms < r->heap[l].deadline_ms)
             m = l + 1;
-        if (m == i)
-            return;
-        heap_swap(r, i, m);
+        if (!(r->heap[m].deadline_ms < e.deadline_ms))
+            break;
+        heap_place(r, i, r->heap[m]);
         i = m;
     }
+    heap_place(r, i, e);
+    return i != from;
 }
 
 void registry_heap_push(ami_registry_t *r, uint32_t slot)
 {
-    uint32_t i = r->heap_len++;
-    r->heap[i] = slot;
-    slot_at(r, slot)->heap_idx = i;
-    heap_up(r, i);
+    heap_up(r, r->heap_len++, (heap_entry_t){slot_at(r, slot)->deadline_ms, slot});
 }
 
 void registry_heap_remove(ami_registry_t *r, uint32_t slot)
@@ -184,10 +180,9 @@ void registry_heap_remove(ami_registry_t *r, uint32_t slot)
     uint32_t last = --r->heap_len;
     if (i == last)
         return;
-    r->heap[i] = r->heap[last];
-    slot_at(r, r->heap[i])->heap_idx = i;
-    heap_down(r, i);
-    heap_up(r, i);
+    heap_entry_t e = r->heap[last];
+    if (!heap_down(r, i, e))
+        heap_up(r, i, e);
 }
 
 /* ---- FIFO of actions awaiting their first response --------------------------- */

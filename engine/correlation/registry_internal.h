@@ -45,6 +45,11 @@ typedef struct slot {
     char completion_event[AMI_REGISTRY_NAME_MAX + 1];
 } slot_t;
 
+typedef struct heap_entry {
+    int64_t deadline_ms;
+    uint32_t slot;
+} heap_entry_t;
+
 #define SLOT_CHUNK_SHIFT 6
 #define SLOT_CHUNK (1u << SLOT_CHUNK_SHIFT)
 
@@ -58,7 +63,7 @@ struct ami_registry {
     uint32_t nfree;
     uint32_t *table; /* id -> slot index + 1; 0 empty; linear probing */
     uint32_t table_mask;
-    uint32_t *heap; /* slot indices ordered by deadline */
+    heap_entry_t *heap; /* slots ordered by deadline */
     uint32_t heap_len;
     uint32_t fifo_head;
     uint32_t fifo_tail;

@@ -131,12 +131,69 @@ static void a_callback_growing_the_pool_keeps_its_note(void **state)
     world_free(w);
 }
 
+/* Random deadlines, cancellations and answers over a pool of several
+ * chunks: the timeouts come in deadline order, each once, exactly for the
+ * actions still pending. */
+static uint32_t next_rand(uint32_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 17;
+    *x ^= *x << 5;
+    return *x;
+}
+
+static void timeouts_come_in_deadline_order_whatever_was_removed(void **state)
+{
+    (void)state;
+    world_t *w = world_new(MANY, 0);
+    uint32_t rng = 12345;
+    uint64_t ids[MANY];
+    int64_t deadline[MANY];
+    bool live[MANY];
+    for (int i = 0; i < MANY; i++) {
+        deadline[i] = 1 + next_rand(&rng) % 50; /* many equal deadlines */
+        ids[i] = add_action(w, "Ping", AMI_STRATEGY_SINGLE, NULL, deadline[i]);
+        live[i] = true;
+    }
+    for (int i = 0; i < MANY; i++) {
+        uint32_t pick = next_rand(&rng) % 4;
+        if (pick == 0) {
+            assert_true(ami_registry_cancel(w->reg, ids[i]));
+            live[i] = false;
+        } else if (pick == 1) {
+            answer(w, ids[i]);
+            live[i] = false;
+        }
+    }
+    w->nnotes = 0;
+    int expected = 0;
+    for (int64_t now = 1; now <= 50; now++) {
+        int due = 0;
+        for (int i = 0; i < MANY; i++)
+            due += live[i] && deadline[i] == now;
+        assert_int_equal(ami_registry_expire(w->reg, now), due);
+        expected += due;
+        assert_int_equal(w->nnotes, expected);
+        for (size_t k = w->nnotes - (size_t)due; k < w->nnotes; k++) {
+            int i = 0;
+            while (ids[i] != w->notes[k].id)
+                i++;
+            assert_true(live[i]);
+            assert_int_equal(deadline[i], now);
+            assert_int_equal(w->notes[k].status, AMI_E_TIMEOUT);
+        }
+    }
+    assert_int_equal(ami_registry_pending(w->reg), 0);
+    world_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(an_idle_registry_holds_one_chunk_not_max_pending),
         cmocka_unit_test(the_pool_grows_to_max_pending_and_no_further),
         cmocka_unit_test(a_callback_growing_the_pool_keeps_its_note),
+        cmocka_unit_test(timeouts_come_in_deadline_order_whatever_was_removed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
