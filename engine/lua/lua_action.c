@@ -229,17 +229,15 @@ enum { UV_FINAL = 1, UV_RESPONSE, UV_OK, UV_ITEMS, UV_TRUNCATED, UV_DROPPED, UV_
 
 static const char *const result_keys[] = {"final", "response", "ok", "items", "truncated", "dropped"};
 
-/* The value on top goes into the table at t under the key upvalue uv. */
-static void set_key(lua_State *L, int t, int uv)
+static void push_key(lua_State *L, int uv)
 {
     lua_pushvalue(L, lua_upvalueindex(uv));
-    lua_insert(L, -2);
-    lua_rawset(L, t);
 }
 
 /* Built in on_note_protected's frame. The final message's object is made
  * first and the table takes its stack slot, so final and response (the
- * same object for a single response) need no lookup. */
+ * same object for a single response) need no lookup; each key is pushed
+ * before its value. */
 static void push_result(lua_State *L, wait_t *w, const ami_pending_note_t *n)
 {
     script_t *sc = w->co->sc;
@@ -252,26 +250,32 @@ static void push_result(lua_State *L, wait_t *w, const ami_pending_note_t *n)
     lua_createtable(L, 0, list ? 6 : 3);
     int t = lua_gettop(L);
     if (final) {
+        push_key(L, UV_FINAL);
         lua_pushvalue(L, final);
-        set_key(L, t, UV_FINAL);
+        lua_rawset(L, t);
     }
+    push_key(L, UV_RESPONSE);
     if (w->response_ref != LUA_NOREF)
         lua_rawgeti(L, LUA_REGISTRYINDEX, w->response_ref);
     else if (final)
         lua_pushvalue(L, final);
     else
         lua_pushnil(L);
-    set_key(L, t, UV_RESPONSE);
+    lua_rawset(L, t);
     if (list) {
+        push_key(L, UV_ITEMS);
         push_items(L, w); /* list fields only where there is a list: results are per action */
-        set_key(L, t, UV_ITEMS);
+        lua_rawset(L, t);
+        push_key(L, UV_TRUNCATED);
         lua_pushboolean(L, n->truncated);
-        set_key(L, t, UV_TRUNCATED);
+        lua_rawset(L, t);
+        push_key(L, UV_DROPPED);
         lua_pushinteger(L, (lua_Integer)n->dropped);
-        set_key(L, t, UV_DROPPED);
+        lua_rawset(L, t);
     }
+    push_key(L, UV_OK);
     lua_pushboolean(L, n->signal == AMI_PENDING_DONE);
-    set_key(L, t, UV_OK);
+    lua_rawset(L, t);
     lua_pushvalue(L, lua_upvalueindex(UV_RESULT_MT));
     lua_setmetatable(L, t);
     if (final)
