@@ -32,16 +32,20 @@
 static void drain_start(ami_conn_t *c);
 static bool iteration_spent(ami_conn_t *c);
 
-/* No read once the iteration has spent its input time: with many servers
- * ready at once, copying a chunk from each would be the iteration's cost. */
+/* No read once the iteration has spent its input time (with many servers
+ * ready at once, copying a chunk from each would be the iteration's cost),
+ * but never twice in a row: a server late in every iteration's order
+ * still reads every other one. */
 char *conn_input_read_buffer(void *ud, size_t want, size_t *got)
 {
     ami_conn_t *c = ud;
-    if (iteration_spent(c)) {
+    if (!c->read_deferred && iteration_spent(c)) {
+        c->read_deferred = true;
         *got = 0;
         drain_start(c);
         return NULL;
     }
+    c->read_deferred = false;
     return ami_parser_reserve(&c->parser, want, got);
 }
 

@@ -58,6 +58,7 @@ struct ami_conn {
     unsigned budget_iteration;
     int64_t budget_ns;        /* input time per loop iteration, then one message per wake-up */
     int64_t input_ns;         /* the clock's last reading while handling input */
+    bool read_deferred;       /* the last read was put off for time: the next is not */
     ami_conn_pace_t *pace;    /* env.pace, or own_pace */
     ami_conn_pace_t own_pace;
     ami_conn_stats_t stats;

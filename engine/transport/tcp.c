@@ -543,8 +543,7 @@ void ami_tcp_pause_reading(ami_tcp_t *t)
 {
     if (t->state != AMI_TCP_OPEN || t->read_paused)
         return;
-    t->read_paused = true;
-    ev_io_stop(t->loop, &t->rio);
+    t->read_paused = true; /* rio stays on: stopping and starting it costs two epoll_ctl calls per pause */
 }
 
 void ami_tcp_resume_reading(ami_tcp_t *t)
@@ -552,7 +551,6 @@ void ami_tcp_resume_reading(ami_tcp_t *t)
     if (t->state != AMI_TCP_OPEN || !t->read_paused)
         return;
     t->read_paused = false;
-    ev_io_start(t->loop, &t->rio);
     ev_feed_event(t->loop, &t->rio, EV_READ);
 }
 

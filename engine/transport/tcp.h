@@ -102,12 +102,13 @@ void ami_tcp_close(ami_tcp_t *t);
 ami_buf_t *ami_tcp_wbuf(ami_tcp_t *t);
 void ami_tcp_schedule_flush(ami_tcp_t *t);
 
-/* The owner has input left to handle, or no time for more: stop reading
- * until it resumes (the socket is not polled for input meanwhile, so the
- * kernel holds back the peer). Resuming polls again and tries a read in the
- * loop's current pass (over TLS plaintext the session already decrypted
- * may be waiting, which no readiness would announce). Both are no-ops when
- * not open; a close ends a pause. Callable from read_buffer and on_read. */
+/* The owner has input left to handle, or no time for more: read nothing
+ * until it resumes (readiness is ignored meanwhile, so the kernel holds
+ * back the peer; the owner must keep the loop from blocking, as its drain
+ * does). Resuming tries a read in the loop's current pass (over TLS
+ * plaintext the session already decrypted may be waiting, which no
+ * readiness would announce). Both are no-ops when not open; a close ends a
+ * pause. Callable from read_buffer and on_read. */
 void ami_tcp_pause_reading(ami_tcp_t *t);
 void ami_tcp_resume_reading(ami_tcp_t *t);
 
