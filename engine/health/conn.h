@@ -100,7 +100,8 @@ typedef struct ami_conn_env {
      * per loop iteration (0: 512), and once the iteration has spent
      * read_budget_us on input (0: 250 µs, counted from the first message
      * any connection sharing `pace` handled in it; the clock is read every
-     * 16 messages) one message per wake-up and no new read. Input left over
+     * 16 messages) one message per wake-up and no new read (never twice in
+     * a row for one connection). Input left over
      * is handled in the next iteration before the socket is read again
      * (ami_read_budget_hits_total counts the wake-ups that left some).
      * pace NULL: this connection alone. */

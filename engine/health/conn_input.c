@@ -9,9 +9,10 @@
  * iteration. A connection handles at most env.read_budget messages per
  * iteration; once the iteration has spent env.read_budget_us on input (the
  * clock is read every CLOCK_EVERY messages) a wake-up takes one message
- * and reads nothing new, so a late connection still moves but copies no
- * chunk. What is left stays in the parser's buffer; reading pauses (the
- * kernel holds back the peer) and the drain watchers handle the rest in
+ * and reads nothing new (a read put off once goes ahead at the next turn),
+ * so a late connection still moves but copies no chunk. What is left stays
+ * in the parser's buffer; reading pauses (the kernel holds back the peer)
+ * and the drain watchers handle the rest in
  * the next iteration's check phase, which runs before its I/O callbacks,
  * without waiting for the socket (the idle watcher keeps the loop from
  * blocking meanwhile). A drain that empties the buffer resumes reading at
