@@ -98,7 +98,7 @@ typedef struct ami_conn_env {
     uint32_t seed;            /* for backoff jitter; 0 = random */
     /* The read budget. A connection handles at most read_budget messages
      * per loop iteration (0: 512), and once the iteration has spent
-     * read_budget_us on input (0: 250 µs, counted from the first message
+     * read_budget_us on input (0: 200 µs, counted from the first message
      * any connection sharing `pace` handled in it; the clock is read every
      * 16 messages) one message per wake-up and no new read (never twice in
      * a row for one connection). Input left over

@@ -27,7 +27,7 @@
 #include "util/clock.h"
 
 #define DEFAULT_READ_BUDGET 512u
-#define DEFAULT_READ_BUDGET_US 250u
+#define DEFAULT_READ_BUDGET_US 200u
 #define CLOCK_EVERY 16u
 
 static void drain_start(ami_conn_t *c);
