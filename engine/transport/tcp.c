@@ -539,19 +539,20 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
         flush(t);
 }
 
+/* rio stays on while paused: stopping and starting it would cost two
+ * epoll_ctl calls per pause. */
 void ami_tcp_pause_reading(ami_tcp_t *t)
 {
-    if (t->state != AMI_TCP_OPEN || t->read_paused)
-        return;
-    t->read_paused = true; /* rio stays on: stopping and starting it costs two epoll_ctl calls per pause */
+    if (t->state == AMI_TCP_OPEN)
+        t->read_paused = true;
 }
 
 void ami_tcp_resume_reading(ami_tcp_t *t)
 {
-    if (t->state != AMI_TCP_OPEN || !t->read_paused)
-        return;
-    t->read_paused = false;
-    ev_feed_event(t->loop, &t->rio, EV_READ);
+    if (t->state == AMI_TCP_OPEN && t->read_paused) {
+        t->read_paused = false;
+        ev_feed_event(t->loop, &t->rio, EV_READ);
+    }
 }
 
 ami_tcp_state_t ami_tcp_state(const ami_tcp_t *t)
