@@ -43,6 +43,7 @@ struct ami_client {
     bool own_metrics;
     ami_logger_t *log;
     ami_actionid_gen_t ids;
+    ami_conn_pace_t pace;     /* the read budget's clock, shared by every server */
     server_t *servers;
     uint32_t nservers;
     uint32_t rr_next;
@@ -224,7 +225,7 @@ int ami_client_add_server(ami_client_t *c, const ami_server_options_t *opt, ami_
     s->client = c;
     s->index = c->nservers;
     ami_conn_env_t env = {.loop = c->loop, .log = c->log, .metrics = c->metrics, .ids = &c->ids,
-                          .seed = c->cfg.seed ? c->cfg.seed + c->nservers : 0};
+                          .seed = c->cfg.seed ? c->cfg.seed + c->nservers : 0, .pace = &c->pace};
     ami_conn_callbacks_t cb = {.on_event = on_conn_event, .on_state = on_conn_state};
     s->conn = ami_conn_new(opt, &env, &cb, s, err);
     if (!s->conn)

@@ -37,14 +37,6 @@ void ami_registry_config_default(ami_registry_config_t *cfg)
 
 /* ---- lifecycle --------------------------------------------------------------- */
 
-static uint32_t pow2_at_least(uint32_t n)
-{
-    uint32_t p = 1;
-    while (p < n)
-        p <<= 1;
-    return p;
-}
-
 /* coverage-begin: seed-4.1 (a cap per strategy) */
 static void set_caps(ami_registry_t *r, const ami_registry_config_t *cfg)
 {
@@ -75,16 +67,8 @@ ami_registry_t *ami_registry_new(const ami_registry_config_t *cfg, ami_err_t *er
         goto nomem;
     r->nslots = n;
     r->max_pending = max;
-    r->table_mask = pow2_at_least(n * 2) - 1;
-    r->slots = ami_calloc(n, sizeof *r->slots);
-    r->free_stack = ami_malloc(n * sizeof *r->free_stack);
-    r->heap = ami_malloc(n * sizeof *r->heap);
-    r->table = ami_calloc((size_t)r->table_mask + 1, sizeof *r->table);
-    if (!r->slots || !r->free_stack || !r->heap || !r->table)
+    if (registry_pool_init(r) < 0)
         goto nomem;
-    for (uint32_t i = 0; i < n; i++)
-        r->free_stack[i] = n - 1 - i;
-    r->nfree = n;
     r->fifo_head = r->fifo_tail = NONE;
     set_caps(r, cfg);
     snprintf(r->server_key, sizeof r->server_key, "%s", cfg->server_key ? cfg->server_key : "");
@@ -110,16 +94,17 @@ void ami_registry_free(ami_registry_t *r)
 {
     if (!r)
         return;
-    ami_free(r->slots);
-    ami_free(r->free_stack);
-    ami_free(r->heap);
-    ami_free(r->table);
+    registry_pool_free(r);
     ami_free(r);
 }
 
+/* Names are checked against AMI_REGISTRY_NAME_MAX before they get here; the
+ * bound holds anyway. One per action: no formatting machinery. */
 static void copy_name(char *dst, size_t size, const char *src)
 {
-    snprintf(dst, size, "%s", src ? src : "");
+    size_t n = src ? strnlen(src, size - 1) : 0;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
 }
 
 /* Ordinary actions share max_pending slots; the reserved ones are kept for
@@ -128,7 +113,7 @@ static bool has_room(const ami_registry_t *r, bool reserved)
 {
     if (reserved)
         return r->reserved_in_use < AMI_REGISTRY_RESERVED && r->nfree > 0;
-    return r->nslots - r->nfree - r->reserved_in_use < r->max_pending;
+    return r->ncap - r->nfree - r->reserved_in_use < r->max_pending;
 }
 
 int ami_registry_add(ami_registry_t *r, const ami_pending_spec_t *spec, ami_err_t *err)
@@ -155,8 +140,11 @@ int ami_registry_add(ami_registry_t *r, const ami_pending_spec_t *spec, ami_err_
                            "answers or raise max_pending",
                            r->max_pending, r->server_key);
     }
+    /* The free slots kept back for reserved actions are not an ordinary action's. */
+    if (r->nfree <= (spec->reserved ? 0 : AMI_REGISTRY_RESERVED - r->reserved_in_use) && registry_pool_grow(r) < 0)
+        return ami_err_set(err, AMI_E_NOMEM, "out of memory for a pending action on server %s", r->server_key);
     uint32_t idx = r->free_stack[--r->nfree];
-    slot_t *s = &r->slots[idx];
+    slot_t *s = slot_at(r, idx);
     memset(s, 0, sizeof *s);
     s->reserved = spec->reserved;
     r->reserved_in_use += spec->reserved;
@@ -198,7 +186,7 @@ bool ami_registry_has(const ami_registry_t *r, uint64_t id)
 
 size_t ami_registry_pending(const ami_registry_t *r)
 {
-    return r->nslots - r->nfree;
+    return r->ncap - r->nfree;
 }
 
 const ami_registry_stats_t *ami_registry_stats(const ami_registry_t *r)
@@ -208,7 +196,7 @@ const ami_registry_stats_t *ami_registry_stats(const ami_registry_t *r)
 
 int64_t ami_registry_next_deadline(const ami_registry_t *r)
 {
-    return r->heap_len ? r->slots[r->heap[0]].deadline_ms : 0;
+    return r->heap_len ? r->heap[0].deadline_ms : 0;
 }
 
 /* ---- notifications ------------------------------------------------------------ */
@@ -240,7 +228,7 @@ static void notify(const slot_t *s, ami_pending_signal_t sig, const ami_msg_t *m
 static void finish(ami_registry_t *r, uint32_t idx, ami_pending_signal_t sig, const ami_msg_t *msg,
                    ami_status_t status, const char *reason)
 {
-    slot_t copy = r->slots[idx];
+    slot_t copy = *slot_at(r, idx);
     registry_release(r, idx);
     ami_pending_note_t n;
     note_init(&n, &copy, sig, msg);
@@ -332,7 +320,7 @@ static size_t count_output_lines(const ami_msg_t *msg)
 
 static void on_command_response(ami_registry_t *r, uint32_t idx, const ami_msg_t *msg)
 {
-    slot_t *s = &r->slots[idx];
+    slot_t *s = slot_at(r, idx);
     size_t lines = count_output_lines(msg);
     /* coverage-begin: seed-4.1 (Command output over its cap) */
     if (lines > s->cap) {
@@ -358,7 +346,7 @@ static void on_command_response(ami_registry_t *r, uint32_t idx, const ami_msg_t
 
 static void on_response(ami_registry_t *r, uint32_t idx, const ami_msg_t *msg)
 {
-    slot_t *s = &r->slots[idx];
+    slot_t *s = slot_at(r, idx);
     registry_fifo_remove(r, idx);
     if (s->strategy == AMI_STRATEGY_COMMAND) {
         on_command_response(r, idx, msg);
@@ -422,7 +410,7 @@ static void drop_item(ami_registry_t *r, slot_t *s)
 
 static void take_item(ami_registry_t *r, uint32_t idx, const ami_msg_t *msg)
 {
-    slot_t *s = &r->slots[idx];
+    slot_t *s = slot_at(r, idx);
     if (s->items >= s->cap) {
         drop_item(r, s);
         return;
@@ -445,7 +433,7 @@ static void log_truncated(ami_registry_t *r, const slot_t *s)
 
 static void on_list_event(ami_registry_t *r, uint32_t idx, const ami_msg_t *msg)
 {
-    slot_t *s = &r->slots[idx];
+    slot_t *s = slot_at(r, idx);
     registry_fifo_remove(r, idx);
     s->phase = PHASE_IN_LIST;
     if (s->strategy == AMI_STRATEGY_AUTO)
@@ -470,7 +458,7 @@ static bool event_reports_failure(const ami_msg_t *msg)
 
 static ami_registry_took_t on_completion_event(ami_registry_t *r, uint32_t idx, const ami_msg_t *msg)
 {
-    slot_t *s = &r->slots[idx];
+    slot_t *s = slot_at(r, idx);
     const char *name = ami_msg_name(msg);
     if (!ami_str_ieq(name, strlen(name), s->completion_event, strlen(s->completion_event))) {
         take_item(r, idx, msg);
@@ -525,9 +513,9 @@ static ami_registry_took_t route_event(ami_registry_t *r, const ami_msg_t *msg)
     uint32_t idx = slot_for_id(r, msg, &ours);
     if (idx == NONE)
         return AMI_TOOK_NOTHING; /* e.g. the UserEvent an earlier UserEvent action caused */
-    if (r->slots[idx].strategy == AMI_STRATEGY_EVENT)
+    if (slot_at(r, idx)->strategy == AMI_STRATEGY_EVENT)
         return on_completion_event(r, idx, msg);
-    if (r->slots[idx].strategy == AMI_STRATEGY_SINGLE || r->slots[idx].strategy == AMI_STRATEGY_COMMAND)
+    if (slot_at(r, idx)->strategy == AMI_STRATEGY_SINGLE || slot_at(r, idx)->strategy == AMI_STRATEGY_COMMAND)
         return AMI_TOOK_NOTHING; /* a single-response action does not own events */
     on_list_event(r, idx, msg);
     return AMI_TOOK_ITEM;
@@ -570,10 +558,10 @@ static void timeout_reason(const ami_registry_t *r, const slot_t *s, char *out, 
 size_t ami_registry_expire(ami_registry_t *r, int64_t now_ms)
 {
     size_t n = 0;
-    while (r->heap_len && r->slots[r->heap[0]].deadline_ms <= now_ms) {
-        uint32_t idx = r->heap[0];
+    while (r->heap_len && r->heap[0].deadline_ms <= now_ms) {
+        uint32_t idx = r->heap[0].slot;
         char reason[512]; /* names up to AMI_REGISTRY_NAME_MAX and a 63-byte server key fit */
-        timeout_reason(r, &r->slots[idx], reason, sizeof reason);
+        timeout_reason(r, slot_at(r, idx), reason, sizeof reason);
         finish(r, idx, AMI_PENDING_FAILED, NULL, AMI_E_TIMEOUT, reason);
         n++;
     }
@@ -587,8 +575,8 @@ size_t ami_registry_fail_all(ami_registry_t *r, ami_status_t status, const char 
      * left alone: each action present now fails exactly once. */
     uint32_t epoch = r->epoch++;
     size_t n = 0;
-    for (uint32_t i = 0; i < r->nslots; i++) {
-        if (r->slots[i].id == 0 || r->slots[i].epoch != epoch)
+    for (uint32_t i = 0; i < r->ncap; i++) {
+        if (slot_at(r, i)->id == 0 || slot_at(r, i)->epoch != epoch)
             continue;
         finish(r, i, AMI_PENDING_FAILED, NULL, status, reason ? reason : ami_status_name(status));
         n++;

@@ -32,9 +32,10 @@
  * Every action resolves exactly once: DONE, or FAILED (server error,
  * timeout, fail_all), unless the caller cancels it (no callback at all).
  * The slot is released before the final callback runs, so the callback may
- * add new actions or cancel others. Memory: a fixed pool of max_pending
- * (+ AMI_REGISTRY_RESERVED) slots, allocated at init; nothing is allocated
- * per message.
+ * add new actions or cancel others. Memory: a pool of at most max_pending
+ * (+ AMI_REGISTRY_RESERVED) slots, allocated 64 at a time as actions need
+ * them (an idle server holds 64, not max_pending) and kept once allocated;
+ * nothing is allocated per message.
  */
 #ifndef AMI_CORRELATION_REGISTRY_H
 #define AMI_CORRELATION_REGISTRY_H
@@ -97,7 +98,9 @@ typedef struct ami_pending_spec {
 
 /* Register before the action is written. -1: AMI_E_LIMIT when all
  * max_pending slots are in use (counted; a reserved action is refused only
- * when the reserved slots are in use too), AMI_E_INVALID for a bad spec. */
+ * when the reserved slots are in use too), AMI_E_INVALID for a bad spec,
+ * AMI_E_NOMEM when the pool must grow and cannot (never for a reserved
+ * action: its slot is always allocated). */
 int ami_registry_add(ami_registry_t *r, const ami_pending_spec_t *spec, ami_err_t *err);
 
 /* Longest action and completion event names kept (AMI_E_INVALID beyond:

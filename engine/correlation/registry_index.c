@@ -1,15 +1,91 @@
 /*
- * The correlation registry's indexes over its slot pool (private to
- * correlation/): an id -> slot hash table (linear probing, backward-shift
- * deletion, so no tombstones pile up), a binary heap of slots by deadline,
- * and the FIFO of actions still waiting for their first response (where a
- * response without an ActionID goes). All three are fixed arrays sized at
- * ami_registry_new; nothing here allocates. registry.c decides what an
- * action is waiting for; this file only finds, orders and unlinks slots.
+ * The correlation registry's slot pool and its indexes (private to
+ * correlation/): the slots in chunks allocated as actions need them (an
+ * idle server holds one chunk, not max_pending slots), an id -> slot hash
+ * table (linear probing, backward-shift deletion, so no tombstones pile
+ * up), a binary heap of slots by deadline, and the FIFO of actions still
+ * waiting for their first response (where a response without an ActionID
+ * goes). Only registry_pool_grow allocates, when every allocated slot is
+ * taken; the table, the heap and the free stack grow with it, so none
+ * fills. registry.c decides what an action is waiting for; this file only
+ * finds, orders and unlinks slots.
  */
 #include <stdbool.h>
+#include <string.h>
 
 #include "correlation/registry_internal.h"
+#include "util/alloc.h"
+
+/* ---- the slot pool ------------------------------------------------------------ */
+
+static uint32_t pow2_at_least(uint32_t n)
+{
+    uint32_t p = 1;
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+/* A table twice the slots allocated, every live slot indexed again. */
+static int rehash(ami_registry_t *r, uint32_t slots)
+{
+    uint32_t size = pow2_at_least(slots * 2);
+    if (r->table && size == r->table_mask + 1)
+        return 0;
+    uint32_t *table = ami_calloc(size, sizeof *table);
+    if (!table)
+        return -1;
+    ami_free(r->table);
+    r->table = table;
+    r->table_mask = size - 1;
+    for (uint32_t i = 0; i < r->ncap; i++)
+        if (slot_at(r, i)->id)
+            registry_table_insert(r, i);
+    return 0;
+}
+
+int registry_pool_init(ami_registry_t *r)
+{
+    uint32_t nchunks = (r->nslots + SLOT_CHUNK - 1) / SLOT_CHUNK;
+    r->chunks = ami_calloc(nchunks, sizeof *r->chunks);
+    return r->chunks ? registry_pool_grow(r) : -1;
+}
+
+void registry_pool_free(ami_registry_t *r)
+{
+    for (uint32_t c = 0; r->chunks && c < (r->ncap + SLOT_CHUNK - 1) / SLOT_CHUNK; c++)
+        ami_free(r->chunks[c]);
+    ami_free(r->chunks);
+    ami_free(r->free_stack);
+    ami_free(r->heap);
+    ami_free(r->table);
+}
+
+/* The last chunk may be short: the pool never holds more than nslots. */
+int registry_pool_grow(ami_registry_t *r)
+{
+    if (r->ncap >= r->nslots)
+        return -1;
+    uint32_t add = r->nslots - r->ncap < SLOT_CHUNK ? r->nslots - r->ncap : SLOT_CHUNK;
+    uint32_t cap = r->ncap + add;
+    slot_t *chunk = ami_calloc(add, sizeof *chunk);
+    uint32_t *free_stack = chunk ? ami_realloc(r->free_stack, cap * sizeof *free_stack) : NULL;
+    if (free_stack)
+        r->free_stack = free_stack;
+    heap_entry_t *heap = free_stack ? ami_realloc(r->heap, cap * sizeof *heap) : NULL;
+    if (heap)
+        r->heap = heap;
+    if (!heap || rehash(r, cap) < 0) {
+        ami_free(chunk); /* the larger arrays stay: they only have room to spare */
+        return -1;
+    }
+    r->chunks[r->ncap >> SLOT_CHUNK_SHIFT] = chunk;
+    /* Lowest index on top: slots are taken in order. */
+    for (uint32_t i = cap; i > r->ncap; i--)
+        r->free_stack[r->nfree++] = i - 1;
+    r->ncap = cap;
+    return 0;
+}
 
 /* ---- id -> slot table (linear probing, backward-shift deletion) ---------- */
 
@@ -24,14 +100,14 @@ uint32_t registry_table_find(const ami_registry_t *r, uint64_t id)
         uint32_t e = r->table[i];
         if (e == 0)
             return NONE;
-        if (r->slots[e - 1].id == id)
+        if (slot_at(r, e - 1)->id == id)
             return i;
     }
 }
 
 void registry_table_insert(ami_registry_t *r, uint32_t slot)
 {
-    uint32_t i = hash_id(r, r->slots[slot].id);
+    uint32_t i = hash_id(r, slot_at(r, slot)->id);
     while (r->table[i])
         i = (i + 1) & r->table_mask;
     r->table[i] = slot + 1;
@@ -41,7 +117,7 @@ void registry_table_delete(ami_registry_t *r, uint32_t i)
 {
     r->table[i] = 0;
     for (uint32_t j = (i + 1) & r->table_mask; r->table[j]; j = (j + 1) & r->table_mask) {
-        uint32_t home = hash_id(r, r->slots[r->table[j] - 1].id);
+        uint32_t home = hash_id(r, slot_at(r, r->table[j] - 1)->id);
         /* Move the entry back if its home is not in (i, j]. */
         bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
         if (!between) {
@@ -54,75 +130,70 @@ void registry_table_delete(ami_registry_t *r, uint32_t i)
 
 /* ---- deadline heap --------------------------------------------------------- */
 
-static bool heap_less(const ami_registry_t *r, uint32_t a, uint32_t b)
+/* Entries carry their deadline: ordering them reads the heap alone, not
+ * the slots it names. Sifting moves a hole rather than swapping. */
+static void heap_place(ami_registry_t *r, uint32_t i, heap_entry_t e)
 {
-    return r->slots[r->heap[a]].deadline_ms < r->slots[r->heap[b]].deadline_ms;
+    r->heap[i] = e;
+    slot_at(r, e.slot)->heap_idx = i;
 }
 
-static void heap_swap(ami_registry_t *r, uint32_t a, uint32_t b)
+static void heap_up(ami_registry_t *r, uint32_t i, heap_entry_t e)
 {
-    uint32_t t = r->heap[a];
-    r->heap[a] = r->heap[b];
-    r->heap[b] = t;
-    r->slots[r->heap[a]].heap_idx = a;
-    r->slots[r->heap[b]].heap_idx = b;
-}
-
-static void heap_up(ami_registry_t *r, uint32_t i)
-{
-    while (i > 0 && heap_less(r, i, (i - 1) / 2)) {
-        heap_swap(r, i, (i - 1) / 2);
+    while (i > 0 && e.deadline_ms < r->heap[(i - 1) / 2].deadline_ms) {
+        heap_place(r, i, r->heap[(i - 1) / 2]);
         i = (i - 1) / 2;
     }
+    heap_place(r, i, e);
 }
 
-static void heap_down(ami_registry_t *r, uint32_t i)
+/* 1 if e moved down from i, 0 if i is its place (then it may belong higher). */
+static int heap_down(ami_registry_t *r, uint32_t i, heap_entry_t e)
 {
+    uint32_t from = i;
     for (;;) {
-        uint32_t l = 2 * i + 1, m = i;
-        if (l < r->heap_len && heap_less(r, l, m))
-            m = l;
-        if (l + 1 < r->heap_len && heap_less(r, l + 1, m))
+        uint32_t l = 2 * i + 1, m = l;
+        if (l >= r->heap_len)
+            break;
+        if (l + 1 < r->heap_len && r->heap[l + 1].deadline_ms < r->heap[l].deadline_ms)
             m = l + 1;
-        if (m == i)
-            return;
-        heap_swap(r, i, m);
+        if (!(r->heap[m].deadline_ms < e.deadline_ms))
+            break;
+        heap_place(r, i, r->heap[m]);
         i = m;
     }
+    heap_place(r, i, e);
+    return i != from;
 }
 
 void registry_heap_push(ami_registry_t *r, uint32_t slot)
 {
-    uint32_t i = r->heap_len++;
-    r->heap[i] = slot;
-    r->slots[slot].heap_idx = i;
-    heap_up(r, i);
+    heap_up(r, r->heap_len++, (heap_entry_t){slot_at(r, slot)->deadline_ms, slot});
 }
 
 void registry_heap_remove(ami_registry_t *r, uint32_t slot)
 {
-    uint32_t i = r->slots[slot].heap_idx;
+    uint32_t i = slot_at(r, slot)->heap_idx;
     if (i == NONE)
         return;
-    r->slots[slot].heap_idx = NONE;
+    slot_at(r, slot)->heap_idx = NONE;
     uint32_t last = --r->heap_len;
     if (i == last)
         return;
-    r->heap[i] = r->heap[last];
-    r->slots[r->heap[i]].heap_idx = i;
-    heap_down(r, i);
-    heap_up(r, i);
+    heap_entry_t e = r->heap[last];
+    if (!heap_down(r, i, e))
+        heap_up(r, i, e);
 }
 
 /* ---- FIFO of actions awaiting their first response --------------------------- */
 
 void registry_fifo_push(ami_registry_t *r, uint32_t slot)
 {
-    slot_t *s = &r->slots[slot];
+    slot_t *s = slot_at(r, slot);
     s->fifo_next = NONE;
     s->fifo_prev = r->fifo_tail;
     if (r->fifo_tail != NONE)
-        r->slots[r->fifo_tail].fifo_next = slot;
+        slot_at(r, r->fifo_tail)->fifo_next = slot;
     else
         r->fifo_head = slot;
     r->fifo_tail = slot;
@@ -131,15 +202,15 @@ void registry_fifo_push(ami_registry_t *r, uint32_t slot)
 
 void registry_fifo_remove(ami_registry_t *r, uint32_t slot)
 {
-    slot_t *s = &r->slots[slot];
+    slot_t *s = slot_at(r, slot);
     if (!s->in_fifo)
         return;
     if (s->fifo_prev != NONE)
-        r->slots[s->fifo_prev].fifo_next = s->fifo_next;
+        slot_at(r, s->fifo_prev)->fifo_next = s->fifo_next;
     else
         r->fifo_head = s->fifo_next;
     if (s->fifo_next != NONE)
-        r->slots[s->fifo_next].fifo_prev = s->fifo_prev;
+        slot_at(r, s->fifo_next)->fifo_prev = s->fifo_prev;
     else
         r->fifo_tail = s->fifo_prev;
     s->fifo_prev = s->fifo_next = NONE;
@@ -151,7 +222,7 @@ void registry_fifo_remove(ami_registry_t *r, uint32_t slot)
 /* Unlink a slot from every index and return it to the free stack. */
 void registry_release(ami_registry_t *r, uint32_t idx)
 {
-    slot_t *s = &r->slots[idx];
+    slot_t *s = slot_at(r, idx);
     uint32_t t = registry_table_find(r, s->id);
     if (t != NONE)
         registry_table_delete(r, t);

@@ -1,9 +1,11 @@
 /*
  * Private to correlation/: the registry's structure, shared by registry.c
- * (strategies, routing, failure paths) and registry_index.c (the id table,
- * the deadline heap and the first-response FIFO over the slot pool). The
- * registry owns every array here, allocated once by ami_registry_new. Slots
- * are named by their index in r->slots; NONE means no slot. Loop thread only.
+ * (strategies, routing, failure paths) and registry_index.c (the slot pool,
+ * the id table, the deadline heap and the first-response FIFO over it). The
+ * registry owns every array here. Slots live in chunks of SLOT_CHUNK that
+ * are allocated as actions need them, up to nslots, and never move (a
+ * callback may add actions while a note points into its slot); they are
+ * named by their index (slot_at); NONE means no slot. Loop thread only.
  */
 #ifndef AMI_CORRELATION_REGISTRY_INTERNAL_H
 #define AMI_CORRELATION_REGISTRY_INTERNAL_H
@@ -43,16 +45,25 @@ typedef struct slot {
     char completion_event[AMI_REGISTRY_NAME_MAX + 1];
 } slot_t;
 
+typedef struct heap_entry {
+    int64_t deadline_ms;
+    uint32_t slot;
+} heap_entry_t;
+
+#define SLOT_CHUNK_SHIFT 6
+#define SLOT_CHUNK (1u << SLOT_CHUNK_SHIFT)
+
 struct ami_registry {
-    slot_t *slots;
-    uint32_t nslots;          /* max_pending + AMI_REGISTRY_RESERVED */
+    slot_t **chunks;          /* nslots / SLOT_CHUNK (rounded up) pointers, the first ncap / SLOT_CHUNK set */
+    uint32_t ncap;            /* slots allocated so far; the free stack and heap hold as many */
+    uint32_t nslots;          /* max_pending + AMI_REGISTRY_RESERVED: the bound */
     uint32_t max_pending;
     uint32_t reserved_in_use;
     uint32_t *free_stack;
     uint32_t nfree;
     uint32_t *table; /* id -> slot index + 1; 0 empty; linear probing */
     uint32_t table_mask;
-    uint32_t *heap; /* slot indices ordered by deadline */
+    heap_entry_t *heap; /* slots ordered by deadline */
     uint32_t heap_len;
     uint32_t fifo_head;
     uint32_t fifo_tail;
@@ -67,7 +78,20 @@ struct ami_registry {
     ami_registry_stats_t stats;
 };
 
+static inline slot_t *slot_at(const ami_registry_t *r, uint32_t idx)
+{
+    return &r->chunks[idx >> SLOT_CHUNK_SHIFT][idx & (SLOT_CHUNK - 1)];
+}
+
 /* ---- registry_index.c ------------------------------------------------------------ */
+
+/* The pool with its first chunk (enough for a session's login and
+ * heartbeat), bounded by r->nslots. 0, or -1 out of memory. */
+int registry_pool_init(ami_registry_t *r);
+void registry_pool_free(ami_registry_t *r);
+/* One more chunk, its slots on the free stack, the heap and the id table
+ * grown to match. 0, or -1 at the bound or out of memory (nothing changed). */
+int registry_pool_grow(ami_registry_t *r);
 
 /* The table position holding id (its slot is r->table[pos] - 1), or NONE. */
 uint32_t registry_table_find(const ami_registry_t *r, uint64_t id);

@@ -223,32 +223,63 @@ static void push_items(lua_State *L, wait_t *w)
         lua_rawgeti(L, LUA_REGISTRYINDEX, w->items_ref);
 }
 
+/* on_note_protected's upvalues: the result's keys, interned once, and its
+ * metatable (a result per action: the keys are not hashed again for each). */
+enum { UV_FINAL = 1, UV_RESPONSE, UV_OK, UV_ITEMS, UV_TRUNCATED, UV_DROPPED, UV_RESULT_MT };
+
+static const char *const result_keys[] = {"final", "response", "ok", "items", "truncated", "dropped"};
+
+static void push_key(lua_State *L, int uv)
+{
+    lua_pushvalue(L, lua_upvalueindex(uv));
+}
+
+/* Built in on_note_protected's frame. The final message's object is made
+ * first and the table takes its stack slot, so final and response (the
+ * same object for a single response) need no lookup; each key is pushed
+ * before its value. */
 static void push_result(lua_State *L, wait_t *w, const ami_pending_note_t *n)
 {
     script_t *sc = w->co->sc;
-    lua_createtable(L, 0, 6);
-    int t = lua_gettop(L);
+    bool list = w->items_ref != LUA_NOREF || n->strategy == AMI_STRATEGY_LIST || n->truncated;
+    int final = 0;
     if (n->msg) {
         event_push(sc, L, n->msg, w->server);
-        lua_setfield(L, t, "final");
+        final = lua_gettop(L);
     }
+    lua_createtable(L, 0, list ? 6 : 3);
+    int t = lua_gettop(L);
+    if (final) {
+        push_key(L, UV_FINAL);
+        lua_pushvalue(L, final);
+        lua_rawset(L, t);
+    }
+    push_key(L, UV_RESPONSE);
     if (w->response_ref != LUA_NOREF)
         lua_rawgeti(L, LUA_REGISTRYINDEX, w->response_ref);
+    else if (final)
+        lua_pushvalue(L, final);
     else
-        lua_getfield(L, t, "final");
-    lua_setfield(L, t, "response");
-    if (w->items_ref != LUA_NOREF || n->strategy == AMI_STRATEGY_LIST || n->truncated) {
+        lua_pushnil(L);
+    lua_rawset(L, t);
+    if (list) {
+        push_key(L, UV_ITEMS);
         push_items(L, w); /* list fields only where there is a list: results are per action */
-        lua_setfield(L, t, "items");
+        lua_rawset(L, t);
+        push_key(L, UV_TRUNCATED);
         lua_pushboolean(L, n->truncated);
-        lua_setfield(L, t, "truncated");
+        lua_rawset(L, t);
+        push_key(L, UV_DROPPED);
         lua_pushinteger(L, (lua_Integer)n->dropped);
-        lua_setfield(L, t, "dropped");
+        lua_rawset(L, t);
     }
+    push_key(L, UV_OK);
     lua_pushboolean(L, n->signal == AMI_PENDING_DONE);
-    lua_setfield(L, t, "ok");
-    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->result_mt_ref);
+    lua_rawset(L, t);
+    lua_pushvalue(L, lua_upvalueindex(UV_RESULT_MT));
     lua_setmetatable(L, t);
+    if (final)
+        lua_replace(L, final);
 }
 
 static void push_final(lua_State *L, cb_args_t *a)
@@ -481,15 +512,16 @@ MAY_RAISE static void push_result_methods(lua_State *L)
 
 void ami_lua_inject_action(lua_State *L, script_t *sc)
 {
-    lua_pushcfunction(L, on_note_protected);
-    sc->note_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    for (int i = 0; i < UV_RESULT_MT - 1; i++)
+        lua_pushstring(L, result_keys[i]);
     lua_newtable(L);
     push_result_methods(L);
     lua_pushcclosure(L, result_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushliteral(L, "ami.result");
     lua_setfield(L, -2, "__metatable");
-    sc->result_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushcclosure(L, on_note_protected, UV_RESULT_MT);
+    sc->note_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     static const luaL_Reg fns[] = {{"action", l_action}, {"collect", l_collect}, {NULL, NULL}};
     luaL_register(L, NULL, fns);
 }

@@ -160,7 +160,6 @@ struct script {
     /* registry refs of this state */
     int env_ref;                     /* the base environment */
     int event_mt_ref;                /* metatable of event objects */
-    int result_mt_ref;               /* metatable of action results */
     int pattern_mt_ref;              /* metatable marking ami.pattern values */
     int dispatch_ref;                /* dispatch's protected entry, made once */
     int note_ref;                    /* action notes' protected entry, made once */
@@ -239,6 +238,8 @@ struct ami_lua_runtime {
     uint32_t nrunq;
     ev_prepare runq_prepare;         /* runs the queue every iteration, under any load */
     ev_idle runq_idle;               /* keeps the loop from blocking while the queue is not empty */
+    wait_t *spare_waits;             /* disposed waits kept for the next (linked by wnext), */
+    uint32_t nspare_waits;           /* at most SPARE_WAITS_MAX: an action's wait per round trip */
     watchdog_t wd;
     ami_lua_stats_t stats;
     int inotify_fd;

@@ -174,6 +174,7 @@ static void reset_session(ami_conn_t *c)
     c->close_gen++;
     stop_session_timers(c);
     ami_tcp_close(c->tcp);
+    conn_input_stop(c);
     if (!c->in_dispatch)
         ami_parser_reset(&c->parser); /* else the dispatch loop resets it when it unwinds */
     c->phase = WAIT_BANNER;
@@ -303,91 +304,6 @@ static void on_open(void *ud)
     conn_set_state(c, AMI_CONN_AUTHENTICATING, NULL);
 }
 
-static char *read_buffer(void *ud, size_t want, size_t *got)
-{
-    ami_conn_t *c = ud;
-    return ami_parser_reserve(&c->parser, want, got);
-}
-
-static void handle_message(ami_conn_t *c, const ami_msg_t *msg)
-{
-    if (c->obs.on_message)
-        c->obs.on_message(c->obs.ud, c, msg);
-    if (msg->kind == AMI_MSG_BANNER) {
-        if (c->phase == WAIT_BANNER)
-            conn_begin_login(c);
-        return;
-    }
-    uint64_t gen = c->close_gen;
-    ami_registry_took_t took = ami_registry_on_message(c->reg, msg);
-    /* The completion event of an action (OriginateResponse) is also an
-     * event like any other: subscribers that ask for it see it, after the
-     * action's own callback. List items and responses are the action's. */
-    if (took != AMI_TOOK_NOTHING && (took != AMI_TOOK_COMPLETION || gen != c->close_gen))
-        return;
-    if (msg->kind == AMI_MSG_EVENT) {
-        c->stats.events++;
-        ami_conn_metrics_event(&c->m);
-        if (c->cb.on_event)
-            c->cb.on_event(c->ud, c, msg);
-    }
-}
-
-/* One odd line relayed by the server (any AMI user may send UserEvent) is
- * bad data of its message: counted always, logged at most once per
- * MALFORMED_LOG_EVERY_S so a peer cannot flood the log either. */
-#define MALFORMED_LOG_EVERY_S 10.0
-
-static void note_malformed_lines(ami_conn_t *c)
-{
-    uint64_t total = ami_parser_stats(&c->parser)->bad_lines;
-    if (total == c->bad_lines_seen)
-        return;
-    uint64_t fresh = total - c->bad_lines_seen;
-    c->bad_lines_seen = total;
-    c->stats.malformed_lines += fresh;
-    c->bad_lines_unlogged += fresh;
-    ami_conn_metrics_malformed(&c->m, fresh);
-    double now = ev_now(c->env.loop);
-    if (c->bad_lines_logged_at > 0 && now - c->bad_lines_logged_at < MALFORMED_LOG_EVERY_S)
-        return;
-    const ami_parser_bad_t *bad = ami_parser_last_bad(&c->parser);
-    AMI_LOG(c->env.log, AMI_LOG_WARN, "malformed line dropped from a message",
-            AMI_F_STR("server_key", c->opt.server_key), AMI_F_STR("kind", ami_bad_kind_name(bad->kind)),
-            AMI_F_UINT("line", bad->line), AMI_F_STR("excerpt", bad->excerpt),
-            AMI_F_UINT("dropped", c->bad_lines_unlogged), AMI_F_UINT("total", c->stats.malformed_lines));
-    c->bad_lines_unlogged = 0;
-    c->bad_lines_logged_at = now;
-}
-
-static void on_read(void *ud, size_t n)
-{
-    ami_conn_t *c = ud;
-    c->stats.bytes_in += n;
-    ami_parser_commit(&c->parser, n);
-    uint64_t gen = c->close_gen;
-    ami_msg_t msg;
-    ami_err_t err;
-    int rc;
-    c->in_dispatch = true;
-    while ((rc = ami_parser_next(&c->parser, &msg, &err)) == 1) {
-        handle_message(c, &msg);
-        if (gen != c->close_gen)
-            break;
-    }
-    c->in_dispatch = false;
-    note_malformed_lines(c);
-    if (gen != c->close_gen) {
-        ami_parser_reset(&c->parser); /* closed while dispatching */
-        return;
-    }
-    if (rc < 0) {
-        c->stats.protocol_errors++;
-        ami_conn_metrics_protocol_error(&c->m);
-        ami_conn_force_close(c, err.code == AMI_E_LIMIT ? AMI_E_PROTOCOL : err.code, err.msg);
-    }
-}
-
 static void on_transport_close(void *ud, ami_status_t why, const char *reason)
 {
     ami_conn_t *c = ud;
@@ -434,8 +350,8 @@ static bool init_parts(ami_conn_t *c, ami_err_t *err)
     to.read_chunk = c->opt.read_chunk;
     to.write_hwm = c->opt.write_hwm;
     to.tls = c->tls;
-    ami_tcp_callbacks_t tcb = {.on_open = on_open, .read_buffer = read_buffer,
-                               .on_read = on_read, .on_close = on_transport_close};
+    ami_tcp_callbacks_t tcb = {.on_open = on_open, .read_buffer = conn_input_read_buffer,
+                               .on_read = conn_input_on_read, .on_close = on_transport_close};
     c->tcp = ami_tcp_new(c->env.loop, &to, &tcb, c, c->env.log);
     return c->reg && c->tcp;
 }
@@ -447,6 +363,7 @@ static void init_timers(ami_conn_t *c)
     ev_init(&c->healthy_timer, on_healthy_timer);
     c->backoff_timer.data = c->stop_timer.data = c->healthy_timer.data = c;
     conn_session_init_timers(c);
+    conn_input_init(c);
 }
 
 ami_conn_t *ami_conn_new(const ami_server_options_t *opt, const ami_conn_env_t *env,
@@ -491,6 +408,7 @@ void ami_conn_free(ami_conn_t *c)
     ev_timer_stop(loop, &c->login_timer);
     ev_timer_stop(loop, &c->stop_timer);
     ev_timer_stop(loop, &c->healthy_timer);
+    conn_input_stop(c);
     if (c->reg)
         ami_registry_fail_all(c->reg, AMI_E_SHUTDOWN, "the connection was freed");
     ami_tcp_free(c->tcp);

@@ -83,12 +83,31 @@ typedef struct ami_conn_callbacks {
                      const char *reason);
 } ami_conn_callbacks_t;
 
+/* Shared by the connections of one loop (the client owns one): when the
+ * loop iteration in progress began handling input. Loop thread only. */
+typedef struct ami_conn_pace {
+    unsigned iteration; /* ev_iteration() that started_ns belongs to */
+    int64_t started_ns; /* monotonic time of that iteration's first message */
+} ami_conn_pace_t;
+
 typedef struct ami_conn_env {
     struct ev_loop *loop;
     ami_logger_t *log;
     ami_metrics_t *metrics;
     ami_actionid_gen_t *ids;  /* shared by every connection of the engine */
     uint32_t seed;            /* for backoff jitter; 0 = random */
+    /* The read budget. A connection handles at most read_budget messages
+     * per loop iteration (0: 512), and once the iteration has spent
+     * read_budget_us on input (0: 200 µs, counted from the first message
+     * any connection sharing `pace` handled in it; the clock is read every
+     * 16 messages) one message per wake-up and no new read (never twice in
+     * a row for one connection). Input left over
+     * is handled in the next iteration before the socket is read again
+     * (ami_read_budget_hits_total counts the wake-ups that left some).
+     * pace NULL: this connection alone. */
+    uint32_t read_budget;
+    uint32_t read_budget_us;
+    ami_conn_pace_t *pace;    /* borrowed; outlives the connection */
 } ami_conn_env_t;
 
 ami_conn_t *ami_conn_new(const ami_server_options_t *opt, const ami_conn_env_t *env,

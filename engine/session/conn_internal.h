@@ -1,7 +1,8 @@
 /*
  * Private to session/: the connection's structure and what its two halves
  * share. conn.c runs the connection's life (state machine, closing, backoff,
- * reconnect, transport callbacks); conn_session.c what is said over the
+ * reconnect, transport callbacks); conn_input.c the input (messages routed
+ * within the read budget); conn_session.c what is said over the
  * socket (actions, login, session settings); conn_heartbeat.c the heartbeat. The connection owns
  * everything it points to except env's loop, ids, log and metrics, which
  * are borrowed. Loop thread only.
@@ -50,6 +51,16 @@ struct ami_conn {
     ev_timer login_timer;
     ev_timer stop_timer;
     ev_timer healthy_timer;   /* backoff_reset_ms after login: the backoff starts over */
+    ev_check drain_check;     /* input left by the read budget: handled next iteration */
+    ev_idle drain_idle;       /* keeps the loop from blocking while input is left */
+    uint32_t budget;          /* messages per loop iteration */
+    uint32_t budget_used;     /* of it, in budget_iteration */
+    unsigned budget_iteration;
+    int64_t budget_ns;        /* input time per loop iteration, then one message per wake-up */
+    int64_t input_ns;         /* the clock's last reading while handling input */
+    bool read_deferred;       /* the last read was put off for time: the next is not */
+    ami_conn_pace_t *pace;    /* env.pace, or own_pace */
+    ami_conn_pace_t own_pace;
     ami_conn_stats_t stats;
     ami_conn_metrics_t m;
     ami_conn_observer_t obs;  /* all NULL unless a tool set one */
@@ -65,6 +76,16 @@ struct ami_conn {
 void conn_set_state(ami_conn_t *c, ami_conn_state_t to, const char *reason);
 /* Logged in: reset the backoff if the session is still up after ms. */
 void conn_session_healthy_after(ami_conn_t *c, uint32_t ms);
+
+/* ---- conn_input.c ---------------------------------------------------------------- */
+
+/* The transport's read_buffer and on_read (ud = the connection). */
+char *conn_input_read_buffer(void *ud, size_t want, size_t *got);
+void conn_input_on_read(void *ud, size_t n);
+/* ev_init the drain watchers and take the budget from env. */
+void conn_input_init(ami_conn_t *c);
+/* The session ends: no input is left to drain. */
+void conn_input_stop(ami_conn_t *c);
 
 /* ---- conn_session.c -------------------------------------------------------------- */
 

@@ -41,6 +41,8 @@ void ami_conn_metrics_init(ami_conn_metrics_t *m, ami_metrics_t *reg, const char
     m->protocol_errors = counter(m, "ami_protocol_errors_total", "Streams closed for breaking the AMI protocol");
     m->malformed_lines = counter(m, "ami_malformed_lines_total",
                                  "Malformed lines (no colon, empty key, NUL, lone CR) dropped from messages");
+    m->budget_hits = counter(m, "ami_read_budget_hits_total",
+                             "Wake-ups that left input for the next loop iteration (the read budget was reached)");
     m->sent = counter(m, "ami_actions_sent_total", "Actions written to the server");
     m->completed = counter(m, "ami_actions_completed_total", "Actions answered successfully");
     if (reg)

@@ -10,6 +10,7 @@
  *   ami_login_failures_total{server_key}
  *   ami_heartbeat_failures_total{server_key}
  *   ami_events_received_total{server_key}
+ *   ami_read_budget_hits_total{server_key}          wake-ups that left input for the next iteration
  *   ami_protocol_errors_total{server_key}
  *   ami_actions_sent_total{server_key}
  *   ami_actions_completed_total{server_key}
@@ -40,6 +41,7 @@ typedef struct ami_conn_metrics {
     ami_counter_t *disconnects[AMI_STATUS_COUNT]; /* registered on first use */
     ami_counter_t *connect_failures[AMI_STATUS_COUNT]; /* registered on first use */
     ami_counter_t *malformed_lines;
+    ami_counter_t *budget_hits;
     ami_histogram_t *latency;
     ami_counter_t dummy_counter;
     ami_gauge_t dummy_gauge;
@@ -62,6 +64,7 @@ static inline void ami_conn_metrics_reconnect(ami_conn_metrics_t *m) { ami_count
 static inline void ami_conn_metrics_login_failure(ami_conn_metrics_t *m) { ami_counter_inc(m->login_failures); }
 static inline void ami_conn_metrics_heartbeat_failure(ami_conn_metrics_t *m) { ami_counter_inc(m->heartbeat_failures); }
 static inline void ami_conn_metrics_protocol_error(ami_conn_metrics_t *m) { ami_counter_inc(m->protocol_errors); }
+static inline void ami_conn_metrics_budget_hit(ami_conn_metrics_t *m) { ami_counter_inc(m->budget_hits); }
 static inline void ami_conn_metrics_malformed(ami_conn_metrics_t *m, uint64_t lines)
 {
     ami_counter_add(m->malformed_lines, (double)lines);

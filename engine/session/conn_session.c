@@ -163,7 +163,12 @@ bool ami_conn_cancel(ami_conn_t *c, uint64_t id)
 void conn_on_final(void *ud, const ami_pending_note_t *n)
 {
     ami_conn_t *c = ud;
-    ami_conn_metrics_final(&c->m, n, ami_now_ns());
+    /* An answer is timed by the clock reading taken while handling the
+     * input that held it (at most 16 messages old; one reading per answer
+     * is a few percent of a Lua round trip). Anything else (a timeout, an
+     * action sent and failed within this input) reads the clock. */
+    bool from_input = c->in_dispatch && c->input_ns >= n->start_ns;
+    ami_conn_metrics_final(&c->m, n, from_input ? c->input_ns : ami_now_ns());
     if (c->obs.on_final)
         c->obs.on_final(c->obs.ud, c, n);
 }

@@ -38,6 +38,7 @@ struct ami_tcp {
     ami_tls_t *tls;          /* this connection's TLS session, NULL for plain TCP */
     bool read_wants_write;   /* TLS: a read must write first (key update, renegotiation) */
     bool write_wants_read;   /* TLS: a write must read first (renegotiation) */
+    bool read_paused;        /* the owner has input left: ami_tcp_pause_reading */
     uint64_t gen;            /* bumps on every close: a callback may close and reopen */
     uint16_t port;
     char peer[80];
@@ -222,6 +223,7 @@ void ami_tcp_close(ami_tcp_t *t)
         t->tls = NULL;
     }
     t->read_wants_write = t->write_wants_read = false;
+    t->read_paused = false;
     t->gen++;
     if (t->fd >= 0) {
         close(t->fd);
@@ -412,7 +414,7 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
             ami_tcp_schedule_flush(t);
         return;
     }
-    if (t->read_wants_write) {
+    if (t->read_wants_write && !t->read_paused) {
         uint64_t gen = t->gen;
         t->read_wants_write = false;
         read_some(t);
@@ -448,6 +450,8 @@ static void read_plain(ami_tcp_t *t)
 {
     size_t room = 0;
     char *dst = t->cb.read_buffer(t->ud, t->opt.read_chunk, &room);
+    if (t->read_paused)
+        return;
     if (!dst || room == 0) {
         fail(t, AMI_E_LIMIT, "no room to read from %s: the input buffer is at its bound", t->peer);
         return;
@@ -481,6 +485,8 @@ static void read_tls(ami_tcp_t *t)
             return;
         size_t room = 0, got = 0;
         char *dst = t->cb.read_buffer(t->ud, want, &room);
+        if (t->read_paused)
+            return;
         if (!dst || room == 0) {
             fail(t, AMI_E_LIMIT, "no room to read from %s: the input buffer is at its bound", t->peer);
             return;
@@ -500,7 +506,7 @@ static void read_tls(ami_tcp_t *t)
         t->stats.bytes_in += (uint64_t)got;
         t->stats.reads++;
         t->cb.on_read(t->ud, got);
-        if (gen != t->gen)
+        if (gen != t->gen || t->read_paused)
             return;
         budget = got >= budget ? 0 : budget - got;
     }
@@ -523,12 +529,30 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
         handshake_step(t);
         return;
     }
+    if (t->read_paused)
+        return;
     bool retry_write = t->write_wants_read;
     uint64_t gen = t->gen;
     t->write_wants_read = false;
     read_some(t);
     if (retry_write && gen == t->gen)
         flush(t);
+}
+
+/* rio stays on while paused: stopping and starting it would cost two
+ * epoll_ctl calls per pause. */
+void ami_tcp_pause_reading(ami_tcp_t *t)
+{
+    if (t->state == AMI_TCP_OPEN)
+        t->read_paused = true;
+}
+
+void ami_tcp_resume_reading(ami_tcp_t *t)
+{
+    if (t->state == AMI_TCP_OPEN && t->read_paused) {
+        t->read_paused = false;
+        ev_feed_event(t->loop, &t->rio, EV_READ);
+    }
 }
 
 ami_tcp_state_t ami_tcp_state(const ami_tcp_t *t)

@@ -57,7 +57,9 @@ typedef enum ami_tcp_state {
 
 typedef struct ami_tcp_callbacks {
     void (*on_open)(void *ud);
-    /* Where to put up to `want` bytes; *got says how many fit (0 pauses reading). */
+    /* Where to put up to `want` bytes; *got says how many fit (none fails
+     * the connection, unless the owner paused reading in it: then nothing
+     * is read this time). */
     char *(*read_buffer)(void *ud, size_t want, size_t *got);
     /* n bytes were read into the last read_buffer. */
     void (*on_read)(void *ud, size_t n);
@@ -99,6 +101,16 @@ void ami_tcp_close(ami_tcp_t *t);
  * ami_tcp_schedule_flush after appending. */
 ami_buf_t *ami_tcp_wbuf(ami_tcp_t *t);
 void ami_tcp_schedule_flush(ami_tcp_t *t);
+
+/* The owner has input left to handle, or no time for more: read nothing
+ * until it resumes (readiness is ignored meanwhile, so the kernel holds
+ * back the peer; the owner must keep the loop from blocking, as its drain
+ * does). Resuming tries a read in the loop's current pass (over TLS
+ * plaintext the session already decrypted may be waiting, which no
+ * readiness would announce). Both are no-ops when not open; a close ends a
+ * pause. Callable from read_buffer and on_read. */
+void ami_tcp_pause_reading(ami_tcp_t *t);
+void ami_tcp_resume_reading(ami_tcp_t *t);
 
 ami_tcp_state_t ami_tcp_state(const ami_tcp_t *t);
 /* "127.0.0.1:5038" of the current peer, or "" */

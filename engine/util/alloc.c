@@ -15,8 +15,15 @@ typedef struct header {
 #define ALIGN_UP(n, a) (((n) + (a) - 1) / (a) * (a))
 #define HDR_SIZE ALIGN_UP(sizeof(header_t), alignof(max_align_t))
 
-static atomic_llong live_bytes[AMI_ALLOC_ACCOUNTS];
-static atomic_llong live_blocks[AMI_ALLOC_ACCOUNTS];
+/* One cache line per account: the engine's thread and an in-process
+ * simulator's allocate all the time, and counters sharing a line would
+ * bounce it between their cores on every malloc and free. */
+typedef struct counters {
+    alignas(64) atomic_llong bytes;
+    atomic_llong blocks;
+} counters_t;
+
+static counters_t counts[AMI_ALLOC_ACCOUNTS];
 /* Per thread: the Lua runtime reports from its loop thread on every Lua
  * allocation, where a locked add would cost more than the allocation. */
 static _Thread_local int64_t external_bytes;
@@ -24,8 +31,8 @@ static _Thread_local unsigned char current_account = AMI_ALLOC_ENGINE;
 
 static void account(unsigned a, long long bytes, long long blocks)
 {
-    atomic_fetch_add_explicit(&live_bytes[a], bytes, memory_order_relaxed);
-    atomic_fetch_add_explicit(&live_blocks[a], blocks, memory_order_relaxed);
+    atomic_fetch_add_explicit(&counts[a].bytes, bytes, memory_order_relaxed);
+    atomic_fetch_add_explicit(&counts[a].blocks, blocks, memory_order_relaxed);
 }
 
 static header_t read_header(const unsigned char *raw)
@@ -127,14 +134,14 @@ int64_t ami_alloc_account_live_bytes(ami_alloc_account_t a)
     if ((unsigned)a >= AMI_ALLOC_ACCOUNTS)
         return 0;
     int64_t ext = a == AMI_ALLOC_ENGINE ? external_bytes : 0;
-    return atomic_load_explicit(&live_bytes[a], memory_order_relaxed) + ext;
+    return atomic_load_explicit(&counts[a].bytes, memory_order_relaxed) + ext;
 }
 
 int64_t ami_alloc_account_live_blocks(ami_alloc_account_t a)
 {
     if ((unsigned)a >= AMI_ALLOC_ACCOUNTS)
         return 0;
-    return atomic_load_explicit(&live_blocks[a], memory_order_relaxed);
+    return atomic_load_explicit(&counts[a].blocks, memory_order_relaxed);
 }
 
 int64_t ami_alloc_live_bytes(void)

@@ -102,6 +102,7 @@ typedef struct result {
     double p50_us, p99_us, p999_us, max_us;
     double busy; /* fraction of wall time the loop was working */
     double cpu_ns_per_event; /* the client thread's CPU time per event: steady under contention */
+    long preempted; /* involuntary context switches of the engine's thread in the window */
     uint64_t handler_errors;
 } result_t;
 
@@ -376,11 +377,13 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
     uint64_t n0 = delivered(&b);
     double t0 = bench_now_s();
     double cpu0 = thread_cpu_s();
+    long pre0 = bench_thread_preempted();
     b.sampling = true;
     run_for(&b, o->duration);
     b.sampling = false;
     double t1 = bench_now_s();
     double cpu1 = thread_cpu_s();
+    r->preempted = bench_thread_preempted() - pre0;
     uint64_t n1 = delivered(&b);
     conn_totals(b.client, &bytes1, &conn_ev1);
 
@@ -565,10 +568,10 @@ int main(int argc, char **argv)
         printf("cpu[%s]: %.3f M events per CPU second of the engine's thread\n", variant_names[v],
                r->events_per_cpu_s / 1e6);
         printf("loop[%s]: iteration p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us "
-               "(%llu iterations%s, loop busy %.0f%%)\n",
+               "(%llu iterations%s, loop busy %.0f%%; the engine's thread preempted %ld times)\n",
                variant_names[v], r->p50_us, r->p99_us, r->p999_us, r->max_us,
                (unsigned long long)r->iterations, r->truncated ? ", sample array full" : "",
-               r->busy * 100);
+               r->busy * 100, r->preempted);
         if (r->handler_errors)
             printf("warning[%s]: %llu handler errors/kills\n", variant_names[v],
                    (unsigned long long)r->handler_errors);

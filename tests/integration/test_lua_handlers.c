@@ -453,6 +453,36 @@ static void results_read_like_events(void **state)
     lua_world_free(w);
 }
 
+/* What a result holds, raw: final and response (one object for a single
+ * response), ok, and the list fields only for lists; the same on failure. */
+static void result_fields_are_the_documented_snapshot(void **state)
+{
+    (void)state;
+    lua_world_t *w = world_with(
+        "local function keys(res)\n"
+        "  local k = {}\n"
+        "  for name in pairs(res) do k[#k + 1] = name end\n"
+        "  table.sort(k)\n"
+        "  return table.concat(k, '+')\n"
+        "end\n"
+        "ami.on('UserEvent', function(ev)\n"
+        "  local p = assert(ami.action('pbx1', 'Ping'))\n"
+        "  local o = assert(ami.action('pbx1', 'Originate', {Channel = 'Local/100@test',\n"
+        "    Application = 'Wait', Data = '1'}))\n"
+        "  local items, l = ami.collect('pbx1', 'CoreShowChannels')\n"
+        "  local _, _, f = ami.action('pbx1', 'Command', {Command = 'no such command here'})\n"
+        "  ami.log.info('shape', {ping = keys(p), same = rawequal(p.final, p.response),\n"
+        "    pong = p.final.Ping, orig = keys(o), ofinal = o.final.Event, oresp = o.response.Response,\n"
+        "    list = keys(l), litems = rawequal(l.items, items), ltrunc = l.truncated,\n"
+        "    fail = keys(f), fok = f.ok, fresp = f.response.Response, type = type(p)})\n"
+        "end)\n");
+    lua_world_inject(w, 0, USER_EVENT("A", ""));
+    expect_log(w, "msg=shape fail=final+ok+response fok=false fresp=Error "
+                  "list=dropped+final+items+ok+response+truncated litems=true ltrunc=false ofinal=OriginateResponse "
+                  "oresp=Success orig=final+ok+response ping=final+ok+response pong=Pong same=true type=table", 1);
+    lua_world_free(w);
+}
+
 static void the_completion_event_of_an_own_action_reaches_handlers_once(void **state)
 {
     (void)state;
@@ -502,6 +532,7 @@ int main(void)
         cmocka_unit_test(server_state_events_reach_on_server_handlers_and_waiters),
         cmocka_unit_test(handlers_run_in_registration_order_named_or_not),
         cmocka_unit_test(results_read_like_events),
+        cmocka_unit_test(result_fields_are_the_documented_snapshot),
         cmocka_unit_test(the_completion_event_of_an_own_action_reaches_handlers_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,248 @@
+/* The read budget (session/conn_input.c), over real TCP (and TLS) against
+ * the simulator on the test's loop: a connection handed more messages than
+ * one budget delivers every one, once and in order, a few per loop
+ * iteration, while another connection's messages and a timer are served in
+ * the iterations between; the time budget stops a wake-up whose handlers
+ * are slow; the budget's hits are counted. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <ev.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client_world.h"
+#include "harness.h"
+#include "session/conn.h"
+#include "obs/metrics.h"
+#include "sim/sim.h"
+#include "tls_world.h"
+#include "util/clock.h"
+
+#define NEVENTS 400
+#define BUDGET 4
+
+typedef struct seen {
+    struct ev_loop *loop;
+    int events;
+    int next_seq;           /* the Seq expected next */
+    bool out_of_order;
+    unsigned iter[NEVENTS]; /* ev_iteration of each event */
+    uint32_t spin_us;       /* each event's handler busy for this long */
+} seen_t;
+
+typedef struct world {
+    struct ev_loop *loop;
+    ami_sim_t *sim;
+    ami_sim_node_t *node[2];
+    ami_conn_t *conn[2];
+    seen_t seen[2];
+    ami_metrics_t *metrics;
+    ami_actionid_gen_t ids;
+    ami_conn_pace_t pace;
+    ev_timer tick;
+    unsigned tick_iter[4096];
+    int ticks;
+} world_t;
+
+static void on_event(void *ud, ami_conn_t *c, const ami_msg_t *msg)
+{
+    (void)c;
+    seen_t *s = ud;
+    const char *name = ami_msg_get(msg, "Event");
+    if (!name || strcmp(name, "UserEvent") != 0)
+        return; /* FullyBooted after the login */
+    const char *seq = ami_msg_get(msg, "Seq");
+    if (!seq || atoi(seq) != s->next_seq)
+        s->out_of_order = true;
+    s->next_seq++;
+    if (s->events < NEVENTS)
+        s->iter[s->events] = ev_iteration(s->loop);
+    s->events++;
+    int64_t until = ami_now_ns() + (int64_t)s->spin_us * 1000;
+    while (s->spin_us && ami_now_ns() < until) {
+    }
+}
+
+static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    world_t *wd = w->data;
+    if (wd->ticks < 4096)
+        wd->tick_iter[wd->ticks++] = ev_iteration(loop);
+}
+
+static bool both_up(void *ud)
+{
+    world_t *w = ud;
+    return ami_conn_state(w->conn[0]) == AMI_CONN_CONNECTED && ami_conn_state(w->conn[1]) == AMI_CONN_CONNECTED;
+}
+
+static bool all_seen(void *ud)
+{
+    world_t *w = ud;
+    return w->seen[0].events >= NEVENTS && w->seen[1].events >= NEVENTS;
+}
+
+static world_t *world_new(uint32_t budget, uint32_t budget_us, uint32_t spin_us, bool tls)
+{
+    world_t *w = calloc(1, sizeof *w);
+    w->loop = ev_loop_new(EVFLAG_AUTO);
+    w->sim = ami_sim_new(w->loop, NULL);
+    w->metrics = ami_metrics_new(0);
+    ami_actionid_init(&w->ids, 3);
+    ami_conn_env_t env = {.loop = w->loop, .ids = &w->ids, .metrics = w->metrics, .read_budget = budget,
+                          .read_budget_us = budget_us, .pace = &w->pace};
+    ami_conn_callbacks_t cb = {.on_event = on_event};
+    static const char *const keys[2] = {"pbx1", "pbx2"};
+    for (int i = 0; i < 2; i++) {
+        ami_sim_node_config_t nc = {.name = keys[i]};
+        if (tls) {
+            nc.tls_cert_file = tw_pki("server.crt");
+            nc.tls_key_file = tw_pki("server.key");
+        }
+        w->node[i] = ami_sim_add_node(w->sim, &nc, NULL);
+        assert_non_null(w->node[i]);
+        ami_server_options_t o;
+        if (tls)
+            tw_options(&o, keys[i], ami_sim_node_port(w->node[i]), true);
+        else
+            cw_fast_options(&o, keys[i], ami_sim_node_port(w->node[i]));
+        o.heartbeat_interval_ms = 0;
+        /* Small reads: a pause leaves bytes in the socket, and over TLS
+         * plaintext in the session (a record is larger than a read). */
+        o.read_chunk = 512;
+        w->seen[i].loop = w->loop;
+        w->seen[i].spin_us = spin_us;
+        ami_err_t err;
+        w->conn[i] = ami_conn_new(&o, &env, &cb, &w->seen[i], &err);
+        assert_non_null(w->conn[i]);
+        ami_conn_start(w->conn[i]);
+    }
+    assert_true(harness_run_until(w->loop, both_up, w, 3000));
+    return w;
+}
+
+static void world_free(world_t *w)
+{
+    ev_timer_stop(w->loop, &w->tick);
+    for (int i = 0; i < 2; i++)
+        ami_conn_free(w->conn[i]);
+    ami_sim_free(w->sim);
+    ami_metrics_free(w->metrics);
+    ev_loop_destroy(w->loop);
+    free(w);
+}
+
+/* NEVENTS UserEvents numbered from 0, in one write to every session of the node. */
+static void inject_numbered(ami_sim_node_t *node)
+{
+    size_t cap = (size_t)NEVENTS * 48, len = 0;
+    char *raw = malloc(cap);
+    for (int i = 0; i < NEVENTS; i++)
+        len += (size_t)snprintf(raw + len, cap - len, "Event: UserEvent\r\nSeq: %d\r\n\r\n", i);
+    ami_sim_node_inject(node, raw, len);
+    free(raw);
+}
+
+static int max_per_iteration(const seen_t *s)
+{
+    int best = 0, run = 0;
+    for (int i = 0; i < NEVENTS; i++) {
+        run = i > 0 && s->iter[i] == s->iter[i - 1] ? run + 1 : 1;
+        if (run > best)
+            best = run;
+    }
+    return best;
+}
+
+static bool iteration_between(const unsigned *iters, int n, unsigned lo, unsigned hi)
+{
+    for (int i = 0; i < n; i++)
+        if (iters[i] > lo && iters[i] < hi)
+            return true;
+    return false;
+}
+
+static double budget_hits(world_t *w, const char *key)
+{
+    double v = -1;
+    ami_metrics_value(w->metrics, "ami_read_budget_hits_total", (const char *const[]){"server_key", key, NULL}, &v);
+    return v;
+}
+
+static void whole_in_order_across_iterations(bool tls)
+{
+    world_t *w = world_new(BUDGET, 0, 0, tls);
+    ev_timer_init(&w->tick, on_tick, 0.0001, 0.0001);
+    w->tick.data = w;
+    ev_timer_start(w->loop, &w->tick);
+    inject_numbered(w->node[0]);
+    inject_numbered(w->node[1]);
+    assert_true(harness_run_until(w->loop, all_seen, w, 5000));
+    harness_run_for(w->loop, 20); /* nothing handled twice comes after */
+    for (int i = 0; i < 2; i++) {
+        seen_t *s = &w->seen[i];
+        assert_false(s->out_of_order);
+        assert_int_equal(s->events, NEVENTS);
+        assert_true(max_per_iteration(s) <= BUDGET);
+        assert_true(s->iter[NEVENTS - 1] - s->iter[0] >= NEVENTS / BUDGET - 1);
+    }
+    /* While pbx1 drains, pbx2's events and the timer get iterations of their own. */
+    unsigned first = w->seen[0].iter[0], last = w->seen[0].iter[NEVENTS - 1];
+    assert_true(iteration_between(w->seen[1].iter, NEVENTS, first, last));
+    assert_true(iteration_between(w->tick_iter, w->ticks, first, last));
+    assert_true(budget_hits(w, "pbx1") >= NEVENTS / BUDGET - 1);
+    assert_true(budget_hits(w, "pbx2") >= NEVENTS / BUDGET - 1);
+    assert_int_equal(ami_conn_state(w->conn[0]), AMI_CONN_CONNECTED);
+    world_free(w);
+}
+
+static void input_over_the_budget_arrives_whole_in_order_across_iterations(void **state)
+{
+    (void)state;
+    whole_in_order_across_iterations(false);
+}
+
+/* Over TLS a record holds many messages and the session may hold
+ * decrypted bytes no readiness announces: resuming must take them. */
+static void the_same_over_tls(void **state)
+{
+    (void)state;
+    whole_in_order_across_iterations(true);
+}
+
+/* Handlers of 50 µs against a 100 µs iteration budget: a connection stops
+ * at the clock's next look (every 16 messages), and once the iteration is
+ * spent the other connection takes one message per wake-up. */
+static void slow_handlers_spend_the_iteration_budget(void **state)
+{
+    (void)state;
+    world_t *w = world_new(512, 100, 50, false);
+    inject_numbered(w->node[0]);
+    inject_numbered(w->node[1]);
+    assert_true(harness_run_until(w->loop, all_seen, w, 10000));
+    int per_iteration[2] = {max_per_iteration(&w->seen[0]), max_per_iteration(&w->seen[1])};
+    for (int i = 0; i < 2; i++) {
+        assert_false(w->seen[i].out_of_order);
+        assert_int_equal(w->seen[i].events, NEVENTS);
+        if (per_iteration[i] > 16)
+            fail_msg("pbx%d handled %d messages in one iteration; the time budget allows 16", i + 1,
+                     per_iteration[i]);
+    }
+    assert_true(budget_hits(w, "pbx1") > 0);
+    world_free(w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(input_over_the_budget_arrives_whole_in_order_across_iterations),
+        cmocka_unit_test(slow_handlers_spend_the_iteration_budget),
+        cmocka_unit_test(the_same_over_tls),
+    };
+    return cmocka_run_group_tests(tests, tw_make_pki, tw_remove_pki);
+}
