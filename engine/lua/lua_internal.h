@@ -123,6 +123,13 @@ const char *arg_text(lua_State *L, int idx, const char *fn, const char *what, si
 
 /* Push a copy of msg as an event object (valid forever, unchanged). MAY_RAISE (memory) */
 void event_push(script_t *sc, lua_State *L, const ami_msg_t *msg, const char *server_key);
+
+/* ---- lua_direct.c: an event's only handler run without a protected call ---------- */
+
+/* May msg go to its only handler without a protected call now (lua_direct.c)? */
+bool direct_ready(script_t *sc, const ami_msg_t *msg);
+/* Run handler fn_ref (label for logs) on msg; only after direct_ready. */
+void direct_run(script_t *sc, int fn_ref, const char *label, const ami_msg_t *msg, const char *server_key);
 void ami_lua_inject_event(lua_State *L, script_t *sc);
 
 /* ---- per-area injections ------------------------------------------------------------------ */
