@@ -2,8 +2,8 @@
  * goes to it without dispatch's protected call (engine/lua/lua_direct.c).
  * The guarantees are the protected path's: an error or a runaway in one
  * run does not cost the next events, events arrive in order, an event
- * object outlives its run, ami.off inside the run is safe. (The memory
- * limit on this path: test_lua_hostile's hoarder.) */
+ * object outlives its run, ami.off inside the run is safe, the memory
+ * limit holds. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lua/lua_types.h" /* the script's memory, checked against its limit */
 #include "lua_world.h"
 
 static void expect_log(lua_world_t *w, const char *needle, int count)
@@ -161,6 +162,40 @@ static void several_candidates_all_run_in_order(void **state)
     lua_world_free(w);
 }
 
+/* A script that keeps every event never holds more than its limit: near
+ * it, events are refused (the protected path), not made past it. */
+static void a_hoarder_stays_within_its_memory_limit(void **state)
+{
+    (void)state;
+    ami_lua_config_t lc;
+    ami_lua_config_default(&lc);
+    lc.memory_limit = (size_t)2 << 20;
+    lua_world_options_t opt = {.budget_ms = 200, .lua = &lc};
+    lua_world_t *w = lua_world_new(&opt);
+    lua_world_write(w, "direct.lua", "kept = {}\n"
+                                     "ami.on('UserEvent', function(ev) kept[#kept + 1] = ev end)\n");
+    lua_world_load(w);
+    char big[2400];
+    int n = snprintf(big, sizeof big, "Event: UserEvent\r\nUserEvent: Hoard\r\nData: ");
+    memset(big + n, 'x', 2000);
+    memcpy(big + n + 2000, "\r\n\r\n", 5);
+    script_t *sc = w->rt->current->scripts;
+    int64_t peak = 0;
+    for (int round = 0; round < 30; round++) {
+        for (int i = 0; i < 50; i++)
+            lua_world_inject(w, 0, big);
+        for (int t = 0; t < 10; t++) {
+            lua_world_run_for(w, 2);
+            peak = sc->mem_bytes > peak ? sc->mem_bytes : peak;
+        }
+    }
+    const char *labels[] = {"script", "direct.lua", NULL};
+    assert_true(lua_world_metric(w, "ami_lua_script_events_refused_total", labels) > 0);
+    print_message("peak %lld of %zu bytes\n", (long long)peak, lc.memory_limit);
+    assert_true(peak <= (int64_t)lc.memory_limit);
+    lua_world_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -170,6 +205,7 @@ int main(void)
         cmocka_unit_test(a_handler_may_remove_itself),
         cmocka_unit_test(a_sole_handler_s_conditions_hold),
         cmocka_unit_test(several_candidates_all_run_in_order),
+        cmocka_unit_test(a_hoarder_stays_within_its_memory_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
