@@ -19,7 +19,13 @@
  * What remains is the system running out of memory under LuaJIT's own
  * allocator, as for the engine's other unprotected pushes (script_alloc).
  * The handler's run is a resume like any other: the watchdog per run, its
- * errors caught and logged, the coroutine recycled. Loop thread only.
+ * errors caught and logged, the coroutine recycled.
+ *
+ * A direct run needs no waiters (their order with the handlers is the
+ * protected path's business), at most one handler that may want the event
+ * by its name (its conditions are then checked once, here), a pooled
+ * coroutine and no run in progress (a resume would be deferred past the
+ * life of the message). Loop thread only.
  */
 #include "lua/lua_internal.h"
 
@@ -28,7 +34,7 @@
  * string table shrinking). */
 #define DIRECT_SLACK 4096
 
-bool direct_ready(script_t *sc, const ami_msg_t *msg)
+static bool direct_ready(script_t *sc, const ami_msg_t *msg)
 {
     ami_lua_runtime_t *rt = sc->gen->rt;
     if (!sc->idle || sc->strict || rt->running || rt->loading)
@@ -37,11 +43,54 @@ bool direct_ready(script_t *sc, const ami_msg_t *msg)
     return sc->mem_bytes + need <= (int64_t)sc->mem_limit;
 }
 
-void direct_run(script_t *sc, int fn_ref, const char *label, const ami_msg_t *msg, const char *server_key)
+static void direct_run(script_t *sc, const handler_t *h, const ami_msg_t *msg, const char *server_key)
 {
     co_t *co = sched_co_get(sc);
-    co->label = label;
-    lua_rawgeti(co->L, LUA_REGISTRYINDEX, fn_ref);
+    co->label = h->label;
+    lua_rawgeti(co->L, LUA_REGISTRYINDEX, h->fn_ref);
     event_push(sc, co->L, msg, server_key);
     sched_start(co, 1);
+}
+
+/* The one handler of these lists that may want the event by its name (not
+ * dead, not registered during this event), or NULL with *several set when
+ * more than one may. */
+static handler_t *sole_candidate(handler_t *const lists[2], uint64_t seq, const ami_msg_t *msg, bool *several)
+{
+    const char *name = ami_msg_name(msg);
+    size_t name_len = msg->nhdrs ? msg->hdrs[0].val_len : 0;
+    handler_t *found = NULL;
+    *several = false;
+    for (int l = 0; l < 2; l++)
+        for (handler_t *h = lists[l]; h; h = h->next) {
+            if (h->dead || h->since == seq || !filter_name_match(&h->filter, msg->name_hash, name, name_len))
+                continue;
+            if (found) {
+                *several = true;
+                return NULL;
+            }
+            found = h;
+        }
+    return found;
+}
+
+bool direct_dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key, bool engine, uint64_t seq)
+{
+    ami_lua_runtime_t *rt = sc->gen->rt;
+    if (sc->waiters || sc->gen->state != GEN_ACTIVE || rt->drained)
+        return false;
+    handler_t *lists[2] = {sc->buckets[msg->name_hash % HANDLER_BUCKETS], sc->every};
+    if (engine) {
+        lists[0] = sc->server_handlers;
+        lists[1] = NULL;
+    }
+    bool several;
+    handler_t *h = sole_candidate(lists, seq, msg, &several);
+    if (several || (h && !direct_ready(sc, msg)))
+        return false;
+    if (h && filter_conds_match(sc, &h->filter, msg)) {
+        direct_run(sc, h, msg, server_key);
+        rt->stats.events_dispatched++;
+    }
+    return true;
 }

@@ -179,15 +179,23 @@ static bool cond_match(const cond_t *c, script_t *sc, const ami_msg_t *msg)
     return false;
 }
 
-bool filter_match(script_t *sc, const filter_t *f, const ami_msg_t *msg, uint32_t name_hash,
-                  const char *name, size_t name_len)
+bool filter_name_match(const filter_t *f, uint32_t name_hash, const char *name, size_t name_len)
 {
-    if (f->event && (f->event_hash != name_hash || !ami_str_ieq(f->event, f->event_len, name, name_len)))
-        return false;
+    return !f->event || (f->event_hash == name_hash && ami_str_ieq(f->event, f->event_len, name, name_len));
+}
+
+bool filter_conds_match(script_t *sc, const filter_t *f, const ami_msg_t *msg)
+{
     for (size_t i = 0; i < f->nconds; i++)
         if (!cond_match(&f->conds[i], sc, msg))
             return false;
     return true;
+}
+
+bool filter_match(script_t *sc, const filter_t *f, const ami_msg_t *msg, uint32_t name_hash,
+                  const char *name, size_t name_len)
+{
+    return filter_name_match(f, name_hash, name, name_len) && filter_conds_match(sc, f, msg);
 }
 
 /* ---- ami.on / ami.off --------------------------------------------------------------- */
@@ -576,61 +584,6 @@ static void dispatch_failed(script_t *sc, int status)
             AMI_F_STR("reason", status == LUA_ERRMEM ? "the script is at its memory_limit" : lua_tostring(sc->L, -1)));
 }
 
-/* Could h want the event, by its name alone (its conditions not looked at)? */
-static bool may_want(const dispatch_t *d, const handler_t *h)
-{
-    const filter_t *f = &h->filter;
-    return !h->dead && h->since != d->seq &&
-           (!f->event || (f->event_hash == d->hash && ami_str_ieq(f->event, f->event_len, d->name, d->name_len)));
-}
-
-/* The one handler that may want the event, or NULL with *several set
- * when more than one may. */
-static handler_t *sole_candidate(const dispatch_t *d, bool *several)
-{
-    handler_t *lists[2] = {d->sc->buckets[d->hash % HANDLER_BUCKETS], d->sc->every};
-    if (d->engine) {
-        lists[0] = d->sc->server_handlers;
-        lists[1] = NULL;
-    }
-    handler_t *found = NULL;
-    *several = false;
-    for (int l = 0; l < 2; l++)
-        for (handler_t *h = lists[l]; h; h = h->next) {
-            if (!may_want(d, h))
-                continue;
-            if (found) {
-                *several = true;
-                return NULL;
-            }
-            found = h;
-        }
-    return found;
-}
-
-/* The common case without the protected call: no waiters and at most one
- * handler that may want the event (lua_direct.c). False: take the
- * protected path (nothing was run, no condition evaluated). */
-static bool dispatch_direct(dispatch_t *d)
-{
-    script_t *sc = d->sc;
-    ami_lua_runtime_t *rt = sc->gen->rt;
-    if (sc->waiters || sc->gen->state != GEN_ACTIVE || rt->drained)
-        return false;
-    bool several;
-    handler_t *h = sole_candidate(d, &several);
-    if (several || (h && !direct_ready(sc, d->msg)))
-        return false;
-    for (size_t i = 0; h && i < h->filter.nconds; i++)
-        if (!cond_match(&h->filter.conds[i], sc, d->msg))
-            h = NULL;
-    if (h) {
-        direct_run(sc, h->fn_ref, h->label, d->msg, d->server_key);
-        rt->stats.events_dispatched++;
-    }
-    return true;
-}
-
 static void dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key, bool engine, bool handlers)
 {
     ami_lua_runtime_t *rt = sc->gen->rt;
@@ -642,7 +595,7 @@ static void dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key,
     d.name_len = msg->nhdrs ? msg->hdrs[0].val_len : 0;
     d.hash = msg->name_hash;
     rt->dispatch_depth++;
-    if (!handlers || !dispatch_direct(&d)) {
+    if (!handlers || !direct_dispatch(sc, msg, server_key, engine, d.seq)) {
         /* Everything dispatch_protected pushes goes with its frame: on
          * success the stack is as it was, on failure only the error is left. */
         int rc = script_pcall_ref(sc, sc->dispatch_ref, &d);

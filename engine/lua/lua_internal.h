@@ -126,10 +126,11 @@ void event_push(script_t *sc, lua_State *L, const ami_msg_t *msg, const char *se
 
 /* ---- lua_direct.c: an event's only handler run without a protected call ---------- */
 
-/* May msg go to its only handler without a protected call now (lua_direct.c)? */
-bool direct_ready(script_t *sc, const ami_msg_t *msg);
-/* Run handler fn_ref (label for logs) on msg; only after direct_ready. */
-void direct_run(script_t *sc, int fn_ref, const char *label, const ami_msg_t *msg, const char *server_key);
+/* Handlers of sc (not its waiters) for msg, event number seq (engine: the
+ * engine's ServerState), without a protected call when only one handler may
+ * want it. True: done, whether it ran or matched nothing; false: nothing was
+ * done (no condition evaluated either), use the protected path. */
+bool direct_dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key, bool engine, uint64_t seq);
 void ami_lua_inject_event(lua_State *L, script_t *sc);
 
 /* ---- per-area injections ------------------------------------------------------------------ */
@@ -189,6 +190,9 @@ void filter_free(filter_t *f);
 /* Does msg match? Patterns run under a step budget: past it, no match. */
 bool filter_match(script_t *sc, const filter_t *f, const ami_msg_t *msg, uint32_t name_hash,
                   const char *name, size_t name_len);
+/* The two halves of filter_match: the event name, then the conditions. */
+bool filter_name_match(const filter_t *f, uint32_t name_hash, const char *name, size_t name_len);
+bool filter_conds_match(script_t *sc, const filter_t *f, const ami_msg_t *msg);
 
 /* Helpers */
 /* Call the C function stored at registry ref fn_ref with ud, protected and
