@@ -34,6 +34,9 @@
  * string table shrinking). */
 #define DIRECT_SLACK 4096
 
+/* A run started now resumes at once (not deferred), on a pooled coroutine
+ * (making one allocates, which only the protected path may do), with the
+ * object well within the memory limit. */
 static bool direct_ready(script_t *sc, const ami_msg_t *msg)
 {
     ami_lua_runtime_t *rt = sc->gen->rt;

@@ -123,6 +123,7 @@ const char *arg_text(lua_State *L, int idx, const char *fn, const char *what, si
 
 /* Push a copy of msg as an event object (valid forever, unchanged). MAY_RAISE (memory) */
 void event_push(script_t *sc, lua_State *L, const ami_msg_t *msg, const char *server_key);
+void ami_lua_inject_event(lua_State *L, script_t *sc);
 
 /* ---- lua_direct.c: an event's only handler run without a protected call ---------- */
 
@@ -131,7 +132,6 @@ void event_push(script_t *sc, lua_State *L, const ami_msg_t *msg, const char *se
  * want it. True: done, whether it ran or matched nothing; false: nothing was
  * done (no condition evaluated either), use the protected path. */
 bool direct_dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key, bool engine, uint64_t seq);
-void ami_lua_inject_event(lua_State *L, script_t *sc);
 
 /* ---- per-area injections ------------------------------------------------------------------ */
 
