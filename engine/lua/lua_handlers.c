@@ -179,15 +179,23 @@ static bool cond_match(const cond_t *c, script_t *sc, const ami_msg_t *msg)
     return false;
 }
 
-bool filter_match(script_t *sc, const filter_t *f, const ami_msg_t *msg, uint32_t name_hash,
-                  const char *name, size_t name_len)
+bool filter_name_match(const filter_t *f, uint32_t name_hash, const char *name, size_t name_len)
 {
-    if (f->event && (f->event_hash != name_hash || !ami_str_ieq(f->event, f->event_len, name, name_len)))
-        return false;
+    return !f->event || (f->event_hash == name_hash && ami_str_ieq(f->event, f->event_len, name, name_len));
+}
+
+bool filter_conds_match(script_t *sc, const filter_t *f, const ami_msg_t *msg)
+{
     for (size_t i = 0; i < f->nconds; i++)
         if (!cond_match(&f->conds[i], sc, msg))
             return false;
     return true;
+}
+
+bool filter_match(script_t *sc, const filter_t *f, const ami_msg_t *msg, uint32_t name_hash,
+                  const char *name, size_t name_len)
+{
+    return filter_name_match(f, name_hash, name, name_len) && filter_conds_match(sc, f, msg);
 }
 
 /* ---- ami.on / ami.off --------------------------------------------------------------- */
@@ -587,12 +595,14 @@ static void dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key,
     d.name_len = msg->nhdrs ? msg->hdrs[0].val_len : 0;
     d.hash = msg->name_hash;
     rt->dispatch_depth++;
-    /* Everything dispatch_protected pushes goes with its frame: on success
-     * the stack is as it was, on failure only the error is left. */
-    int rc = script_pcall_ref(sc, sc->dispatch_ref, &d);
-    if (rc != 0) {
-        dispatch_failed(sc, rc);
-        lua_pop(sc->L, 1);
+    if (!handlers || !direct_dispatch(sc, msg, server_key, engine, d.seq)) {
+        /* Everything dispatch_protected pushes goes with its frame: on
+         * success the stack is as it was, on failure only the error is left. */
+        int rc = script_pcall_ref(sc, sc->dispatch_ref, &d);
+        if (rc != 0) {
+            dispatch_failed(sc, rc);
+            lua_pop(sc->L, 1);
+        }
     }
     if (--rt->dispatch_depth == 0 && rt->handlers_dead)
         sweep_all(rt);

@@ -125,6 +125,14 @@ const char *arg_text(lua_State *L, int idx, const char *fn, const char *what, si
 void event_push(script_t *sc, lua_State *L, const ami_msg_t *msg, const char *server_key);
 void ami_lua_inject_event(lua_State *L, script_t *sc);
 
+/* ---- lua_direct.c: an event's only handler run without a protected call ---------- */
+
+/* Handlers of sc (not its waiters) for msg, event number seq (engine: the
+ * engine's ServerState), without a protected call when only one handler may
+ * want it. True: done, whether it ran or matched nothing; false: nothing was
+ * done (no condition evaluated either), use the protected path. */
+bool direct_dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key, bool engine, uint64_t seq);
+
 /* ---- per-area injections ------------------------------------------------------------------ */
 
 void ami_lua_inject_handlers(lua_State *L, script_t *sc);  /* ami.on, ami.off, ami.wait_for, ami.pattern */
@@ -182,6 +190,9 @@ void filter_free(filter_t *f);
 /* Does msg match? Patterns run under a step budget: past it, no match. */
 bool filter_match(script_t *sc, const filter_t *f, const ami_msg_t *msg, uint32_t name_hash,
                   const char *name, size_t name_len);
+/* The two halves of filter_match: the event name, then the conditions. */
+bool filter_name_match(const filter_t *f, uint32_t name_hash, const char *name, size_t name_len);
+bool filter_conds_match(script_t *sc, const filter_t *f, const ami_msg_t *msg);
 
 /* Helpers */
 /* Call the C function stored at registry ref fn_ref with ud, protected and
