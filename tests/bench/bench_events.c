@@ -147,19 +147,9 @@ static void on_it_end(struct ev_loop *loop, ev_prepare *w, int revents)
     b->started_ns = 0;
 }
 
-static void on_stop_timer(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)w;
-    (void)revents;
-    ev_break(loop, EVBREAK_ALL);
-}
-
 static void run_for(bench_t *b, double secs)
 {
-    ev_timer_init(&b->stop_timer, on_stop_timer, secs, 0.);
-    ev_timer_start(b->loop, &b->stop_timer);
-    ev_run(b->loop, 0);
-    ev_timer_stop(b->loop, &b->stop_timer);
+    bench_run_for(b->loop, &b->stop_timer, secs);
 }
 
 static void on_c_event(void *ud, const char *server_key, const ami_msg_t *msg)
@@ -167,29 +157,6 @@ static void on_c_event(void *ud, const char *server_key, const ami_msg_t *msg)
     (void)server_key;
     (void)msg;
     ((bench_t *)ud)->c_events++;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct_us(const uint32_t *s, size_t n, double q)
-{
-    if (n == 0)
-        return 0;
-    size_t i = (size_t)(q * (double)(n - 1) + 0.5);
-    if (i >= n)
-        i = n - 1;
-    return (double)s[i] / 1000.0;
-}
-
-static double thread_cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 #define DEFAULT_HANDLER "local a, b = ev.Channel, ev.Uniqueid"
@@ -376,13 +343,13 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
     conn_totals(b.client, &bytes0, &conn_ev0);
     uint64_t n0 = delivered(&b);
     double t0 = bench_now_s();
-    double cpu0 = thread_cpu_s();
+    double cpu0 = bench_thread_cpu_s();
     long pre0 = bench_thread_preempted();
     b.sampling = true;
     run_for(&b, o->duration);
     b.sampling = false;
     double t1 = bench_now_s();
-    double cpu1 = thread_cpu_s();
+    double cpu1 = bench_thread_cpu_s();
     r->preempted = bench_thread_preempted() - pre0;
     uint64_t n1 = delivered(&b);
     conn_totals(b.client, &bytes1, &conn_ev1);
@@ -399,15 +366,13 @@ static int run_variant(variant_t v, const options_t *o, ami_logger_t *log, uint3
         conn_ev1 > conn_ev0 ? (double)(bytes1 - bytes0) / (double)(conn_ev1 - conn_ev0) : 0;
     r->iterations = b.nsamples;
     r->truncated = b.truncated;
-    double busy_ns = 0;
-    for (size_t i = 0; i < b.nsamples; i++)
-        busy_ns += b.samples[i];
-    r->busy = busy_ns / 1e9 / r->secs;
-    qsort(b.samples, b.nsamples, sizeof *b.samples, cmp_u32);
-    r->p50_us = pct_us(b.samples, b.nsamples, 0.50);
-    r->p99_us = pct_us(b.samples, b.nsamples, 0.99);
-    r->p999_us = pct_us(b.samples, b.nsamples, 0.999);
-    r->max_us = b.nsamples ? (double)b.samples[b.nsamples - 1] / 1000.0 : 0;
+    bench_spread_t sp;
+    bench_spread_of(b.samples, b.nsamples, &sp);
+    r->busy = sp.busy_s / r->secs;
+    r->p50_us = sp.p50_us;
+    r->p99_us = sp.p99_us;
+    r->p999_us = sp.p999_us;
+    r->max_us = sp.max_us;
     if (b.rt) {
         ami_lua_stats_t st;
         ami_lua_runtime_stats(b.rt, &st);

@@ -74,19 +74,9 @@ static const char SCRIPT[] =
     "  ami.action(ev.server, \"UserEvent\", {UserEvent = \"Ack\", Seq = ev.Seq})\n"
     "end)\n";
 
-static void on_stop(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)w;
-    (void)revents;
-    ev_break(loop, EVBREAK_ALL);
-}
-
 static void run_for(engine_t *e, double secs)
 {
-    ev_timer_init(&e->stop, on_stop, secs, 0.);
-    ev_timer_start(e->loop, &e->stop);
-    ev_run(e->loop, 0);
-    ev_timer_stop(e->loop, &e->stop);
+    bench_run_for(e->loop, &e->stop, secs);
 }
 
 static int write_script(engine_t *e)

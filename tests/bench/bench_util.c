@@ -122,6 +122,21 @@ void bench_iter_sample(bench_iter_t *it, bool on)
     it->sampling = on;
 }
 
+static void on_run_for_end(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+void bench_run_for(struct ev_loop *loop, ev_timer *stop, double secs)
+{
+    ev_timer_init(stop, on_run_for_end, secs, 0.);
+    ev_timer_start(loop, stop);
+    ev_run(loop, 0);
+    ev_timer_stop(loop, stop);
+}
+
 static int cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;

@@ -48,6 +48,9 @@ typedef struct bench_spread {
     size_t n;
 } bench_spread_t;
 
+/* Run loop for secs of loop time, with stop as the timer that ends it. */
+void bench_run_for(struct ev_loop *loop, ev_timer *stop, double secs);
+
 int bench_iter_start(bench_iter_t *it, struct ev_loop *loop, size_t cap);
 void bench_iter_sample(bench_iter_t *it, bool on); /* on: clears earlier samples */
 /* Sorts the samples taken and sums them up. */
