@@ -13,6 +13,16 @@
 #include "cli/config_internal.h"
 #include "util/alloc.h"
 
+/* A message may quote what the config holds (a name, a host, a path) and
+ * is printed to a terminal or a log: no control character of the config's
+ * reaches either (a CR would hide the start of the line). */
+static void controls_to_marks(char *msg)
+{
+    for (unsigned char *p = (unsigned char *)msg; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            *p = '?';
+}
+
 void cfg_error(cfg_ctx_t *cx, const char *fmt, ...)
 {
     if (cx->quiet)
@@ -25,6 +35,7 @@ void cfg_error(cfg_ctx_t *cx, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(e->msg[e->count], sizeof e->msg[0], fmt, ap);
     va_end(ap);
+    controls_to_marks(e->msg[e->count]);
     e->count++;
 }
 
@@ -35,8 +46,9 @@ void cfg_warn(cfg_ctx_t *cx, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(cfg->warnings[cfg->nwarnings++], sizeof cfg->warnings[0], fmt, ap);
+    vsnprintf(cfg->warnings[cfg->nwarnings], sizeof cfg->warnings[0], fmt, ap);
     va_end(ap);
+    controls_to_marks(cfg->warnings[cfg->nwarnings++]);
 }
 
 /* A string as the operator typed it, short and printable. */

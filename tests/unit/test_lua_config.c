@@ -414,6 +414,25 @@ static void describe_never_shows_secrets(void **state)
     ami_config_free(&cfg);
 }
 
+/* What a message quotes from the config reaches the terminal with no
+ * control character in it: a CR would hide the start of the line. */
+static void control_characters_never_reach_a_message(void **state)
+{
+    (void)state;
+    write_file(tmp_path("ctl.lua"),
+               "servers = { { key = 'pb\\rx', host = '10.0.0.1\\r', username = 'e', secret = 's' },\n"
+               "            { key = 'pbx2', host = '10.0.0.2', port = 5039, username = 'e', secret = 's',\n"
+               "              tls = { ca_file = '/etc/hostname', server_name = 'pbx\\r\\0271' } } }\n");
+    ami_engine_config_t cfg;
+    ami_config_errors_t errs;
+    assert_int_equal(load(tmp_path("ctl.lua"), &cfg, &errs), -1);
+    expect_error(&errs, "servers[1].key: \"pb?x\"");
+    expect_error(&errs, "servers[2] (pbx2).tls.server_name \"pbx??1\" is not a host name");
+    for (size_t i = 0; i < errs.count; i++)
+        for (const char *p = errs.msg[i]; *p; p++)
+            assert_false((unsigned char)*p < 0x20 || *p == 0x7f);
+}
+
 static void secrets_never_in_errors(void **state)
 {
     (void)state;
@@ -856,6 +875,7 @@ int main(void)
         cmocka_unit_test(secret_file_that_would_block_is_refused_at_once),
         cmocka_unit_test(describe_never_shows_secrets),
         cmocka_unit_test(secrets_never_in_errors),
+        cmocka_unit_test(control_characters_never_reach_a_message),
         cmocka_unit_test(metrics_ipv6_and_off),
         cmocka_unit_test(metrics_endpoint_limits),
         cmocka_unit_test(config_text_from_memory),
