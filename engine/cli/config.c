@@ -45,7 +45,7 @@ static char default_metrics_ip[] = "127.0.0.1";
 
 static const char *const TOP_KEYS[] = {"servers", "defaults", "scripts",        "metrics",
                                        "log",     "routing",  "drain_grace_ms", "http", "ha",
-                                       "callstate"};
+                                       "callstate", "busy_poll_us"};
 #define N_TOP_KEYS (sizeof TOP_KEYS / sizeof TOP_KEYS[0])
 
 static const char *const SCRIPT_KEYS[] = {
@@ -534,7 +534,7 @@ static void check_top_keys(cfg_ctx_t *cx, int env)
             cfg_error(cx, "%.60s: unknown setting; did you mean \"%s\"?", key, s);
         else
             cfg_error(cx, "%.60s: unknown setting; the config may set servers, defaults, scripts, metrics, "
-                          "log, routing, drain_grace_ms, http, ha and callstate (make helper variables local)", key);
+                          "log, routing, drain_grace_ms, http, ha, callstate and busy_poll_us (make helper variables local)", key);
     }
 }
 
@@ -563,6 +563,9 @@ static int extract(lua_State *L)
     cfg_load_http(cx, 9);
     cfg_load_ha(cx, 10);
     cfg_load_callstate(cx, 11);
+    uint64_t busy_poll;
+    if (!lua_isnil(L, 12) && cfg_read_uint(cx, 12, "busy_poll_us", 0, AMI_BUSY_POLL_MAX_US, &busy_poll))
+        cx->cfg->busy_poll_us = (uint32_t)busy_poll;
     return 0;
 }
 
@@ -794,6 +797,8 @@ void ami_config_describe(const ami_engine_config_t *cfg, ami_buf_t *out)
     else
         ami_buf_printf(out, "off\n");
     ami_buf_printf(out, "drain_grace_ms: %u\n", cfg->drain_grace_ms);
+    if (cfg->busy_poll_us)
+        ami_buf_printf(out, "busy_poll_us: %u (the loop spins that long after input)\n", cfg->busy_poll_us);
     for (size_t i = 0; i < cfg->nwarnings; i++)
         ami_buf_printf(out, "warning: %s\n", cfg->warnings[i]);
     cfg_describe_http(cfg, out);

@@ -74,6 +74,7 @@ typedef struct ami_engine_config {
     ami_log_format_t log_format;   /* default logfmt */
     uint32_t drain_grace_ms;       /* SIGTERM: coroutines get this long; default 10000 */
     uint32_t summary_interval_ms;  /* one-line summary per server in the log; default 0 = off */
+    uint32_t busy_poll_us;         /* the loop polls without sleeping this long after input; default 0 = off */
     /* os.getenv for scripts (scripts.getenv) and the secret_env variables
      * never given to them; lua.getenv_allow/deny point into these. */
     char *getenv_allow[AMI_CONFIG_MAX_GETENV + 1];

@@ -203,6 +203,8 @@ static void apply_live_settings(engine_t *e, ami_engine_config_t *fresh)
     e->cfg->log_format = fresh->log_format;
     e->cfg->summary_interval_ms = fresh->summary_interval_ms;
     e->cfg->drain_grace_ms = fresh->drain_grace_ms;
+    e->cfg->busy_poll_us = fresh->busy_poll_us;
+    ami_client_set_busy_poll(e->client, fresh->busy_poll_us);
     e->cfg->health_quorum = fresh->health_quorum;
     arm_summary(e);
 }
@@ -383,6 +385,7 @@ static int setup(engine_t *e, const ami_run_options_t *opt)
     e->client = ami_client_new(&cc, &err);
     if (!e->loop || !e->log || !e->metrics || !e->client)
         return -1;
+    ami_client_set_busy_poll(e->client, e->cfg->busy_poll_us);
     ami_metrics_add_collector(e->metrics, collect_log_stats, e);
     e->loopmon = ami_loopmon_new(e->loop, NULL, e->metrics, e->log, &err);
     e->notify = ami_sdnotify_new(e->loop, e->metrics, e->log);

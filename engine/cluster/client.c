@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cluster/busy_poll.h"
 #include "session/conn.h"
 #include "util/alloc.h"
 #include "util/clock.h"
@@ -44,6 +45,7 @@ struct ami_client {
     ami_logger_t *log;
     ami_actionid_gen_t ids;
     ami_conn_pace_t pace;     /* the read budget's clock, shared by every server */
+    ami_busy_poll_t busy_poll;
     server_t *servers;
     uint32_t nservers;
     uint32_t rr_next;
@@ -165,6 +167,7 @@ ami_client_t *ami_client_new(const ami_client_config_t *cfg, ami_err_t *err)
     ami_actionid_init(&c->ids, 0);
     ev_init(&c->tick_timer, on_tick_timer);
     start_iteration_timing(c);
+    ami_busy_poll_init(&c->busy_poll, c->loop, &c->pace, c->metrics);
     return c;
 nomem:
     ami_client_free(c);
@@ -200,12 +203,24 @@ void ami_client_free(ami_client_t *c)
             ev_prepare_stop(c->loop, &c->iter_end);
         }
         ev_timer_stop(c->loop, &c->tick_timer);
+        if (c->busy_poll.loop)
+            ami_busy_poll_stop(&c->busy_poll);
         if (c->own_loop)
             ev_loop_destroy(c->loop);
     }
     if (c->own_metrics)
         ami_metrics_free(c->metrics);
     ami_free(c);
+}
+
+void ami_client_set_busy_poll(ami_client_t *c, uint32_t window_us)
+{
+    ami_busy_poll_set(&c->busy_poll, window_us);
+}
+
+bool ami_client_busy_polling(const ami_client_t *c)
+{
+    return ami_busy_poll_spinning(&c->busy_poll);
 }
 
 /* ---- servers ------------------------------------------------------------------ */

@@ -127,6 +127,16 @@ AMI_API bool ami_client_cancel(ami_client_t *c, ami_action_handle_t h);
 AMI_API void ami_client_poll(ami_client_t *c);
 AMI_API void ami_client_tick(ami_client_t *c, uint32_t timeout_ms);
 
+/* Busy polling (off by default): for window_us microseconds after input
+ * from any server, the loop polls without sleeping, so that the next
+ * message is handled as soon as it lands instead of after a wake-up (tens
+ * of microseconds on a virtual machine). It trades CPU for latency: while
+ * messages come closer together than the window, the loop's thread keeps
+ * its CPU busy. 0 turns it off; at most 10000 (larger is taken as 10000).
+ * May be changed at any time from the loop's thread. */
+#define AMI_BUSY_POLL_MAX_US 10000u /* longer would be a CPU given away, not latency bought */
+AMI_API void ami_client_set_busy_poll(ami_client_t *c, uint32_t window_us);
+
 AMI_API struct ev_loop *ami_client_loop(const ami_client_t *c);
 AMI_API ami_metrics_t *ami_client_metrics(const ami_client_t *c);
 AMI_API ami_logger_t *ami_client_logger(const ami_client_t *c);

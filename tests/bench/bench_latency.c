@@ -15,11 +15,14 @@
  * CLOCK_MONOTONIC. So a sample holds: the kernel's loopback delivery, the
  * loop waking up, the read, parsing, dispatch, the handler, the action's
  * serialisation, the write at the end of the loop iteration (the transport
- * flushes once per iteration), and the delivery back to the peer, read as
- * soon as its thread polls (it spins while pacing, so without delay).
+ * flushes once per iteration), and the delivery back to the peer. A pinned
+ * peer spins on its CPU (it never sleeps in poll), so a sample ends when
+ * the action lands, not when the peer's thread would have woken up to see it.
  *
  * By default the peer runs on CPU 1 and the engine on CPU 0 (--no-pin to
- * let the kernel place them). Each rate runs --runs times, each run a
+ * let the kernel place them; the peer then sleeps between events).
+ * --busy-poll US turns the engine's busy polling on (ami_client_set_busy_poll,
+ * the config's busy_poll_us): the engine's own wake-ups leave the samples. Each rate runs --runs times, each run a
  * fresh peer, client and runtime: warm-up, then --duration seconds
  * measured. Printed per run: p50 / p99 / p99.9 / max in microseconds, the
  * events sent and the actions that came back in the window, and the loop
@@ -30,7 +33,7 @@
  * the engine's own latency; without it, the machine's.
  *
  *   bench_latency [--rates 10000,100000,500000] [--duration S] [--warmup S]
- *                 [--runs N] [--callstate on|off] [--no-pin] [--rt]
+ *                 [--runs N] [--callstate on|off] [--busy-poll US] [--no-pin] [--rt]
  */
 #include <errno.h>
 #include <stdio.h>
@@ -56,6 +59,7 @@ typedef struct options {
     bool callstate;
     bool no_pin;
     bool rt;
+    int busy_poll_us;
 } options_t;
 
 typedef struct engine {
@@ -133,6 +137,7 @@ static int engine_new(engine_t *e, const options_t *o, uint16_t port, ami_logger
     so.secret = "s3cret";
     if (ami_client_add_server(e->client, &so, &err) < 0)
         goto fail;
+    ami_client_set_busy_poll(e->client, (uint32_t)o->busy_poll_us);
     if (o->callstate) {
         ami_callstate_config_t csc;
         ami_callstate_config_default(&csc);
@@ -259,7 +264,9 @@ static int parse_args(options_t *o, int argc, char **argv)
         BENCH_OPT_CHECK("callstate", "on|off", "keep the live call state too (default off)", &o->callstate, on_off),
         BENCH_OPT_FLAG("no-pin", "let the kernel place the peer and the engine (default: CPU 1 and CPU 0)",
             &o->no_pin),
-        BENCH_OPT_FLAG("rt", "both threads at SCHED_FIFO priority (root): the peer spins on CPU 1", &o->rt),
+        BENCH_OPT_NUM("busy-poll", "US", "the engine polls without sleeping this long after input (default 0: off)",
+            BENCH_INT, &o->busy_poll_us, 0, 10000),
+        BENCH_OPT_FLAG("rt", "both threads at SCHED_FIFO priority (root)", &o->rt),
     };
     return bench_args_parse(argc, argv, "bench_latency", args, BENCH_NARGS(args));
 }
@@ -278,7 +285,9 @@ int main(int argc, char **argv)
     bool rt = o.rt && bench_realtime();
     printf("pinning: %s; scheduling: %s\n", pinned ? "engine on CPU 0, peer on CPU 1" : "none (the kernel places both threads)",
            rt ? "SCHED_FIFO (other programs cannot preempt the two threads)" : "normal (shared with whatever else runs)");
-    printf("call state: %s\n", o.callstate ? "on" : "off");
+    printf("call state: %s; busy polling: %s\n", o.callstate ? "on" : "off", o.busy_poll_us ? "on" : "off");
+    if (o.busy_poll_us)
+        printf("busy polling: the engine spins %d us after input before it sleeps\n", o.busy_poll_us);
     fflush(stdout);
     int failed = 0;
     for (int r = 0; r < o.nrates; r++)

@@ -321,13 +321,15 @@ static void serve(bench_peer_t *p, int fd)
             queue_paced(p, &o, t0);
         bool want_out = o.off < o.len || (logged_in && !paced);
         struct pollfd pfd = {.fd = fd, .events = (short)(POLLIN | (want_out ? POLLOUT : 0))};
-        /* paced: sleep until the next event is due (or an action comes);
-         * otherwise wait a little */
+        /* paced: a pinned peer spins (an instrument that sleeps adds its own
+         * wake-up to every sample: the action is in its socket before it
+         * looks); unpinned, it sleeps until the next event is due or an
+         * action comes. Otherwise wait a little. */
         int64_t wait_ns = 50000000;
         if (logged_in && paced) {
             int64_t due = t0 + (int64_t)((double)(p->next_seq + 1) * 1e9 / p->cfg.rate);
             wait_ns = due - ami_now_ns();
-            wait_ns = wait_ns < 2000 ? 0 : wait_ns > 1000000 ? 1000000 : wait_ns;
+            wait_ns = p->cfg.cpu >= 0 || wait_ns < 2000 ? 0 : wait_ns > 1000000 ? 1000000 : wait_ns;
         }
         struct timespec ts = {.tv_sec = wait_ns / 1000000000, .tv_nsec = wait_ns % 1000000000};
         int rc = ppoll(&pfd, 1, &ts, NULL);

@@ -191,6 +191,7 @@ typedef struct engine_opts {
     const char *pbx1_auth;   /* "plain" when NULL */
     int health_quorum;       /* nservers when 0 */
     const char *metrics_extra; /* more settings in the metrics table, ", key = value" */
+    int busy_poll_us;        /* 0: not in the file */
 } engine_opts_t;
 
 static void write_config(const engine_opts_t *o)
@@ -223,6 +224,8 @@ static void write_config(const engine_opts_t *o)
             servers, o->health_quorum ? o->health_quorum : o->nservers, o->metrics_extra ? o->metrics_extra : "",
             o->level ? o->level : "info",
             o->drain_grace_ms ? o->drain_grace_ms : 10000);
+    if (o->busy_poll_us)
+        fprintf(f, "busy_poll_us = %d\n", o->busy_poll_us);
     assert_int_equal(fclose(f), 0);
 }
 
@@ -540,6 +543,34 @@ static void sighup_reloads_an_edited_script(void **state)
     assert_int_equal(count_lines(text, closed), 0);
     free(text);
 
+    stop_engine(T);
+}
+
+/* busy_poll_us is applied by SIGHUP without a restart: off, the loop never
+ * spins; on, it spins after the simulator's call events. */
+static void sighup_turns_busy_polling_on_without_a_restart(void **state)
+{
+    (void)state;
+    need_binaries();
+    start_sim(&W.sim1, "pbx1", &W.p1, "20", NULL);
+    engine_opts_t o = {.nservers = 1};
+    write_config(&o);
+    start_engine();
+    EXPECT_LINES(LOGGED_IN_PBX1, 1, T);
+    sleep_ms(300);
+    assert_true(metric("ami_loop_busy_poll_seconds_total") == 0);
+
+    o.busy_poll_us = 10000;
+    write_config(&o);
+    assert_int_equal(proc_signal(&W.engine, SIGHUP), 0);
+    const char *const applied[] = {"msg=\"scripts reloaded\"", NULL};
+    EXPECT_LINES(applied, 1, T);
+    int64_t deadline = mono_ms() + T;
+    while (metric("ami_loop_busy_poll_seconds_total") <= 0 && mono_ms() < deadline)
+        sleep_ms(50);
+    assert_true(metric("ami_loop_busy_poll_seconds_total") > 0);
+    const char *const closed[] = {"msg=\"connection closed\"", NULL};
+    assert_int_equal(log_lines(closed), 0);
     stop_engine(T);
 }
 
@@ -949,6 +980,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(killing_one_node_keeps_the_other_working_and_healthz_reports_it, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(sighup_reloads_an_edited_script, setup, teardown),
+        cmocka_unit_test_setup_teardown(sighup_turns_busy_polling_on_without_a_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(sigterm_drains_waiting_coroutines_then_logs_off_and_exits_zero, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(sigterm_cancels_coroutines_still_waiting_after_drain_grace_and_exits_zero,

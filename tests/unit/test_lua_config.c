@@ -177,6 +177,7 @@ static void full_config_values(void **state)
     assert_int_equal(cfg.summary_interval_ms, 60000);
     assert_int_equal(cfg.route, AMI_ROUTE_LEAST_PENDING);
     assert_int_equal(cfg.drain_grace_ms, 20000);
+    assert_int_equal(cfg.busy_poll_us, 50);
     ami_config_free(&cfg);
     assert_int_equal(ami_alloc_live_bytes(), live);
 }
@@ -211,6 +212,7 @@ static void minimal_config_takes_defaults(void **state)
     assert_int_equal(cfg.log_format, AMI_LOG_FMT_LOGFMT);
     assert_int_equal(cfg.route, AMI_ROUTE_FIRST_HEALTHY);
     assert_int_equal(cfg.drain_grace_ms, 10000);
+    assert_int_equal(cfg.busy_poll_us, 0);
     assert_int_equal(cfg.summary_interval_ms, 0);
     ami_config_free(&cfg);
 }
@@ -696,7 +698,7 @@ static const bad_case_t CASES[] = {
      "serverz: unknown setting; did you mean \"servers\"?"},
     {"unknown_top_level_key_global_helper", SRV("") "function helper() end\n",
      "helper: unknown setting; the config may set servers, defaults, scripts, metrics, log, routing, "
-     "drain_grace_ms, http, ha and callstate (make helper variables local)"},
+     "drain_grace_ms, http, ha, callstate and busy_poll_us (make helper variables local)"},
     {"unknown_server_key_suggests", SRV(", heartbeat_intervall_ms = 1000"),
      "servers[1] (pbx1): unknown option \"heartbeat_intervall_ms\"; did you mean \"heartbeat_interval_ms\"?"},
     {"unknown_section_key_suggests", SRV("") "scripts = { dirr = 'x' }\n",
@@ -806,6 +808,10 @@ static const bad_case_t CASES[] = {
      "scripts.handler_budget_ms: expected an integer from 1 to 60000, got number 0"},
     {"drain_grace_negative", SRV("") "drain_grace_ms = -1\n",
      "drain_grace_ms: expected an integer from 0 to 3600000, got number -1"},
+    {"busy_poll_too_long", SRV("") "busy_poll_us = 20000\n",
+     "busy_poll_us: expected an integer from 0 to 10000, got number 20000"},
+    {"busy_poll_nan", SRV("") "busy_poll_us = 0/0\n", "busy_poll_us: expected an integer from 0 to 10000"},
+    {"busy_poll_string", SRV("") "busy_poll_us = '50'\n", "busy_poll_us: expected an integer from 0 to 10000"},
     {"no_servers_at_all", "log = { level = 'info' }\n", "servers: no servers configured; add servers = {"},
     {"empty_server_list", "servers = {}\n", "servers: the list is empty; add at least one server"},
     {"sandbox_has_no_io", SRV("") "local f = io.open('/etc/passwd')\n", "attempt to index global 'io' (a nil value)"},
