@@ -413,6 +413,9 @@ static void global_init(void)
 
 static int check_libcurl(ami_httpc_err_t *err)
 {
+    char why[256];
+    if (httpc_curl_load(why, sizeof why) < 0)
+        return fail(err, AMI_HTTPC_INVALID, "%s", why);
     pthread_once(&global_once, global_init);
     if (global_rc != CURLE_OK)
         return fail(err, AMI_HTTPC_IO, "libcurl failed to initialise: %s", curl_easy_strerror(global_rc));

@@ -7,9 +7,9 @@
 #ifndef AMI_HTTPC_INTERNAL_H
 #define AMI_HTTPC_INTERNAL_H
 
-#include <curl/curl.h>
 #include <ev.h>
 
+#include "httpc/curl_dl.h"
 #include "httpc/httpc.h"
 #include "util/buf.h"
 
