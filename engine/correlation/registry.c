@@ -297,14 +297,22 @@ static bool contains_ci(const char *hay, const char *needle)
     return false;
 }
 
-/* "EventList: start" in any case; old servers only say "... will follow". */
+/* "EventList: start" in any case (the first EventList decides); old
+ * servers only say "... will follow" in their first Message. One walk over
+ * the headers for both: every answer to an AUTO action is asked. */
 static bool opens_list(const ami_msg_t *msg)
 {
-    size_t n;
-    const char *v = ami_msg_getn(msg, "EventList", 9, &n);
-    if (v)
-        return ieq_cstr(v, n, "start");
-    const char *text = ami_msg_get(msg, "Message");
+    const char *text = NULL;
+    for (size_t i = 0; i < msg->nhdrs; i++) {
+        size_t klen, n;
+        const char *k = ami_msg_key(msg, i, &klen);
+        if (klen == 9 && ami_str_ieq(k, klen, "EventList", 9)) {
+            const char *v = ami_msg_value(msg, i, &n);
+            return ieq_cstr(v, n, "start");
+        }
+        if (!text && klen == 7 && ami_str_ieq(k, klen, "Message", 7))
+            text = ami_msg_value(msg, i, NULL);
+    }
     return text && contains_ci(text, "will follow");
 }
 
