@@ -345,8 +345,8 @@ static int on_note_protected(lua_State *L)
 #define RESULT_SLACK 4096
 
 /* May a successful action's result be built straight onto its coroutine,
- * without the protected call (lua_pcall, its entry, lua_xmove: ~400 of the
- * ~8,500 instructions a Ping round trip from Lua costs)? Nothing there may
+ * without the protected call (lua_pcall, its entry, lua_xmove: ~350 of the
+ * ~8,700 instructions a Ping round trip from Lua costs)? Nothing there may
  * raise, and nothing does when:
  *  - the script is outside strict mode (not inside one of its runs or the
  *    engine's protected calls), where its allocator refuses nothing, and
