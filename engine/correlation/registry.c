@@ -70,6 +70,7 @@ ami_registry_t *ami_registry_new(const ami_registry_config_t *cfg, ami_err_t *er
     if (registry_pool_init(r) < 0)
         goto nomem;
     r->fifo_head = r->fifo_tail = NONE;
+    r->dl_head = r->dl_tail = NONE;
     set_caps(r, cfg);
     snprintf(r->server_key, sizeof r->server_key, "%s", cfg->server_key ? cfg->server_key : "");
     r->ids = cfg->ids;
@@ -162,7 +163,7 @@ int ami_registry_add(ami_registry_t *r, const ami_pending_spec_t *spec, ami_err_
     copy_name(s->completion_event, sizeof s->completion_event, spec->completion_event);
     registry_table_insert(r, idx);
     if (s->deadline_ms > 0)
-        registry_heap_push(r, idx);
+        registry_deadline_add(r, idx);
     s->phase = PHASE_AWAIT_RESPONSE;
     registry_fifo_push(r, idx);
     r->stats.added++;
@@ -196,7 +197,8 @@ const ami_registry_stats_t *ami_registry_stats(const ami_registry_t *r)
 
 int64_t ami_registry_next_deadline(const ami_registry_t *r)
 {
-    return r->heap_len ? r->heap[0].deadline_ms : 0;
+    int64_t deadline_ms;
+    return registry_deadline_first(r, &deadline_ms) == NONE ? 0 : deadline_ms;
 }
 
 /* ---- notifications ------------------------------------------------------------ */
@@ -295,14 +297,22 @@ static bool contains_ci(const char *hay, const char *needle)
     return false;
 }
 
-/* "EventList: start" in any case; old servers only say "... will follow". */
+/* "EventList: start" in any case (the first EventList decides); old
+ * servers only say "... will follow" in their first Message. One walk over
+ * the headers for both: every answer to an AUTO action is asked. */
 static bool opens_list(const ami_msg_t *msg)
 {
-    size_t n;
-    const char *v = ami_msg_getn(msg, "EventList", 9, &n);
-    if (v)
-        return ieq_cstr(v, n, "start");
-    const char *text = ami_msg_get(msg, "Message");
+    const char *text = NULL;
+    for (size_t i = 0; i < msg->nhdrs; i++) {
+        size_t klen, n;
+        const char *k = ami_msg_key(msg, i, &klen);
+        if (klen == 9 && ami_str_ieq(k, klen, "EventList", 9)) {
+            const char *v = ami_msg_value(msg, i, &n);
+            return ieq_cstr(v, n, "start");
+        }
+        if (!text && klen == 7 && ami_str_ieq(k, klen, "Message", 7))
+            text = ami_msg_value(msg, i, NULL);
+    }
     return text && contains_ci(text, "will follow");
 }
 
@@ -558,8 +568,8 @@ static void timeout_reason(const ami_registry_t *r, const slot_t *s, char *out, 
 size_t ami_registry_expire(ami_registry_t *r, int64_t now_ms)
 {
     size_t n = 0;
-    while (r->heap_len && r->heap[0].deadline_ms <= now_ms) {
-        uint32_t idx = r->heap[0].slot;
+    int64_t deadline_ms;
+    for (uint32_t idx; (idx = registry_deadline_first(r, &deadline_ms)) != NONE && deadline_ms <= now_ms;) {
         char reason[512]; /* names up to AMI_REGISTRY_NAME_MAX and a 63-byte server key fit */
         timeout_reason(r, slot_at(r, idx), reason, sizeof reason);
         finish(r, idx, AMI_PENDING_FAILED, NULL, AMI_E_TIMEOUT, reason);

@@ -3,7 +3,8 @@
  * correlation/): the slots in chunks allocated as actions need them (an
  * idle server holds one chunk, not max_pending slots), an id -> slot hash
  * table (linear probing, backward-shift deletion, so no tombstones pile
- * up), a binary heap of slots by deadline, and the FIFO of actions still
+ * up), the deadlines (a list for those that came in order, a binary heap
+ * for the others), and the FIFO of actions still
  * waiting for their first response (where a response without an ActionID
  * goes). Only registry_pool_grow allocates, when every allocated slot is
  * taken; the table, the heap and the free stack grow with it, so none
@@ -166,23 +167,76 @@ static int heap_down(ami_registry_t *r, uint32_t i, heap_entry_t e)
     return i != from;
 }
 
-void registry_heap_push(ami_registry_t *r, uint32_t slot)
+static void heap_remove(ami_registry_t *r, uint32_t i)
 {
-    heap_up(r, r->heap_len++, (heap_entry_t){slot_at(r, slot)->deadline_ms, slot});
-}
-
-void registry_heap_remove(ami_registry_t *r, uint32_t slot)
-{
-    uint32_t i = slot_at(r, slot)->heap_idx;
-    if (i == NONE)
-        return;
-    slot_at(r, slot)->heap_idx = NONE;
     uint32_t last = --r->heap_len;
     if (i == last)
         return;
     heap_entry_t e = r->heap[last];
     if (!heap_down(r, i, e))
         heap_up(r, i, e);
+}
+
+/* ---- deadlines: a sorted list, the heap for the rest ---------------------------- */
+
+/* Most actions of a connection share one timeout, so their deadlines come
+ * in order: those go to the back of a list that stays sorted, in and out
+ * in a few instructions (a heap of a thousand pending actions took ~300 to
+ * take out its top, on every answer). An action due before the list's
+ * last goes into the heap. The first due is the earlier of the list's head
+ * and the heap's top. */
+void registry_deadline_add(ami_registry_t *r, uint32_t slot)
+{
+    slot_t *s = slot_at(r, slot);
+    if (r->dl_tail != NONE && slot_at(r, r->dl_tail)->deadline_ms > s->deadline_ms) {
+        heap_up(r, r->heap_len++, (heap_entry_t){s->deadline_ms, slot});
+        return;
+    }
+    s->heap_idx = IN_DEADLINE_LIST;
+    s->dl_prev = r->dl_tail;
+    s->dl_next = NONE;
+    if (r->dl_tail != NONE)
+        slot_at(r, r->dl_tail)->dl_next = slot;
+    else
+        r->dl_head = slot;
+    r->dl_tail = slot;
+}
+
+static void list_remove(ami_registry_t *r, slot_t *s)
+{
+    if (s->dl_prev != NONE)
+        slot_at(r, s->dl_prev)->dl_next = s->dl_next;
+    else
+        r->dl_head = s->dl_next;
+    if (s->dl_next != NONE)
+        slot_at(r, s->dl_next)->dl_prev = s->dl_prev;
+    else
+        r->dl_tail = s->dl_prev;
+}
+
+void registry_deadline_remove(ami_registry_t *r, uint32_t slot)
+{
+    slot_t *s = slot_at(r, slot);
+    uint32_t i = s->heap_idx;
+    s->heap_idx = NONE;
+    if (i == IN_DEADLINE_LIST)
+        list_remove(r, s);
+    else if (i != NONE)
+        heap_remove(r, i);
+}
+
+uint32_t registry_deadline_first(const ami_registry_t *r, int64_t *deadline_ms)
+{
+    uint32_t first = NONE;
+    if (r->dl_head != NONE) {
+        first = r->dl_head;
+        *deadline_ms = slot_at(r, first)->deadline_ms;
+    }
+    if (r->heap_len && (first == NONE || r->heap[0].deadline_ms < *deadline_ms)) {
+        first = r->heap[0].slot;
+        *deadline_ms = r->heap[0].deadline_ms;
+    }
+    return first;
 }
 
 /* ---- FIFO of actions awaiting their first response --------------------------- */
@@ -226,7 +280,7 @@ void registry_release(ami_registry_t *r, uint32_t idx)
     uint32_t t = registry_table_find(r, s->id);
     if (t != NONE)
         registry_table_delete(r, t);
-    registry_heap_remove(r, idx);
+    registry_deadline_remove(r, idx);
     registry_fifo_remove(r, idx);
     r->reserved_in_use -= s->reserved;
     s->reserved = false;

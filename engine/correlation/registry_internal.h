@@ -16,6 +16,7 @@
 #include "correlation/registry.h"
 
 #define NONE UINT32_MAX
+#define IN_DEADLINE_LIST (UINT32_MAX - 1) /* heap_idx of a slot in the deadline list */
 
 typedef enum phase {
     PHASE_AWAIT_RESPONSE = 0, /* in the FIFO of actions waiting for a first response */
@@ -32,7 +33,9 @@ typedef struct slot {
     uint32_t items;
     uint32_t dropped;
     uint32_t cap;
-    uint32_t heap_idx;
+    uint32_t heap_idx; /* in the deadline heap; IN_DEADLINE_LIST; NONE: no deadline kept */
+    uint32_t dl_prev;  /* in the deadline list */
+    uint32_t dl_next;
     uint32_t fifo_prev;
     uint32_t fifo_next;
     uint32_t epoch;
@@ -63,8 +66,10 @@ struct ami_registry {
     uint32_t nfree;
     uint32_t *table; /* id -> slot index + 1; 0 empty; linear probing */
     uint32_t table_mask;
-    heap_entry_t *heap; /* slots ordered by deadline */
+    heap_entry_t *heap; /* slots ordered by deadline, those not in the list */
     uint32_t heap_len;
+    uint32_t dl_head;   /* the deadline list: slots whose deadlines came in order, */
+    uint32_t dl_tail;   /* earliest first */
     uint32_t fifo_head;
     uint32_t fifo_tail;
     uint32_t epoch;
@@ -99,10 +104,14 @@ uint32_t registry_table_find(const ami_registry_t *r, uint64_t id);
 void registry_table_insert(ami_registry_t *r, uint32_t slot);
 /* Empty table position i (from registry_table_find), shifting followers back. */
 void registry_table_delete(ami_registry_t *r, uint32_t i);
-/* Add slot to the deadline heap (its deadline_ms is set). */
-void registry_heap_push(ami_registry_t *r, uint32_t slot);
-/* Take slot out of the deadline heap; nothing if it is not in it. */
-void registry_heap_remove(ami_registry_t *r, uint32_t slot);
+/* Keep slot's deadline (its deadline_ms is set): at the back of the
+ * deadline list if it is due no earlier than the list's last, else in the
+ * deadline heap. */
+void registry_deadline_add(ami_registry_t *r, uint32_t slot);
+/* Forget slot's deadline; nothing if none is kept. */
+void registry_deadline_remove(ami_registry_t *r, uint32_t slot);
+/* The slot due first and its deadline, or NONE when no deadline is kept. */
+uint32_t registry_deadline_first(const ami_registry_t *r, int64_t *deadline_ms);
 /* Append slot to the first-response FIFO. */
 void registry_fifo_push(ami_registry_t *r, uint32_t slot);
 /* Take slot out of the FIFO. Idempotent: a slot already out is left alone

@@ -223,21 +223,25 @@ static void push_items(lua_State *L, wait_t *w)
         lua_rawgeti(L, LUA_REGISTRYINDEX, w->items_ref);
 }
 
-/* on_note_protected's upvalues: the result's keys, interned once, and its
- * metatable (a result per action: the keys are not hashed again for each). */
-enum { UV_FINAL = 1, UV_RESPONSE, UV_OK, UV_ITEMS, UV_TRUNCATED, UV_DROPPED, UV_RESULT_MT };
+/* A result's keys, interned once per script, and its metatable: registry
+ * refs (a result per action: the keys are not hashed again for each, and
+ * both ways of building one below reach them from any thread of the
+ * state). */
+enum { RK_FINAL = 0, RK_RESPONSE, RK_OK, RK_ITEMS, RK_TRUNCATED, RK_DROPPED, RK_MT, RK_COUNT };
 
-static const char *const result_keys[] = {"final", "response", "ok", "items", "truncated", "dropped"};
+_Static_assert(RK_COUNT == sizeof((script_t *)0)->result_refs / sizeof(int), "one ref per key and the metatable");
 
-static void push_key(lua_State *L, int uv)
+static const char *const result_keys[RK_MT] = {"final", "response", "ok", "items", "truncated", "dropped"};
+
+static void push_ref(lua_State *L, const script_t *sc, int k)
 {
-    lua_pushvalue(L, lua_upvalueindex(uv));
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sc->result_refs[k]);
 }
 
-/* Built in on_note_protected's frame. The final message's object is made
- * first and the table takes its stack slot, so final and response (the
- * same object for a single response) need no lookup; each key is pushed
- * before its value. */
+/* The final message's object is made first and the table takes its stack
+ * slot, so final and response (the same object for a single response)
+ * need no lookup; each key is pushed before its value. L: any thread of
+ * the script's state. */
 static void push_result(lua_State *L, wait_t *w, const ami_pending_note_t *n)
 {
     script_t *sc = w->co->sc;
@@ -250,11 +254,11 @@ static void push_result(lua_State *L, wait_t *w, const ami_pending_note_t *n)
     lua_createtable(L, 0, list ? 6 : 3);
     int t = lua_gettop(L);
     if (final) {
-        push_key(L, UV_FINAL);
+        push_ref(L, sc, RK_FINAL);
         lua_pushvalue(L, final);
         lua_rawset(L, t);
     }
-    push_key(L, UV_RESPONSE);
+    push_ref(L, sc, RK_RESPONSE);
     if (w->response_ref != LUA_NOREF)
         lua_rawgeti(L, LUA_REGISTRYINDEX, w->response_ref);
     else if (final)
@@ -263,25 +267,26 @@ static void push_result(lua_State *L, wait_t *w, const ami_pending_note_t *n)
         lua_pushnil(L);
     lua_rawset(L, t);
     if (list) {
-        push_key(L, UV_ITEMS);
+        push_ref(L, sc, RK_ITEMS);
         push_items(L, w); /* list fields only where there is a list: results are per action */
         lua_rawset(L, t);
-        push_key(L, UV_TRUNCATED);
+        push_ref(L, sc, RK_TRUNCATED);
         lua_pushboolean(L, n->truncated);
         lua_rawset(L, t);
-        push_key(L, UV_DROPPED);
+        push_ref(L, sc, RK_DROPPED);
         lua_pushinteger(L, (lua_Integer)n->dropped);
         lua_rawset(L, t);
     }
-    push_key(L, UV_OK);
+    push_ref(L, sc, RK_OK);
     lua_pushboolean(L, n->signal == AMI_PENDING_DONE);
     lua_rawset(L, t);
-    lua_pushvalue(L, lua_upvalueindex(UV_RESULT_MT));
+    push_ref(L, sc, RK_MT);
     lua_setmetatable(L, t);
     if (final)
         lua_replace(L, final);
 }
 
+/* What the coroutine gets back, pushed on L (a->nres values). */
 static void push_final(lua_State *L, cb_args_t *a)
 {
     wait_t *w = a->w;
@@ -334,6 +339,37 @@ static int on_note_protected(lua_State *L)
     }
 }
 
+/* Room a result may need besides its message's bytes: the table and its
+ * hash part, the object's header and server key, an items table, and what
+ * a collection step triggered by an allocation may allocate itself. */
+#define RESULT_SLACK 4096
+
+/* May a successful action's result be built straight onto its coroutine,
+ * without the protected call (lua_pcall, its entry, lua_xmove: ~350 of the
+ * ~8,700 instructions a Ping round trip from Lua costs)? Nothing there may
+ * raise, and nothing does when:
+ *  - the script is outside strict mode (not inside one of its runs or the
+ *    engine's protected calls), where its allocator refuses nothing, and
+ *    the result fits within its memory limit with RESULT_SLACK to spare, so
+ *    the limit holds as on the protected path (near it, that path builds
+ *    the result under the limit, or the script gets "nomem" as always);
+ *  - a collection step runs no Lua code (scripts get no finalizers, the
+ *    engine's objects have none: lua_direct.c);
+ *  - the coroutine parked in sched_yield_for from the C function ami.action:
+ *    LuaJIT gave that function LUA_MINSTACK free slots and lua_yield drops
+ *    its frame, so the handful of pushes below fit without growing it.
+ * Failures (errors, timeouts, disconnects: rare, and their text is
+ * formatted) keep the protected path. */
+static bool direct_ready(const script_t *sc, const ami_pending_note_t *n)
+{
+    if (n->signal != AMI_PENDING_DONE || sc->strict)
+        return false;
+    int64_t need = RESULT_SLACK;
+    if (n->msg)
+        need += (int64_t)(n->msg->wire_len + n->msg->nhdrs * sizeof(ami_hdr_t));
+    return sc->mem_bytes + need <= (int64_t)sc->mem_limit;
+}
+
 static void on_note(void *ud, const ami_pending_note_t *n)
 {
     wait_t *w = ud;
@@ -344,6 +380,11 @@ static void on_note(void *ud, const ami_pending_note_t *n)
     if (w->state != WAIT_ARMED)
         return; /* cannot happen: unarmed waits cancel their action */
     cb_args_t a = {w, n, 0};
+    if (direct_ready(sc, n)) {
+        push_final(w->co->L, &a);
+        sched_wake(w, a.nres);
+        return;
+    }
     int top = lua_gettop(sc->L);
     if (script_pcall_ref(sc, sc->note_ref, &a) != 0) {
         log_lua_error(sc->gen->rt, "action result lost", w->co->label, sc->L, lua_tostring(sc->L, -1));
@@ -512,15 +553,18 @@ MAY_RAISE static void push_result_methods(lua_State *L)
 
 void ami_lua_inject_action(lua_State *L, script_t *sc)
 {
-    for (int i = 0; i < UV_RESULT_MT - 1; i++)
+    for (int i = 0; i < RK_MT; i++) {
         lua_pushstring(L, result_keys[i]);
+        sc->result_refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     lua_newtable(L);
     push_result_methods(L);
     lua_pushcclosure(L, result_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushliteral(L, "ami.result");
     lua_setfield(L, -2, "__metatable");
-    lua_pushcclosure(L, on_note_protected, UV_RESULT_MT);
+    sc->result_refs[RK_MT] = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushcfunction(L, on_note_protected);
     sc->note_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     static const luaL_Reg fns[] = {{"action", l_action}, {"collect", l_collect}, {NULL, NULL}};
     luaL_register(L, NULL, fns);

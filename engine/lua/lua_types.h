@@ -163,6 +163,7 @@ struct script {
     int pattern_mt_ref;              /* metatable marking ami.pattern values */
     int dispatch_ref;                /* dispatch's protected entry, made once */
     int note_ref;                    /* action notes' protected entry, made once */
+    int result_refs[7];              /* a result's keys and metatable (lua_action.c) */
     int owned_ref;                   /* weak set of the engine's threads */
     int frozen_ref;                  /* weak map: read-only table -> its name */
     /* bounds */

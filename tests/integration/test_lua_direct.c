@@ -3,7 +3,8 @@
  * The guarantees are the protected path's: an error or a runaway in one
  * run does not cost the next events, events arrive in order, an event
  * object outlives its run, ami.off inside the run is safe, the memory
- * limit holds. */
+ * limit holds. A successful action's result is built the same way, straight
+ * onto its coroutine (engine/lua/lua_action.c), under the same limit. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -196,6 +197,44 @@ static void a_hoarder_stays_within_its_memory_limit(void **state)
     lua_world_free(w);
 }
 
+/* A successful action's result is built straight onto its coroutine only
+ * with room to spare under the memory limit: a script filled to its limit
+ * gets "nomem" (the protected path refusing), never a result past the
+ * limit, and once it has let go of its memory results come back again. */
+static void an_action_result_near_the_limit_is_refused_not_made_past_it(void **state)
+{
+    (void)state;
+    ami_lua_config_t lc;
+    ami_lua_config_default(&lc);
+    lc.memory_limit = (size_t)2 << 20;
+    lua_world_options_t opt = {.budget_ms = 2000, .lua = &lc};
+    lua_world_t *w = lua_world_new(&opt);
+    lua_world_write(w, "direct.lua",
+                    "local head, outcome = nil, 'none'\n"
+                    "local function fill() while true do head = {head} end end\n"
+                    "ami.on('UserEvent', function(ev)\n"
+                    "  if ev.UserEvent == 'Fill' then\n"
+                    "    pcall(fill)\n" /* up to the limit, a small table at a time */
+                    "    local res, err = ami.action('pbx1', 'Ping')\n"
+                    "    outcome = res and 'result' or err\n" /* allocates nothing */
+                    "    head = nil\n"
+                    "  else\n"
+                    "    local res = ami.action('pbx1', 'Ping')\n"
+                    "    ami.log.info('outcome', {near_limit = outcome, later = res and res.Ping})\n"
+                    "  end\n"
+                    "end)\n");
+    lua_world_load(w);
+    lua_world_inject(w, 0, "Event: UserEvent\r\nUserEvent: Fill\r\n\r\n");
+    /* Report once Fill's action came back (the refusal is logged) or, if it
+     * was wrongly made, after a while. */
+    for (int t = 0; t < 100 && lua_world_count_log(w, "action result lost") == 0; t++)
+        lua_world_run_for(w, 5);
+    lua_world_inject(w, 0, "Event: UserEvent\r\nUserEvent: Report\r\n\r\n");
+    expect_log(w, "msg=outcome later=Pong near_limit=\"nomem: the action's result could not be built", 1);
+    assert_int_equal(lua_world_count_log(w, "msg=\"action result lost\""), 1);
+    lua_world_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -206,6 +245,7 @@ int main(void)
         cmocka_unit_test(a_sole_handler_s_conditions_hold),
         cmocka_unit_test(several_candidates_all_run_in_order),
         cmocka_unit_test(a_hoarder_stays_within_its_memory_limit),
+        cmocka_unit_test(an_action_result_near_the_limit_is_refused_not_made_past_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -348,6 +348,35 @@ static void old_server_list_without_eventlist_header_still_completes(void **stat
     world_free(w);
 }
 
+/* Whether a response opens a list: its first EventList header decides,
+ * wherever it stands; without one, its first Message ("... will follow"). */
+static void the_first_eventlist_or_message_decides_a_list(void **state)
+{
+    (void)state;
+    world_t *w = world_new(16, 0);
+    const char *bodies[] = {
+        "Message: Channel status will follow\r\nEventList: Complete\r\n", /* not a list */
+        "Message: Ok\r\nMessage: Channel status will follow\r\n",        /* not a list */
+        "Message: Channel status will follow\r\nMessage: Ok\r\n",        /* a list */
+        "Message: Ok\r\nEventList: start\r\nEventList: Complete\r\n",  /* a list */
+    };
+    uint64_t ids[4];
+    for (int i = 0; i < 4; i++) {
+        ids[i] = add_action(w, "Status", AMI_STRATEGY_AUTO, NULL, 0);
+        char ia[AMI_ACTIONID_MAX], text[512];
+        snprintf(text, sizeof text, "Response: Success\r\nActionID: %s\r\n%s\r\n", id_text(w, ids[i], ia),
+                 bodies[i]);
+        assert_int_equal(feed(w, text), 1);
+    }
+    assert_int_equal(final_note(w, ids[0])->signal, AMI_PENDING_DONE);
+    assert_int_equal(final_note(w, ids[1])->signal, AMI_PENDING_DONE);
+    assert_false(ami_registry_has(w->reg, ids[0]) || ami_registry_has(w->reg, ids[1]));
+    assert_true(ami_registry_has(w->reg, ids[2]) && ami_registry_has(w->reg, ids[3]));
+    assert_int_equal(count_notes(w, ids[2], AMI_PENDING_RESPONSE), 1);
+    assert_int_equal(count_notes(w, ids[3], AMI_PENDING_RESPONSE), 1);
+    world_free(w);
+}
+
 /* ---- timeouts, fail-all, cancel, bounds --------------------------------------------------- */
 
 static void timeouts_fire_in_deadline_order(void **state)
@@ -564,6 +593,7 @@ int main(void)
         cmocka_unit_test(interleaved_lists_are_kept_apart),
         cmocka_unit_test(error_response_ends_a_list_action_at_once),
         cmocka_unit_test(old_server_list_without_eventlist_header_still_completes),
+        cmocka_unit_test(the_first_eventlist_or_message_decides_a_list),
         cmocka_unit_test(timeouts_fire_in_deadline_order),
         cmocka_unit_test(late_answer_after_timeout_is_ignored),
         cmocka_unit_test(fail_all_fails_each_action_exactly_once),

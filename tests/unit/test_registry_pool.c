@@ -187,6 +187,81 @@ static void timeouts_come_in_deadline_order_whatever_was_removed(void **state)
     world_free(w);
 }
 
+/* The earliest deadline among the live actions (0: none has one). */
+static int64_t earliest(const int64_t *deadline, const bool *live, int n)
+{
+    int64_t first = 0;
+    for (int i = 0; i < n; i++)
+        if (live[i] && deadline[i] > 0 && (first == 0 || deadline[i] < first))
+            first = deadline[i];
+    return first;
+}
+
+/* Expire at now: exactly the live actions due by then fail, in deadline order. */
+static void expire_and_check(world_t *w, int64_t now, const uint64_t *ids, const int64_t *deadline, bool *live,
+                             int n)
+{
+    w->nnotes = 0;
+    size_t expired = ami_registry_expire(w->reg, now);
+    assert_int_equal(expired, w->nnotes);
+    int64_t last = 0;
+    for (size_t k = 0; k < w->nnotes; k++) {
+        int i = 0;
+        while (i < n && !(live[i] && ids[i] == w->notes[k].id))
+            i++;
+        assert_true(i < n);
+        assert_true(deadline[i] > 0 && deadline[i] <= now);
+        assert_true(deadline[i] >= last);
+        assert_int_equal(w->notes[k].status, AMI_E_TIMEOUT);
+        last = deadline[i];
+        live[i] = false;
+    }
+    int64_t next = earliest(deadline, live, n);
+    assert_true(next == 0 || next > now);
+}
+
+/* Deadlines that come in order (one timeout for every action) are kept in
+ * a list, the others in the heap: whatever the mix, and whichever actions
+ * leave (answered, cancelled, timed out; at the list's head, middle or
+ * tail), the next deadline is the earliest pending one and timeouts come
+ * in deadline order. */
+static void the_next_deadline_is_the_earliest_in_list_or_heap(void **state)
+{
+    (void)state;
+    world_t *w = world_new(MANY, 0);
+    uint32_t rng = 777;
+    uint64_t ids[MANY];
+    int64_t deadline[MANY];
+    bool live[MANY] = {false};
+    int64_t clock = 1000;
+    for (int step = 0; step < 20000; step++) {
+        int i = (int)(next_rand(&rng) % MANY);
+        uint32_t pick = next_rand(&rng) % 16;
+        if (!live[i]) {
+            clock += next_rand(&rng) % 3;
+            /* mostly in order, some due earlier than the list's last, some without a deadline */
+            deadline[i] = pick < 10 ? clock + 500 : pick < 14 ? clock + (int64_t)(next_rand(&rng) % 500) : 0;
+            ids[i] = add_action(w, "Ping", AMI_STRATEGY_SINGLE, NULL, deadline[i]);
+            live[i] = true;
+        } else if (pick < 6) {
+            w->nnotes = 0;
+            answer(w, ids[i]);
+            live[i] = false;
+        } else if (pick < 12) {
+            assert_true(ami_registry_cancel(w->reg, ids[i]));
+            live[i] = false;
+        } else if (pick == 12) {
+            expire_and_check(w, clock + 250, ids, deadline, live, MANY);
+        }
+        assert_int_equal(ami_registry_next_deadline(w->reg), earliest(deadline, live, MANY));
+    }
+    expire_and_check(w, clock + 1000, ids, deadline, live, MANY);
+    for (int i = 0; i < MANY; i++)
+        assert_true(!live[i] || deadline[i] == 0);
+    assert_int_equal(ami_registry_next_deadline(w->reg), 0);
+    world_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -194,6 +269,7 @@ int main(void)
         cmocka_unit_test(the_pool_grows_to_max_pending_and_no_further),
         cmocka_unit_test(a_callback_growing_the_pool_keeps_its_note),
         cmocka_unit_test(timeouts_come_in_deadline_order_whatever_was_removed),
+        cmocka_unit_test(the_next_deadline_is_the_earliest_in_list_or_heap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
