@@ -95,7 +95,8 @@ static cs_slot_t *touch(cs_table_t *t, chan_update_t *u, double now, bool create
         return NULL;
     const char *uid = u->str[AMI_CHAN_UNIQUEID];
     size_t len = u->str_len[AMI_CHAN_UNIQUEID];
-    cs_slot_t *s = table_find_uid(t, uid, len, cs_hash(uid, len));
+    uint32_t hash = cs_hash(uid, len);
+    cs_slot_t *s = table_find_uid(t, uid, len, hash);
     if (!s && !create)
         return NULL;
     if (u->has_state && u->state == 6 && (!s || s->rec->answered == 0)) {
@@ -107,7 +108,7 @@ static cs_slot_t *touch(cs_table_t *t, chan_update_t *u, double now, bool create
     } else {
         u->started = now;
         u->has_started = true;
-        s = table_insert(t, u);
+        s = table_insert(t, u, hash);
     }
     if (s)
         s->event_seq = t->seq;
