@@ -30,11 +30,18 @@ static inline bool cs_same_bytes(const char *a, const char *b, size_t len)
 {
     uint64_t x, y, z, w;
     if (len >= 8) {
-        if (len > 32)
-            return memcmp(a, b, len) == 0;
-        for (size_t i = 0; i + 8 < len; i += 8) {
-            memcpy(&x, a + i, 8);
-            memcpy(&y, b + i, 8);
+        if (len > 16) {
+            if (len > 32)
+                return memcmp(a, b, len) == 0;
+            for (size_t i = 0; i + 8 < len; i += 8) {
+                memcpy(&x, a + i, 8);
+                memcpy(&y, b + i, 8);
+                if (x != y)
+                    return false;
+            }
+        } else {
+            memcpy(&x, a, 8);
+            memcpy(&y, b, 8);
             if (x != y)
                 return false;
         }
@@ -48,7 +55,7 @@ static inline bool cs_same_bytes(const char *a, const char *b, size_t len)
         memcpy(&q, b, 4);
         memcpy(&r, a + len - 4, 4);
         memcpy(&t, b + len - 4, 4);
-        return p == q && r == t;
+        return ((p ^ q) | (r ^ t)) == 0;
     }
     for (size_t i = 0; i < len; i++)
         if (a[i] != b[i])
