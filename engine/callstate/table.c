@@ -23,7 +23,10 @@
 
 /* Uniqueids and channel names are 10 to 40 bytes: mix 8 bytes at a time
  * (a multiply-xorshift per word), the tail as one more word that overlaps
- * the last (the length is in the seed), never a byte loop. */
+ * the last (the length is in the seed), never a byte loop. A multiply
+ * carries a word's high bytes only upwards, and those are the bytes that
+ * differ ("1733360000.1234": the sequence ends the last word): a final
+ * avalanche brings them down to the bits that pick a bucket. */
 static inline uint64_t hash_mix(uint64_t h, uint64_t w)
 {
     h = (h ^ w) * 0xff51afd7ed558ccdull;
@@ -49,8 +52,10 @@ uint32_t cs_hash(const char *s, size_t n)
         w = (unsigned char)s[0] | (uint64_t)(unsigned char)s[n / 2] << 8 | (uint64_t)(unsigned char)s[n - 1] << 16;
         h = hash_mix(h, w);
     }
-    h ^= h >> 29;
-    return (uint32_t)(h ^ (h >> 32));
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return (uint32_t)h;
 }
 
 

@@ -3,7 +3,8 @@
  * behaviour: values of every length stored whole with zero padding (new
  * records and in-place rewrites), a new channel in a reused slot too small
  * or too large for it, keys off Asterisk's order read as in order, and the
- * hash that indexes Uniqueids and names seeing every byte.
+ * hash that indexes Uniqueids and names seeing every byte and spreading
+ * identifiers as Asterisk writes them over the buckets.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -262,6 +263,31 @@ static void the_hash_sees_every_byte(void **state)
     }
 }
 
+/* The indexes pick a bucket with the hash's low bits: identifiers as
+ * Asterisk writes them (a sequence that grows at the end of the value, in
+ * the last word's high bytes) must spread over them, not fill a few. */
+static void the_hash_spreads_asterisks_identifiers(void **state)
+{
+    (void)state;
+    static const char *const SHAPES[] = {"1733360000.%u", "1733360000.%012u", "PJSIP/1001-%08x", "SIP/trunk-%u",
+                                         "%u"};
+    enum { N = 10000, BUCKETS = 16384 };
+    static uint16_t load[BUCKETS];
+    for (size_t k = 0; k < sizeof SHAPES / sizeof SHAPES[0]; k++) {
+        memset(load, 0, sizeof load);
+        unsigned most = 0;
+        char id[64];
+        for (unsigned i = 0; i < N; i++) {
+            int n = snprintf(id, sizeof id, SHAPES[k], 1000 + i * 3);
+            unsigned b = cs_hash(id, (size_t)n) & (BUCKETS - 1);
+            if (++load[b] > most)
+                most = load[b];
+        }
+        if (most > 10) /* a uniform hash gives 6 or 7 here */
+            fail_msg("%s: %u identifiers in one bucket", SHAPES[k], most);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -269,6 +295,7 @@ int main(void)
         cmocka_unit_test(a_new_channel_fits_a_reused_slot_of_any_size),
         cmocka_unit_test(keys_off_asterisks_order_read_the_same),
         cmocka_unit_test(the_hash_sees_every_byte),
+        cmocka_unit_test(the_hash_spreads_asterisks_identifiers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
