@@ -56,7 +56,8 @@ size_t cs_event_names(const char **out, size_t cap, bool with_varset)
 }
 
 /* The parser hashed the event name already: one probe of a small table by
- * that hash, then the name compared. */
+ * that hash, then the name compared (Asterisk's own case first, word by
+ * word; any other case byte by byte). */
 static ev_kind_t kind_of(const cs_table_t *t, const ami_msg_t *msg)
 {
     if (msg->kind != AMI_MSG_EVENT || msg->nhdrs == 0)
@@ -69,7 +70,9 @@ static ev_kind_t kind_of(const cs_table_t *t, const ami_msg_t *msg)
             continue;
         size_t len;
         const char *name = ami_msg_value(msg, 0, &len);
-        return ami_str_ieq(EVENTS[e - 1].name, t->ev_len[e - 1], name, len) ? EVENTS[e - 1].kind : EV_OTHER;
+        bool same = len == t->ev_len[e - 1] && (cs_same_bytes(EVENTS[e - 1].name, name, len) ||
+                                                ami_str_ieq(EVENTS[e - 1].name, len, name, len));
+        return same ? EVENTS[e - 1].kind : EV_OTHER;
     }
 }
 
