@@ -2,9 +2,10 @@
  * The call state's records and the reading of snapshots, below the table's
  * behaviour: values of every length stored whole with zero padding (new
  * records and in-place rewrites), a new channel in a reused slot too small
- * or too large for it, keys off Asterisk's order read as in order, and the
- * hash that indexes Uniqueids and names seeing every byte and spreading
- * identifiers as Asterisk writes them over the buckets.
+ * or too large for it, keys off Asterisk's order read as in order, event
+ * names in any case, and the hash that indexes Uniqueids and names seeing
+ * every byte and spreading identifiers as Asterisk writes them over the
+ * buckets.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -247,6 +248,28 @@ static void keys_off_asterisks_order_read_the_same(void **state)
     world_free(w);
 }
 
+/* Asterisk writes "Newchannel"; the name is compared as the protocol
+ * says, without case. */
+static void event_names_are_read_in_any_case(void **state)
+{
+    (void)state;
+    world_t *w = world_new();
+    apply(w, "Event: NEWCHANNEL\nChannel: PJSIP/a\nChannelState: 4\nUniqueid: a\n");
+    apply(w, "Event: newchannel\nChannel: PJSIP/b\nChannelState: 4\nUniqueid: b\n");
+    assert_non_null(find(w, "a"));
+    assert_non_null(find(w, "b"));
+    apply(w, "Event: nEWsTATE\nChannelState: 6\nChannelStateDesc: Up\nUniqueid: a\n");
+    assert_int_equal(ami_chan_state(find(w, "a")), 6);
+    apply(w, "Event: HANGUP\nUniqueid: b\nCause: 16\n");
+    assert_int_equal(w->t.count, 1);
+    apply(w, "Event: Newchannels\nChannel: PJSIP/c\nUniqueid: c\n"); /* another event */
+    apply(w, "Event: Newchanne\nChannel: PJSIP/d\nUniqueid: d\n");
+    assert_null(find(w, "c"));
+    assert_null(find(w, "d"));
+    cs_table_forget_dead(&w->t);
+    world_free(w);
+}
+
 static void the_hash_sees_every_byte(void **state)
 {
     (void)state;
@@ -294,6 +317,7 @@ int main(void)
         cmocka_unit_test(values_of_every_length_are_stored_whole),
         cmocka_unit_test(a_new_channel_fits_a_reused_slot_of_any_size),
         cmocka_unit_test(keys_off_asterisks_order_read_the_same),
+        cmocka_unit_test(event_names_are_read_in_any_case),
         cmocka_unit_test(the_hash_sees_every_byte),
         cmocka_unit_test(the_hash_spreads_asterisks_identifiers),
     };
