@@ -30,11 +30,18 @@ static inline bool cs_same_bytes(const char *a, const char *b, size_t len)
 {
     uint64_t x, y, z, w;
     if (len >= 8) {
-        if (len > 32)
-            return memcmp(a, b, len) == 0;
-        for (size_t i = 0; i + 8 < len; i += 8) {
-            memcpy(&x, a + i, 8);
-            memcpy(&y, b + i, 8);
+        if (len > 16) {
+            if (len > 32)
+                return memcmp(a, b, len) == 0;
+            for (size_t i = 0; i + 8 < len; i += 8) {
+                memcpy(&x, a + i, 8);
+                memcpy(&y, b + i, 8);
+                if (x != y)
+                    return false;
+            }
+        } else {
+            memcpy(&x, a, 8);
+            memcpy(&y, b, 8);
             if (x != y)
                 return false;
         }
@@ -48,7 +55,7 @@ static inline bool cs_same_bytes(const char *a, const char *b, size_t len)
         memcpy(&q, b, 4);
         memcpy(&r, a + len - 4, 4);
         memcpy(&t, b + len - 4, 4);
-        return p == q && r == t;
+        return ((p ^ q) | (r ^ t)) == 0;
     }
     for (size_t i = 0; i < len; i++)
         if (a[i] != b[i])
@@ -70,8 +77,7 @@ struct ami_chan {
     int32_t priority;
     int32_t hangup_cause;
     uint32_t nvars;
-    uint32_t str_end;       /* end of the string slots: the last one's room */
-    uint32_t str_off[AMI_CHAN_STR_COUNT];
+    uint32_t str_off[AMI_CHAN_STR_COUNT + 1]; /* the last: end of the string slots */
     uint16_t str_len[AMI_CHAN_STR_COUNT];
     /* then nvars pairs {uint32 off, uint32 len (CHAN_VAR_UNSET)}, then the bytes:
      * each string in a slot of a multiple of 8 bytes (zero-padded), so a
@@ -103,9 +109,11 @@ static inline void chan_update_str(chan_update_t *u, ami_chan_field_t f, const c
 /* The bound of a record with nvars variables of at most var_max bytes. */
 size_t chan_max_size(uint32_t nvars, uint32_t var_max);
 
-/* Write old (or nothing) changed by u into out (chan_max_size bytes).
- * Returns the new size. serial/version are copied from old (0 without). */
-size_t chan_build(void *out, const ami_chan_t *old, uint32_t nvars, const chan_update_t *u);
+/* Write old (or nothing) changed by u into out, at most cap bytes (out is
+ * not old; chan_max_size bytes always suffice). Returns the new size, or 0
+ * when the record would not fit (out is then partly written). serial and
+ * version are copied from old (0 without). */
+size_t chan_build(void *out, size_t cap, const ami_chan_t *old, uint32_t nvars, const chan_update_t *u);
 
 /* Same contents (version aside)? */
 bool chan_same(const ami_chan_t *a, const ami_chan_t *b);
@@ -242,7 +250,7 @@ static inline const char *cs_field(const ami_chan_t *r, ami_chan_field_t f, size
 /* table.c internals shared with table_events.c and table_rebuild.c */
 cs_slot_t *table_find_uid(const cs_table_t *t, const char *uid, size_t len, uint32_t hash);
 cs_slot_t *table_find_name(const cs_table_t *t, const char *name, size_t len);
-cs_slot_t *table_insert(cs_table_t *t, const chan_update_t *u);
+cs_slot_t *table_insert(cs_table_t *t, const chan_update_t *u, uint32_t uid_hash);
 void table_update(cs_table_t *t, cs_slot_t *s, const chan_update_t *u);
 void table_remove(cs_table_t *t, cs_slot_t *s);
 void table_release(cs_table_t *t, cs_slot_t *s);

@@ -27,16 +27,19 @@ static uint32_t *var_table(const ami_chan_t *ch)
 
 /* Fields that start empty and are set once later get room for their usual
  * value up front, so setting them does not rebuild the record. */
-static size_t min_room(int f)
+static const uint8_t MIN_ROOM[AMI_CHAN_STR_COUNT] = {
+    [AMI_CHAN_BRIDGE] = 40,           /* a bridge's UUID */
+    [AMI_CHAN_HANGUP_CAUSE_TXT] = 32, /* "User alerting, no answer" */
+    [AMI_CHAN_DIAL_STATUS] = 16,      /* "CHANUNAVAIL" */
+    [AMI_CHAN_APPLICATION] = 16,      /* Newexten changes them at every step */
+    [AMI_CHAN_APPDATA] = 32,
+};
+
+/* Every other field: 8 bytes at least, as SLOT gives. */
+static size_t room_for(int f, size_t len)
 {
-    switch (f) {
-    case AMI_CHAN_BRIDGE: return 40;            /* a bridge's UUID */
-    case AMI_CHAN_HANGUP_CAUSE_TXT: return 32;  /* "User alerting, no answer" */
-    case AMI_CHAN_DIAL_STATUS: return 16;       /* "CHANUNAVAIL" */
-    case AMI_CHAN_APPLICATION: return 16;       /* Newexten changes them at every step */
-    case AMI_CHAN_APPDATA: return 32;
-    default: return 8;
-    }
+    size_t room = SLOT(len);
+    return room < MIN_ROOM[f] ? MIN_ROOM[f] : room;
 }
 
 size_t chan_max_size(uint32_t nvars, uint32_t var_max)
@@ -45,24 +48,40 @@ size_t chan_max_size(uint32_t nvars, uint32_t var_max)
            AMI_CHAN_STR_COUNT * SLOT(AMI_CHAN_FIELD_MAX) + 40 + 32 + 16 + 16 + 32;
 }
 
-/* Zero the slot's last word, then copy: the padding after the NUL is zero
- * (chan_same compares it) without a memset call per field. */
-static void fill(char *at, size_t room, const char *s, size_t len)
+/* Values are mostly under 16 bytes: two overlapping moves copy them, where
+ * a call to memcpy would cost more than the copy. */
+static inline void copy_value(char *to, const char *from, size_t len)
 {
-    memset(at + room - 8, 0, 8);
-    if (len)
-        memcpy(at, s, len);
-    at[len] = '\0';
+    if (len >= 8 && len <= 16) {
+        uint64_t a, b;
+        memcpy(&a, from, 8);
+        memcpy(&b, from + len - 8, 8);
+        memcpy(to, &a, 8);
+        memcpy(to + len - 8, &b, 8);
+    } else if (len >= 4 && len < 8) {
+        uint32_t a, b;
+        memcpy(&a, from, 4);
+        memcpy(&b, from + len - 4, 4);
+        memcpy(to, &a, 4);
+        memcpy(to + len - 4, &b, 4);
+    } else if (len < 4) {
+        for (size_t i = 0; i < len; i++)
+            to[i] = from[i];
+    } else {
+        memcpy(to, from, len);
+    }
 }
 
-static size_t put(char *base, size_t pos, const char *s, size_t len, size_t at_least)
+/* A fresh slot of room bytes (a multiple of 8): zeroed a word at a time,
+ * then the value, so the NUL and the padding after it are zero (chan_same
+ * compares them). */
+static size_t put(char *base, size_t pos, const char *s, size_t len, size_t room)
 {
-    size_t room = SLOT(len);
-    if (room < at_least)
-        room = at_least;
-    if (room > SLOT(len))
-        memset(base + pos, 0, room);
-    fill(base + pos, room, s, len);
+    static const uint64_t zero = 0;
+    char *at = base + pos;
+    for (size_t i = 0; i < room; i += 8)
+        memcpy(at + i, &zero, 8);
+    copy_value(at, s, len);
     return pos + room;
 }
 
@@ -77,48 +96,69 @@ static void build_numbers(ami_chan_t *r, const ami_chan_t *old, const chan_updat
     r->answered = u->has_answered ? u->answered : old ? old->answered : 0;
 }
 
-size_t chan_build(void *out, const ami_chan_t *old, uint32_t nvars, const chan_update_t *u)
+/* The value of string field f after u: u's, else old's, else "". */
+static inline const char *str_after(const ami_chan_t *old, const chan_update_t *u, int f, size_t *len)
+{
+    if (u->str_mask & (1u << f)) {
+        *len = u->str_len[f];
+        return u->str[f];
+    }
+    if (old) {
+        *len = old->str_len[f];
+        return (const char *)old + old->str_off[f];
+    }
+    *len = 0;
+    return "";
+}
+
+/* Variable i after u: u's, else old's, else unset (NULL). */
+static inline const char *var_after(const ami_chan_t *old, const chan_update_t *u, uint32_t i, size_t *len)
+{
+    if (u->var_mask & (1u << i)) {
+        *len = u->var_len[i];
+        return u->var[i];
+    }
+    const uint32_t *old_vt = old ? var_table(old) : NULL;
+    if (old && i < old->nvars && old_vt[2 * i + 1] != CHAN_VAR_UNSET) {
+        *len = old_vt[2 * i + 1];
+        return (const char *)old + old_vt[2 * i];
+    }
+    *len = 0;
+    return NULL;
+}
+
+size_t chan_build(void *out, size_t cap, const ami_chan_t *old, uint32_t nvars, const chan_update_t *u)
 {
     ami_chan_t *r = out;
     char *base = out;
+    size_t pos = sizeof *r + (size_t)nvars * 2 * sizeof(uint32_t), len;
+    if (pos > cap)
+        return 0;
     build_numbers(r, old, u);
     r->nvars = nvars;
-    size_t pos = sizeof *r + (size_t)nvars * 2 * sizeof(uint32_t);
     for (int f = 0; f < AMI_CHAN_STR_COUNT; f++) {
-        const char *s = "";
-        size_t len = 0;
-        if (u->str_mask & (1u << f)) {
-            s = u->str[f];
-            len = u->str_len[f];
-        } else if (old) {
-            s = (const char *)old + old->str_off[f];
-            len = old->str_len[f];
-        }
+        const char *s = str_after(old, u, f, &len);
+        size_t room = room_for(f, len);
+        if (room > cap - pos)
+            return 0;
         r->str_off[f] = (uint32_t)pos;
         r->str_len[f] = (uint16_t)len;
-        pos = put(base, pos, s, len, min_room(f));
+        pos = put(base, pos, s, len, room);
     }
-    r->str_end = (uint32_t)pos;
+    r->str_off[AMI_CHAN_STR_COUNT] = (uint32_t)pos;
     uint32_t *vt = var_table(r);
-    const uint32_t *old_vt = old ? var_table(old) : NULL;
     for (uint32_t i = 0; i < nvars; i++) {
-        const char *s = NULL;
-        size_t len = 0;
-        if (u->var_mask & (1u << i)) {
-            s = u->var[i];
-            len = u->var_len[i];
-        } else if (old && i < old->nvars && old_vt[2 * i + 1] != CHAN_VAR_UNSET) {
-            s = (const char *)old + old_vt[2 * i];
-            len = old_vt[2 * i + 1];
-        }
+        const char *s = var_after(old, u, i, &len);
         if (!s) {
             vt[2 * i] = 0;
             vt[2 * i + 1] = CHAN_VAR_UNSET;
             continue;
         }
+        if (SLOT(len) > cap - pos)
+            return 0;
         vt[2 * i] = (uint32_t)pos;
         vt[2 * i + 1] = (uint32_t)len;
-        pos = put(base, pos, s, len, 8);
+        pos = put(base, pos, s, len, SLOT(len));
     }
     r->size = (uint32_t)pos;
     return pos;
@@ -126,8 +166,7 @@ size_t chan_build(void *out, const ami_chan_t *old, uint32_t nvars, const chan_u
 
 static size_t room_of(const ami_chan_t *r, int f)
 {
-    uint32_t end = f + 1 < AMI_CHAN_STR_COUNT ? r->str_off[f + 1] : r->str_end;
-    return end - r->str_off[f];
+    return r->str_off[f + 1] - r->str_off[f];
 }
 
 static bool same_str(const ami_chan_t *r, int f, const char *s, size_t len)
@@ -178,10 +217,11 @@ int chan_update_in_place(ami_chan_t *r, const chan_update_t *u)
     for (uint32_t m = differ; m; m &= m - 1) {
         int f = __builtin_ctz(m);
         char *at = (char *)r + r->str_off[f];
-        size_t room = room_of(r, f), len = u->str_len[f], old = r->str_len[f];
+        size_t len = u->str_len[f], old = r->str_len[f];
         if (old > len) /* padding stays zero: chan_same compares it */
             memset(at + len, 0, old - len);
-        fill(at, room, u->str[f], len);
+        copy_value(at, u->str[f], len);
+        at[len] = '\0';
         r->str_len[f] = (uint16_t)len;
     }
     bool changed = update_numbers(r, u) || differ;

@@ -22,21 +22,40 @@
 #define BIT(f) (1u << (f))
 
 /* Uniqueids and channel names are 10 to 40 bytes: mix 8 bytes at a time
- * (a multiply-xorshift per word), the tail byte by byte. */
+ * (a multiply-xorshift per word), the tail as one more word that overlaps
+ * the last (the length is in the seed), never a byte loop. A multiply
+ * carries a word's high bytes only upwards, and those are the bytes that
+ * differ ("1733360000.1234": the sequence ends the last word): a final
+ * avalanche brings them down to the bits that pick a bucket. */
+static inline uint64_t hash_mix(uint64_t h, uint64_t w)
+{
+    h = (h ^ w) * 0xff51afd7ed558ccdull;
+    return h ^ (h >> 32);
+}
+
 uint32_t cs_hash(const char *s, size_t n)
 {
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, 8);
-        h = (h ^ w) * 0xff51afd7ed558ccdull;
-        h ^= h >> 32;
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ n, w;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&w, s + i, 8);
+            h = hash_mix(h, w);
+        }
+        memcpy(&w, s + n - 8, 8);
+        h = hash_mix(h, w);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        h = hash_mix(h, (uint64_t)a << 32 | b);
+    } else if (n > 0) {
+        w = (unsigned char)s[0] | (uint64_t)(unsigned char)s[n / 2] << 8 | (uint64_t)(unsigned char)s[n - 1] << 16;
+        h = hash_mix(h, w);
     }
-    for (; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
-    h ^= h >> 29;
-    return (uint32_t)(h ^ (h >> 32));
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return (uint32_t)h;
 }
 
 
@@ -227,28 +246,35 @@ void table_release(cs_table_t *t, cs_slot_t *s)
     t->nspare++;
 }
 
-cs_slot_t *table_insert(cs_table_t *t, const chan_update_t *u)
+/* The record is built straight into its slot when its room suffices (a
+ * spare slot's usually does), else in the scratch buffer and copied.
+ * uid_hash is cs_hash of u's Uniqueid. */
+cs_slot_t *table_insert(cs_table_t *t, const chan_update_t *u, uint32_t uid_hash)
 {
     if (t->count >= t->max_channels) {
         t->refused++;
         return NULL;
     }
-    ami_chan_t *r = t->scratch;
-    size_t size = chan_build(r, NULL, t->conf->nvars, u);
     cs_slot_t *s = slot_take(t);
-    if (!s || !ensure_cap(s, size)) {
+    size_t size = s ? chan_build(s->rec, s->cap, NULL, t->conf->nvars, u) : 0;
+    if (s && !size) {
+        size = chan_build(t->scratch, SIZE_MAX, NULL, t->conf->nvars, u);
+        if (ensure_cap(s, size))
+            memcpy(s->rec, t->scratch, size);
+        else
+            size = 0;
+    }
+    if (!size) {
         if (s)
             slot_free(s);
         t->refused++;
         return NULL;
     }
-    r->serial = ++*t->serials;
-    r->version = 1;
-    memcpy(s->rec, r, size);
+    s->rec->serial = ++*t->serials;
+    s->rec->version = 1;
+    s->uid_hash = uid_hash;
     size_t n;
-    const char *v = cs_field(s->rec, AMI_CHAN_UNIQUEID, &n);
-    s->uid_hash = cs_hash(v, n);
-    v = cs_field(s->rec, AMI_CHAN_CHANNEL, &n);
+    const char *v = cs_field(s->rec, AMI_CHAN_CHANNEL, &n);
     s->name_hash = cs_hash(v, n);
     s->prev = t->tail;
     if (t->tail)
@@ -283,7 +309,7 @@ void table_update(cs_table_t *t, cs_slot_t *s, const chan_update_t *u)
     int rc = chan_update_in_place(s->rec, u);
     if (rc < 0) {
         ami_chan_t *r = t->scratch;
-        size_t size = chan_build(r, s->rec, t->conf->nvars, u);
+        size_t size = chan_build(r, SIZE_MAX, s->rec, t->conf->nvars, u);
         rc = !chan_same(r, s->rec) && ensure_cap(s, size);
         if (rc) {
             r->version = s->rec->version + 1;

@@ -56,7 +56,8 @@ size_t cs_event_names(const char **out, size_t cap, bool with_varset)
 }
 
 /* The parser hashed the event name already: one probe of a small table by
- * that hash, then the name compared. */
+ * that hash, then the name compared (Asterisk's own case first, word by
+ * word; any other case byte by byte). */
 static ev_kind_t kind_of(const cs_table_t *t, const ami_msg_t *msg)
 {
     if (msg->kind != AMI_MSG_EVENT || msg->nhdrs == 0)
@@ -69,7 +70,9 @@ static ev_kind_t kind_of(const cs_table_t *t, const ami_msg_t *msg)
             continue;
         size_t len;
         const char *name = ami_msg_value(msg, 0, &len);
-        return ami_str_ieq(EVENTS[e - 1].name, t->ev_len[e - 1], name, len) ? EVENTS[e - 1].kind : EV_OTHER;
+        bool same = len == t->ev_len[e - 1] && (cs_same_bytes(EVENTS[e - 1].name, name, len) ||
+                                                ami_str_ieq(EVENTS[e - 1].name, len, name, len));
+        return same ? EVENTS[e - 1].kind : EV_OTHER;
     }
 }
 
@@ -95,7 +98,8 @@ static cs_slot_t *touch(cs_table_t *t, chan_update_t *u, double now, bool create
         return NULL;
     const char *uid = u->str[AMI_CHAN_UNIQUEID];
     size_t len = u->str_len[AMI_CHAN_UNIQUEID];
-    cs_slot_t *s = table_find_uid(t, uid, len, cs_hash(uid, len));
+    uint32_t hash = cs_hash(uid, len);
+    cs_slot_t *s = table_find_uid(t, uid, len, hash);
     if (!s && !create)
         return NULL;
     if (u->has_state && u->state == 6 && (!s || s->rec->answered == 0)) {
@@ -107,7 +111,7 @@ static cs_slot_t *touch(cs_table_t *t, chan_update_t *u, double now, bool create
     } else {
         u->started = now;
         u->has_started = true;
-        s = table_insert(t, u);
+        s = table_insert(t, u, hash);
     }
     if (s)
         s->event_seq = t->seq;

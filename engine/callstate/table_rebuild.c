@@ -149,7 +149,7 @@ void cs_table_rebuild_item(cs_table_t *t, const ami_msg_t *item, double now)
     if (s)
         table_update(t, s, &u);
     else
-        s = table_insert(t, &u);
+        s = table_insert(t, &u, hash);
     if (s)
         s->listed = t->rebuild_id;
 }

@@ -19,7 +19,9 @@ rpath=-Wl,-rpath,$AMI_STAGE/lib
 "$cc" -std=c11 -Wall -Wextra -Werror "${extra[@]}" -o "$scratch/embed" \
   "$AMI_STAGE/share/ami-engine/examples/embed.c" "${flags[@]}" -lev "$rpath" \
   || fail "embed.c does not build with pkg-config --cflags --libs ami-engine"
-ldd "$scratch/embed" | grep -q "$AMI_STAGE/lib/libami.so" || fail "embed does not use the installed libami.so"
+# grep reads all of ldd's output: with -q it would stop at the match, and ldd,
+# still writing, would die of SIGPIPE and fail the pipeline (pipefail).
+ldd "$scratch/embed" | grep "$AMI_STAGE/lib/libami.so" >/dev/null || fail "embed does not use the installed libami.so"
 pass "embed.c built with $(pkg-config --cflags --libs ami-engine) -lev"
 
 start_sim "$AMI_STAGE/bin/ami-sim" --cps 20
