@@ -30,18 +30,21 @@ static void block_free(sim_evblock_t *b)
     memset(b, 0, sizeof *b);
 }
 
+/* Event i belongs to call i / 5: a call's five events describe one
+ * channel (its name, caller and Uniqueid), as a real call's do. */
 static void fake_channel(sim_chan_t *c, unsigned i, long long epoch)
 {
     memset(c, 0, sizeof *c);
-    unsigned ext = 1001 + i % 50;
-    snprintf(c->name, sizeof c->name, "PJSIP/%u-%08x", ext, i / 5);
+    unsigned call = i / 5;
+    unsigned ext = 1001 + call % 50, dialled = 2001 + call % 40;
+    snprintf(c->name, sizeof c->name, "PJSIP/%u-%08x", ext, call);
     snprintf(c->cid_num, sizeof c->cid_num, "%u", ext);
     snprintf(c->cid_name, sizeof c->cid_name, "User %u", ext);
-    snprintf(c->conn_num, sizeof c->conn_num, "%u", 2001 + i % 40);
+    snprintf(c->conn_num, sizeof c->conn_num, "%u", dialled);
     snprintf(c->conn_name, sizeof c->conn_name, "<unknown>");
     snprintf(c->context, sizeof c->context, "from-internal");
-    snprintf(c->exten, sizeof c->exten, "%u", 2001 + i % 40);
-    snprintf(c->uniqueid, sizeof c->uniqueid, "%lld.%u", epoch, i / 5);
+    snprintf(c->exten, sizeof c->exten, "%u", dialled);
+    snprintf(c->uniqueid, sizeof c->uniqueid, "%lld.%u", epoch, call);
     snprintf(c->linkedid, sizeof c->linkedid, "%s", c->uniqueid);
     c->priority = 1;
 }
@@ -77,7 +80,7 @@ static void render_one(ami_buf_t *b, unsigned i, long long epoch)
         break;
     default:
         sim_ev_begin(b, "DeviceStateChange", "call,all");
-        sim_putf(b, "Device", "PJSIP/%u", 1001 + i % 50);
+        sim_putf(b, "Device", "PJSIP/%s", c.cid_num); /* the call's own device */
         sim_put(b, "State", "NOT_INUSE");
         break;
     }

@@ -17,10 +17,15 @@
  * serialisation, the write at the end of the loop iteration (the transport
  * flushes once per iteration), and the delivery back to the peer. A pinned
  * peer spins on its CPU (it never sleeps in poll), so a sample ends when
- * the action lands, not when the peer's thread would have woken up to see it.
+ * the action lands, not when the peer's thread would have woken up to see
+ * it, and each event goes out on its own at its time, as a PBX writes them.
+ * --peer-sleeps makes it sleep between events instead (the figures of
+ * earlier rounds): each sample then holds the peer's own wake-up, and the
+ * peer's late wake-ups send events in small batches, which the engine
+ * reads together.
  *
  * By default the peer runs on CPU 1 and the engine on CPU 0 (--no-pin to
- * let the kernel place them; the peer then sleeps between events).
+ * let the kernel place them; the peer then sleeps between events too).
  * --busy-poll US turns the engine's busy polling on (ami_client_set_busy_poll,
  * the config's busy_poll_us): the engine's own wake-ups leave the samples. Each rate runs --runs times, each run a
  * fresh peer, client and runtime: warm-up, then --duration seconds
@@ -33,7 +38,7 @@
  * the engine's own latency; without it, the machine's.
  *
  *   bench_latency [--rates 10000,100000,500000] [--duration S] [--warmup S]
- *                 [--runs N] [--callstate on|off] [--busy-poll US] [--no-pin] [--rt]
+ *                 [--runs N] [--callstate on|off] [--busy-poll US] [--peer-sleeps] [--no-pin] [--rt]
  */
 #include <errno.h>
 #include <stdio.h>
@@ -59,6 +64,7 @@ typedef struct options {
     bool callstate;
     bool no_pin;
     bool rt;
+    bool peer_sleeps;
     int busy_poll_us;
 } options_t;
 
@@ -176,6 +182,7 @@ static int run_rate(const options_t *o, double rate, int run, ami_logger_t *log)
                               .rate = rate,
                               .cpu = !o->no_pin ? 1 : -1,
                               .realtime = o->rt,
+                              .spin = !o->no_pin && !o->peer_sleeps,
                               .max_samples = (size_t)(rate * o->duration * 1.1) + 1024};
     bench_peer_t *peer = bench_peer_start(&pc);
     if (!peer)
@@ -203,6 +210,7 @@ static int run_rate(const options_t *o, double rate, int run, ami_logger_t *log)
     bench_peer_measure(peer, false);
     run_for(&e, 0.2); /* the last actions of the window come back */
     bench_peer_stop(peer);
+    bench_peer_tail_t tail = bench_peer_tail(peer, 100000);
     size_t n;
     const uint32_t *s = bench_peer_samples(peer, &n);
     bench_spread_t lat, loop;
@@ -215,6 +223,12 @@ static int run_rate(const options_t *o, double rate, int run, ami_logger_t *log)
            rate, run, lat.p50_us, lat.p99_us, lat.p999_us, lat.max_us, n, (unsigned long long)sent,
            (unsigned long long)acked, 100.0 * cpu / o->duration, loop.p50_us, loop.p999_us, loop.max_us, preempted,
            bench_peer_preempted(peer));
+    printf("  tail[%.0f/s run %d]: %llu samples over 100 us in %llu bursts (longest %llu actions in a row)", rate, run,
+           (unsigned long long)tail.over, (unsigned long long)tail.bursts, (unsigned long long)tail.longest_burst);
+    if (pc.spin)
+        printf("; the spinning peer did not run %llu times for over 50 us (%.1f ms in all)",
+               (unsigned long long)tail.peer_stalls, tail.peer_stalled_ns / 1e6);
+    printf("\n");
     fflush(stdout);
     bench_iter_stop(&it);
     engine_free(&e);
@@ -266,6 +280,7 @@ static int parse_args(options_t *o, int argc, char **argv)
             &o->no_pin),
         BENCH_OPT_NUM("busy-poll", "US", "the engine polls without sleeping this long after input (default 0: off)",
             BENCH_INT, &o->busy_poll_us, 0, 10000),
+        BENCH_OPT_FLAG("peer-sleeps", "the peer sleeps between events instead of spinning on its CPU", &o->peer_sleeps),
         BENCH_OPT_FLAG("rt", "both threads at SCHED_FIFO priority (root)", &o->rt),
     };
     return bench_args_parse(argc, argv, "bench_latency", args, BENCH_NARGS(args));
@@ -285,7 +300,8 @@ int main(int argc, char **argv)
     bool rt = o.rt && bench_realtime();
     printf("pinning: %s; scheduling: %s\n", pinned ? "engine on CPU 0, peer on CPU 1" : "none (the kernel places both threads)",
            rt ? "SCHED_FIFO (other programs cannot preempt the two threads)" : "normal (shared with whatever else runs)");
-    printf("call state: %s; busy polling: %s\n", o.callstate ? "on" : "off", o.busy_poll_us ? "on" : "off");
+    printf("call state: %s; busy polling: %s; the peer %s between events\n", o.callstate ? "on" : "off",
+           o.busy_poll_us ? "on" : "off", !o.no_pin && !o.peer_sleeps ? "spins" : "sleeps");
     if (o.busy_poll_us)
         printf("busy polling: the engine spins %d us after input before it sleeps\n", o.busy_poll_us);
     fflush(stdout);

@@ -23,6 +23,7 @@
 #define ID_DIGITS 12u
 #define RING (1u << 20) /* send times of the paced events still awaiting their action */
 #define OUT_MAX (8u << 20)
+#define STALL_NS 50000 /* a spinning peer's pass this long after the previous: a stall */
 
 /* An output buffer with a read position: what is queued, what went out. */
 typedef struct out {
@@ -53,6 +54,8 @@ struct bench_peer {
     uint64_t next_seq, unsent_seq, measure_from, measure_to; /* measured: seqs in [from, to) */
     uint32_t *samples;
     size_t nsamples;
+    int64_t last_pass_ns;          /* the serving loop's previous pass, while measuring */
+    uint64_t stalls, stalled_ns;   /* passes that came > STALL_NS after the previous one */
     _Atomic uint64_t sent_measured, acked_measured, events;
     _Atomic long preempted, preempted_at_start;
 };
@@ -292,6 +295,18 @@ static int read_actions(bench_peer_t *p, int fd, ami_parser_t *parser, out_t *o,
     return rc < 0 ? -1 : 0;
 }
 
+/* A spinning peer never sleeps: a long gap between two of its passes is
+ * time its thread did not run (taken by the guest's kernel or the host). */
+static void note_pass(bench_peer_t *p)
+{
+    int64_t now = ami_now_ns();
+    if (p->last_pass_ns && now - p->last_pass_ns > STALL_NS) {
+        p->stalls++;
+        p->stalled_ns += (uint64_t)(now - p->last_pass_ns);
+    }
+    p->last_pass_ns = now;
+}
+
 static void serve(bench_peer_t *p, int fd)
 {
     ami_parser_t parser;
@@ -308,6 +323,7 @@ static void serve(bench_peer_t *p, int fd)
             p->measure_from = p->next_seq;
             p->measure_to = UINT64_MAX;
             p->nsamples = 0;
+            p->stalls = p->stalled_ns = 0;
             atomic_store(&p->preempted_at_start, bench_thread_preempted());
         } else if (!measuring && was_measuring) {
             p->measure_to = p->next_seq; /* actions for these may still come back */
@@ -321,18 +337,22 @@ static void serve(bench_peer_t *p, int fd)
             queue_paced(p, &o, t0);
         bool want_out = o.off < o.len || (logged_in && !paced);
         struct pollfd pfd = {.fd = fd, .events = (short)(POLLIN | (want_out ? POLLOUT : 0))};
-        /* paced: a pinned peer spins (an instrument that sleeps adds its own
-         * wake-up to every sample: the action is in its socket before it
-         * looks); unpinned, it sleeps until the next event is due or an
-         * action comes. Otherwise wait a little. */
+        /* paced: a spinning peer never sleeps (an instrument that sleeps
+         * adds its own wake-up to every sample: the action is in its socket
+         * before it looks); otherwise it sleeps until the next event is due
+         * or an action comes. Not paced: wait a little. */
         int64_t wait_ns = 50000000;
         if (logged_in && paced) {
             int64_t due = t0 + (int64_t)((double)(p->next_seq + 1) * 1e9 / p->cfg.rate);
             wait_ns = due - ami_now_ns();
-            wait_ns = p->cfg.cpu >= 0 || wait_ns < 2000 ? 0 : wait_ns > 1000000 ? 1000000 : wait_ns;
+            wait_ns = p->cfg.spin || wait_ns < 2000 ? 0 : wait_ns > 1000000 ? 1000000 : wait_ns;
         }
         struct timespec ts = {.tv_sec = wait_ns / 1000000000, .tv_nsec = wait_ns % 1000000000};
         int rc = ppoll(&pfd, 1, &ts, NULL);
+        if (measuring && paced && wait_ns == 0)
+            note_pass(p);
+        else
+            p->last_pass_ns = 0;
         if (rc < 0 && errno != EINTR)
             break;
         if (rc > 0 && (pfd.revents & (POLLERR | POLLHUP)) && !(pfd.revents & POLLIN))
@@ -459,6 +479,25 @@ void bench_peer_free(bench_peer_t *p)
     free(p->end_at);
     free(p->samples);
     free(p);
+}
+
+/* Before the sort: samples in the order their actions came back. */
+bench_peer_tail_t bench_peer_tail(const bench_peer_t *p, uint32_t over_ns)
+{
+    bench_peer_tail_t t = {.peer_stalls = p->stalls, .peer_stalled_ns = p->stalled_ns};
+    size_t run = 0;
+    for (size_t i = 0; i < p->nsamples; i++) {
+        if (p->samples[i] <= over_ns) {
+            run = 0;
+            continue;
+        }
+        t.over++;
+        if (run++ == 0)
+            t.bursts++;
+        if (run > t.longest_burst)
+            t.longest_burst = run;
+    }
+    return t;
 }
 
 static int cmp_u32(const void *a, const void *b)

@@ -36,6 +36,7 @@ typedef struct bench_peer_config {
     double rate;        /* PACED: events per second */
     int cpu;            /* pin the peer's thread to this CPU; -1: not pinned */
     bool realtime;      /* run the peer's thread at SCHED_FIFO priority */
+    bool spin;          /* PACED: never sleep between events (give it a CPU of its own) */
     size_t max_samples; /* PACED: latency samples kept (later ones are counted, not kept) */
 } bench_peer_config_t;
 
@@ -48,6 +49,17 @@ uint16_t bench_peer_port(const bench_peer_t *p);
 void bench_peer_measure(bench_peer_t *p, bool on);
 void bench_peer_stop(bench_peer_t *p);
 void bench_peer_free(bench_peer_t *p);
+
+/* After stop and before bench_peer_samples (which sorts them): how the
+ * samples over over_ns came, in runs of consecutive actions (a stall of
+ * the machine delays every event queued behind it), and the spinning
+ * peer's own stalls (its thread not running for more than 50 µs: time the
+ * guest's kernel or the host took). */
+typedef struct bench_peer_tail {
+    uint64_t over, bursts, longest_burst;
+    uint64_t peer_stalls, peer_stalled_ns;
+} bench_peer_tail_t;
+bench_peer_tail_t bench_peer_tail(const bench_peer_t *p, uint32_t over_ns);
 
 /* After stop: latency samples in ns (sorted), how many events were sent
  * while measuring and how many of their actions came back. */
