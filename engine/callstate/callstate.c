@@ -398,6 +398,7 @@ ami_callstate_t *ami_callstate_new(ami_client_t *client, const ami_callstate_con
     }
     if (ami_callstate_config_validate(cfg, err) < 0)
         return NULL;
+    cs_hash_init();
     ami_callstate_t *cs = ami_calloc(1, sizeof *cs);
     if (!cs) {
         ami_err_set(err, AMI_E_NOMEM, "out of memory creating the call state");

@@ -255,6 +255,8 @@ void table_update(cs_table_t *t, cs_slot_t *s, const chan_update_t *u);
 void table_remove(cs_table_t *t, cs_slot_t *s);
 void table_release(cs_table_t *t, cs_slot_t *s);
 uint32_t cs_hash(const char *s, size_t n);
+/* Draw the hash's per-process key (once; before any table is filled). */
+void cs_hash_init(void);
 
 /* Tombstones (table_rebuild.c). */
 void tombs_add(cs_table_t *t, const char *uid, size_t len);

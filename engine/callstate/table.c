@@ -11,8 +11,11 @@
  * kept (up to SPARE_MAX) for the next Newchannel, so call churn does not
  * allocate.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "callstate/callstate_internal.h"
 #include "util/alloc.h"
@@ -27,6 +30,25 @@
  * carries a word's high bytes only upwards, and those are the bytes that
  * differ ("1733360000.1234": the sequence ends the last word): a final
  * avalanche brings them down to the bits that pick a bucket. */
+/* A key drawn once per process: Uniqueids and names come from the AMI
+ * server, and with a known hash a hostile one could pick ids that share a
+ * bucket and make every lookup walk the whole table. */
+static uint64_t hash_key;
+static pthread_once_t hash_key_once = PTHREAD_ONCE_INIT;
+
+static void draw_hash_key(void)
+{
+    uint64_t k = 0;
+    if (getrandom(&k, sizeof k, GRND_NONBLOCK) != (ssize_t)sizeof k)
+        k = (uint64_t)(uintptr_t)&k ^ (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull; /* no entropy yet: better than none */
+    hash_key = k;
+}
+
+void cs_hash_init(void)
+{
+    pthread_once(&hash_key_once, draw_hash_key);
+}
+
 static inline uint64_t hash_mix(uint64_t h, uint64_t w)
 {
     h = (h ^ w) * 0xff51afd7ed558ccdull;
@@ -35,7 +57,7 @@ static inline uint64_t hash_mix(uint64_t h, uint64_t w)
 
 uint32_t cs_hash(const char *s, size_t n)
 {
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ n, w;
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ hash_key ^ n, w;
     if (n >= 8) {
         for (size_t i = 0; i + 8 < n; i += 8) {
             memcpy(&w, s + i, 8);

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "callstate/callstate_internal.h"
 #include "protocol/parser.h"
@@ -311,6 +313,40 @@ static void the_hash_spreads_asterisks_identifiers(void **state)
     }
 }
 
+/* A child that draws the key and tells the hash of one id. */
+static uint32_t keyed_hash_in_a_child(const char *id)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        cs_hash_init();
+        uint32_t h = cs_hash(id, strlen(id));
+        _exit(write(fds[1], &h, sizeof h) == (ssize_t)sizeof h ? 0 : 1);
+    }
+    close(fds[1]);
+    uint32_t h = 0;
+    assert_int_equal(read(fds[0], &h, sizeof h), (ssize_t)sizeof h);
+    close(fds[0]);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    return h;
+}
+
+/* An AMI server cannot know which of its ids share a bucket: each process
+ * hashes with a key of its own (equal by chance once in 2^32). */
+static void the_hash_is_keyed_per_process(void **state)
+{
+    (void)state;
+    static const char id[] = "1733360000.1234";
+    uint32_t a = keyed_hash_in_a_child(id), b = keyed_hash_in_a_child(id);
+    assert_int_not_equal(a, b);
+    assert_int_not_equal(a, cs_hash(id, sizeof id - 1)); /* this process drew no key */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -320,6 +356,7 @@ int main(void)
         cmocka_unit_test(event_names_are_read_in_any_case),
         cmocka_unit_test(the_hash_sees_every_byte),
         cmocka_unit_test(the_hash_spreads_asterisks_identifiers),
+        cmocka_unit_test(the_hash_is_keyed_per_process),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
