@@ -1,11 +1,13 @@
 #include "httpc/curl_dl.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 httpc_curl_api_t httpc_curl;
 
@@ -34,9 +36,22 @@ static const char *library_name(void)
     return name && *name ? name : HTTPC_CURL_LIBRARY;
 }
 
+/* dlopen open()s a path as it is: a FIFO there would block the start. */
+static bool a_regular_file_or_a_soname(const char *name)
+{
+    struct stat st;
+    return !strchr(name, '/') || (stat(name, &st) == 0 && S_ISREG(st.st_mode)) || errno == ENOENT;
+}
+
 static void load(void)
 {
     const char *name = library_name();
+    if (!a_regular_file_or_a_soname(name)) {
+        snprintf(load_error, sizeof load_error,
+                 "http: AMI_LIBCURL names %.120s, which is not a regular file; point it at libcurl.so.4 or unset it",
+                 name);
+        return;
+    }
     void *lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
         const char *why = dlerror();

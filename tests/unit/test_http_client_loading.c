@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -93,12 +94,30 @@ static void a_library_that_is_not_libcurl_is_refused(void **state)
     assert_int_equal(in_child("libm.so.6", "lacks curl_global_init", "libcurl 7.85 or newer"), 0);
 }
 
+/* A FIFO would block dlopen's open(): refused before it is opened. */
+static void a_fifo_named_as_libcurl_is_refused_without_blocking(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/ami-curl-fifo-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    unlink(path);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    alarm(10); /* a blocking open would hang the child, and waitpid with it */
+    int rc = in_child(path, "not a regular file", "unset it");
+    alarm(0);
+    unlink(path);
+    assert_int_equal(rc, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(libcurl_is_mapped_only_once_a_client_is_made),
         cmocka_unit_test(a_libcurl_that_cannot_be_loaded_is_a_clear_error),
         cmocka_unit_test(a_library_that_is_not_libcurl_is_refused),
+        cmocka_unit_test(a_fifo_named_as_libcurl_is_refused_without_blocking),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
