@@ -1,7 +1,6 @@
 #include "httpc/curl_dl.h"
 
 #include <dlfcn.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -39,8 +38,12 @@ static const char *library_name(void)
 /* dlopen open()s a path as it is: a FIFO there would block the start. */
 static bool a_regular_file_or_a_soname(const char *name)
 {
+    if (!strchr(name, '/'))
+        return true; /* a soname: dlopen searches the library paths */
     struct stat st;
-    return !strchr(name, '/') || (stat(name, &st) == 0 && S_ISREG(st.st_mode)) || errno == ENOENT;
+    if (stat(name, &st) != 0)
+        return true; /* dlopen will say what is wrong with it */
+    return S_ISREG(st.st_mode);
 }
 
 static void load(void)
