@@ -18,59 +18,27 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "callstate/callstate_internal.h"
-#include "protocol/parser.h"
+#include "table_world.h"
 #include "util/alloc.h"
 
 #define NOW 1000.0
 
-typedef struct world {
-    int64_t live_before;
-    chan_read_conf_t conf;
-    uint64_t serials;
-    void *scratch;
-    cs_table_t t;
-    ami_parser_t p;
-    char text[8192];
-} world_t;
+typedef table_world_t world_t;
 
 static world_t *world_new(void)
 {
-    world_t *w = calloc(1, sizeof *w);
-    w->live_before = ami_alloc_live_bytes();
-    w->conf = (chan_read_conf_t){.nvars = 0, .var_max = 16};
-    w->scratch = ami_malloc(chan_max_size(w->conf.nvars, w->conf.var_max));
-    assert_int_equal(cs_table_init(&w->t, &w->conf, 100, &w->serials, w->scratch), 0);
-    assert_int_equal(ami_parser_init(&w->p, NULL), 0);
-    ami_parser_expect_banner(&w->p, false);
-    return w;
+    return table_world_new(100, 16, false);
 }
 
 static void world_free(world_t *w)
 {
-    cs_table_deinit(&w->t);
-    ami_parser_deinit(&w->p);
-    ami_free(w->scratch);
-    assert_int_equal(ami_alloc_live_bytes(), w->live_before);
-    free(w);
+    table_world_free(w);
 }
 
-/* "Key: value\n..." applied as one event (LF line ends become CRLF). */
+/* "Key: value\n..." applied as one event. */
 static void apply(world_t *w, const char *lines)
 {
-    size_t o = 0;
-    for (const char *p = lines; *p && o + 3 < sizeof w->text; p++) {
-        if (*p == '\n')
-            w->text[o++] = '\r';
-        w->text[o++] = *p;
-    }
-    w->text[o++] = '\r';
-    w->text[o++] = '\n';
-    ami_err_t err;
-    ami_msg_t m;
-    assert_int_equal(ami_parser_feed(&w->p, w->text, o, &err), 0);
-    assert_int_equal(ami_parser_next(&w->p, &m, &err), 1);
-    cs_table_apply(&w->t, &m, NOW);
+    cs_table_apply(&w->t, table_world_msg(w, lines), NOW);
 }
 
 static const ami_chan_t *find(world_t *w, const char *id)

@@ -13,66 +13,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "callstate/callstate_internal.h"
-#include "protocol/parser.h"
+#include "table_world.h"
 #include "util/alloc.h"
 
 #define NOW 1000.0
 
-typedef struct world {
-    int64_t live_before;
-    const char *names[4];
-    size_t name_len[4];
-    chan_read_conf_t conf;
-    uint64_t serials;
-    void *scratch;
-    cs_table_t t;
-    ami_parser_t p;
-    char text[70000];
-} world_t;
+typedef table_world_t world_t;
 
 static world_t *world_new(uint32_t max_channels, uint32_t var_max)
 {
-    world_t *w = calloc(1, sizeof *w);
-    w->live_before = ami_alloc_live_bytes();
-    w->names[0] = "CRM_ID";
-    w->names[1] = "CALLTAG";
-    for (int i = 0; i < 2; i++)
-        w->name_len[i] = strlen(w->names[i]);
-    w->conf = (chan_read_conf_t){.nvars = 2, .var_names = w->names, .var_name_len = w->name_len,
-                                 .var_max = var_max};
-    w->scratch = ami_malloc(chan_max_size(w->conf.nvars, w->conf.var_max));
-    assert_int_equal(cs_table_init(&w->t, &w->conf, max_channels, &w->serials, w->scratch), 0);
-    assert_int_equal(ami_parser_init(&w->p, NULL), 0);
-    ami_parser_expect_banner(&w->p, false);
-    return w;
+    return table_world_new(max_channels, var_max, true);
 }
 
 static void world_free(world_t *w)
 {
-    cs_table_deinit(&w->t);
-    ami_parser_deinit(&w->p);
-    ami_free(w->scratch);
-    assert_int_equal(ami_alloc_live_bytes(), w->live_before);
-    free(w);
+    table_world_free(w);
 }
 
-/* "Key: value\n..." (one message, LF line ends) parsed; borrowed until the next call. */
 static const ami_msg_t *msg(world_t *w, const char *lines)
 {
-    static ami_msg_t m;
-    size_t o = 0;
-    for (const char *p = lines; *p && o + 3 < sizeof w->text; p++) {
-        if (*p == '\n')
-            w->text[o++] = '\r';
-        w->text[o++] = *p;
-    }
-    w->text[o++] = '\r';
-    w->text[o++] = '\n';
-    ami_err_t err;
-    assert_int_equal(ami_parser_feed(&w->p, w->text, o, &err), 0);
-    assert_int_equal(ami_parser_next(&w->p, &m, &err), 1);
-    return &m;
+    return table_world_msg(w, lines);
 }
 
 static void apply(world_t *w, const char *lines)
