@@ -339,20 +339,16 @@ static int on_note_protected(lua_State *L)
     }
 }
 
-/* Room a result may need besides its message's bytes: the table and its
- * hash part, the object's header and server key, an items table, and what
- * a collection step triggered by an allocation may allocate itself. */
-#define RESULT_SLACK 4096
-
 /* May a successful action's result be built straight onto its coroutine,
  * without the protected call (lua_pcall, its entry, lua_xmove: ~350 of the
  * ~8,700 instructions a Ping round trip from Lua costs)? Nothing there may
  * raise, and nothing does when:
  *  - the script is outside strict mode (not inside one of its runs or the
  *    engine's protected calls), where its allocator refuses nothing, and
- *    the result fits within its memory limit with RESULT_SLACK to spare, so
- *    the limit holds as on the protected path (near it, that path builds
- *    the result under the limit, or the script gets "nomem" as always);
+ *    the result fits within its memory limit with room to spare
+ *    (direct_room_for, as for events), so the limit holds as on the
+ *    protected path (near it, that path builds the result under the limit,
+ *    or the script gets "nomem" as always);
  *  - a collection step runs no Lua code (scripts get no finalizers, the
  *    engine's objects have none: lua_direct.c);
  *  - the coroutine parked in sched_yield_for from the C function ami.action:
@@ -362,12 +358,7 @@ static int on_note_protected(lua_State *L)
  * formatted) keep the protected path. */
 static bool direct_ready(const script_t *sc, const ami_pending_note_t *n)
 {
-    if (n->signal != AMI_PENDING_DONE || sc->strict)
-        return false;
-    int64_t need = RESULT_SLACK;
-    if (n->msg)
-        need += (int64_t)(n->msg->wire_len + n->msg->nhdrs * sizeof(ami_hdr_t));
-    return sc->mem_bytes + need <= (int64_t)sc->mem_limit;
+    return n->signal == AMI_PENDING_DONE && direct_room_for(sc, n->msg);
 }
 
 static void on_note(void *ud, const ami_pending_note_t *n)

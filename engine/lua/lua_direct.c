@@ -29,10 +29,22 @@
  */
 #include "lua/lua_internal.h"
 
-/* Room the object may need besides its bytes: LuaJIT's header and what a
- * collection step triggered by the allocation may allocate itself (the
- * string table shrinking). */
+/* Room an object may need besides its message's bytes and slices: its
+ * header and server key (OBJECT_HEAD), a table around it (an action's
+ * result), and what a collection step triggered by the allocation may
+ * allocate itself (the string table shrinking). */
+#define OBJECT_HEAD 256
 #define DIRECT_SLACK 4096
+
+bool direct_room_for(const script_t *sc, const ami_msg_t *msg)
+{
+    if (sc->strict)
+        return false;
+    int64_t need = OBJECT_HEAD + DIRECT_SLACK;
+    if (msg)
+        need += (int64_t)(msg->wire_len + msg->nhdrs * sizeof(ami_hdr_t));
+    return sc->mem_bytes + need <= (int64_t)sc->mem_limit;
+}
 
 /* A run started now resumes at once (not deferred), on a pooled coroutine
  * (making one allocates, which only the protected path may do), with the
@@ -40,10 +52,7 @@
 static bool direct_ready(script_t *sc, const ami_msg_t *msg)
 {
     ami_lua_runtime_t *rt = sc->gen->rt;
-    if (!sc->idle || sc->strict || rt->running || rt->loading)
-        return false;
-    int64_t need = (int64_t)(msg->wire_len + msg->nhdrs * sizeof(ami_hdr_t) + 256 + DIRECT_SLACK);
-    return sc->mem_bytes + need <= (int64_t)sc->mem_limit;
+    return sc->idle && !rt->running && !rt->loading && direct_room_for(sc, msg);
 }
 
 static void direct_run(script_t *sc, const handler_t *h, const ami_msg_t *msg, const char *server_key)

@@ -132,6 +132,11 @@ void ami_lua_inject_event(lua_State *L, script_t *sc);
  * want it. True: done, whether it ran or matched nothing; false: nothing was
  * done (no condition evaluated either), use the protected path. */
 bool direct_dispatch(script_t *sc, const ami_msg_t *msg, const char *server_key, bool engine, uint64_t seq);
+/* May an object for msg (NULL: none) be made in sc without a protected
+ * call? Outside strict mode, where the accounting allocator refuses
+ * nothing, and with room to spare under the memory limit, so that the
+ * limit holds as on the protected path. lua_action.c asks it too. */
+bool direct_room_for(const script_t *sc, const ami_msg_t *msg);
 
 /* ---- per-area injections ------------------------------------------------------------------ */
 
