@@ -33,13 +33,23 @@ static void inject_seq(lua_world_t *w, int first, int last)
     lua_world_inject(w, 0, buf);
 }
 
-static lua_world_t *world_with(uint32_t budget_ms, const char *script)
+/* memory_limit 0: the default. */
+static lua_world_t *world_limited(uint32_t budget_ms, size_t memory_limit, const char *script)
 {
-    lua_world_options_t opt = {.budget_ms = budget_ms};
+    ami_lua_config_t lc;
+    ami_lua_config_default(&lc);
+    if (memory_limit)
+        lc.memory_limit = memory_limit;
+    lua_world_options_t opt = {.budget_ms = budget_ms, .lua = &lc};
     lua_world_t *w = lua_world_new(&opt);
     lua_world_write(w, "direct.lua", script);
     lua_world_load(w);
     return w;
+}
+
+static lua_world_t *world_with(uint32_t budget_ms, const char *script)
+{
+    return world_limited(budget_ms, 0, script);
 }
 
 /* The line saying `seq`, or NULL. */
@@ -168,14 +178,9 @@ static void several_candidates_all_run_in_order(void **state)
 static void a_hoarder_stays_within_its_memory_limit(void **state)
 {
     (void)state;
-    ami_lua_config_t lc;
-    ami_lua_config_default(&lc);
-    lc.memory_limit = (size_t)2 << 20;
-    lua_world_options_t opt = {.budget_ms = 200, .lua = &lc};
-    lua_world_t *w = lua_world_new(&opt);
-    lua_world_write(w, "direct.lua", "kept = {}\n"
-                                     "ami.on('UserEvent', function(ev) kept[#kept + 1] = ev end)\n");
-    lua_world_load(w);
+    const size_t limit = (size_t)2 << 20;
+    lua_world_t *w = world_limited(200, limit, "kept = {}\n"
+                                               "ami.on('UserEvent', function(ev) kept[#kept + 1] = ev end)\n");
     char big[2400];
     int n = snprintf(big, sizeof big, "Event: UserEvent\r\nUserEvent: Hoard\r\nData: ");
     memset(big + n, 'x', 2000);
@@ -192,8 +197,8 @@ static void a_hoarder_stays_within_its_memory_limit(void **state)
     }
     const char *labels[] = {"script", "direct.lua", NULL};
     assert_true(lua_world_metric(w, "ami_lua_script_events_refused_total", labels) > 0);
-    print_message("peak %lld of %zu bytes\n", (long long)peak, lc.memory_limit);
-    assert_true(peak <= (int64_t)lc.memory_limit);
+    print_message("peak %lld of %zu bytes\n", (long long)peak, limit);
+    assert_true(peak <= (int64_t)limit);
     lua_world_free(w);
 }
 
@@ -204,26 +209,20 @@ static void a_hoarder_stays_within_its_memory_limit(void **state)
 static void an_action_result_near_the_limit_is_refused_not_made_past_it(void **state)
 {
     (void)state;
-    ami_lua_config_t lc;
-    ami_lua_config_default(&lc);
-    lc.memory_limit = (size_t)2 << 20;
-    lua_world_options_t opt = {.budget_ms = 2000, .lua = &lc};
-    lua_world_t *w = lua_world_new(&opt);
-    lua_world_write(w, "direct.lua",
-                    "local head, outcome = nil, 'none'\n"
-                    "local function fill() while true do head = {head} end end\n"
-                    "ami.on('UserEvent', function(ev)\n"
-                    "  if ev.UserEvent == 'Fill' then\n"
-                    "    pcall(fill)\n" /* up to the limit, a small table at a time */
-                    "    local res, err = ami.action('pbx1', 'Ping')\n"
-                    "    outcome = res and 'result' or err\n" /* allocates nothing */
-                    "    head = nil\n"
-                    "  else\n"
-                    "    local res = ami.action('pbx1', 'Ping')\n"
-                    "    ami.log.info('outcome', {near_limit = outcome, later = res and res.Ping})\n"
-                    "  end\n"
-                    "end)\n");
-    lua_world_load(w);
+    lua_world_t *w = world_limited(2000, (size_t)2 << 20,
+                                   "local head, outcome = nil, 'none'\n"
+                                   "local function fill() while true do head = {head} end end\n"
+                                   "ami.on('UserEvent', function(ev)\n"
+                                   "  if ev.UserEvent == 'Fill' then\n"
+                                   "    pcall(fill)\n" /* up to the limit, a small table at a time */
+                                   "    local res, err = ami.action('pbx1', 'Ping')\n"
+                                   "    outcome = res and 'result' or err\n" /* allocates nothing */
+                                   "    head = nil\n"
+                                   "  else\n"
+                                   "    local res = ami.action('pbx1', 'Ping')\n"
+                                   "    ami.log.info('outcome', {near_limit = outcome, later = res and res.Ping})\n"
+                                   "  end\n"
+                                   "end)\n");
     lua_world_inject(w, 0, "Event: UserEvent\r\nUserEvent: Fill\r\n\r\n");
     /* Report once Fill's action came back (the refusal is logged) or, if it
      * was wrongly made, after a while. */
