@@ -58,6 +58,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <ev.h>
+
 #include <ami/server.h>
 
 #include "correlation/registry.h"
@@ -83,11 +85,18 @@ typedef struct ami_conn_callbacks {
                      const char *reason);
 } ami_conn_callbacks_t;
 
-/* Shared by the connections of one loop (the client owns one): when the
- * loop iteration in progress began handling input. Loop thread only. */
+/* Shared by the connections of one loop (the client owns one, zeroed;
+ * it must outlive them): when the loop iteration in progress began
+ * handling input, and the connections with input left by the read budget,
+ * served in turn. Loop thread only; private but for started_ns. */
 typedef struct ami_conn_pace {
     unsigned iteration; /* ev_iteration() that started_ns belongs to */
     int64_t started_ns; /* monotonic time of that iteration's first message */
+    struct ev_loop *loop;
+    struct ami_conn *drain_head, *drain_tail;
+    ev_check drain_check; /* serves the queue first thing in an iteration */
+    ev_idle drain_idle;   /* keeps the loop from blocking while input is left */
+    bool watchers_ready;
 } ami_conn_pace_t;
 
 typedef struct ami_conn_env {
@@ -101,8 +110,9 @@ typedef struct ami_conn_env {
      * read_budget_us on input (0: 200 µs, counted from the first message
      * any connection sharing `pace` handled in it; the clock is read every
      * 16 messages) one message per wake-up and no new read (never twice in
-     * a row for one connection). Input left over
-     * is handled in the next iteration before the socket is read again
+     * a row for one connection). Connections with input left over take
+     * turns, in later iterations, before their sockets are read again: each
+     * iteration serves them in order until its input time is spent
      * (ami_read_budget_hits_total counts the wake-ups that left some).
      * pace NULL: this connection alone. */
     uint32_t read_budget;

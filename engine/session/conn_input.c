@@ -9,15 +9,17 @@
  * iteration. A connection handles at most env.read_budget messages per
  * iteration; once the iteration has spent env.read_budget_us on input (the
  * clock is read every CLOCK_EVERY messages) a wake-up takes one message
- * and reads nothing new (a read put off once goes ahead at the next turn),
- * so a late connection still moves but copies no chunk. What is left stays
- * in the parser's buffer; reading pauses (the kernel holds back the peer)
- * and the drain watchers handle the rest in
- * the next iteration's check phase, which runs before its I/O callbacks,
- * without waiting for the socket (the idle watcher keeps the loop from
- * blocking meanwhile). A drain that empties the buffer resumes reading at
- * once, within what is left of the budget. Order is the parser's: nothing
- * is skipped or handled twice. Loop thread only.
+ * and reads nothing new. What is left stays in the parser's buffer,
+ * reading pauses (the kernel holds back the peer) and the connection joins
+ * the queue of its pace (every connection of a client shares one), which
+ * the next iterations serve in turn in their check phase, before their I/O
+ * callbacks, without waiting for the socket (an idle watcher keeps the
+ * loop from blocking meanwhile): each iteration serves connections from
+ * the head until its input time is spent, so a connection whose turn does
+ * not come costs nothing, and one whose turn came goes to the back with
+ * what it has left. A turn that empties the buffer resumes reading at
+ * once, inside the turn. Order is the parser's: nothing is skipped or
+ * handled twice. Loop thread only.
  */
 #include <ev.h>
 
@@ -32,11 +34,14 @@
 
 static void drain_start(ami_conn_t *c);
 static bool iteration_spent(ami_conn_t *c);
+static void on_pace_drain(struct ev_loop *loop, ev_check *w, int revents);
+static void on_pace_idle(struct ev_loop *loop, ev_idle *w, int revents);
 
 /* No read once the iteration has spent its input time (with many servers
- * ready at once, copying a chunk from each would be the iteration's cost),
- * but never twice in a row: a server late in every iteration's order
- * still reads every other one. */
+ * ready at once, copying a chunk from each would be the iteration's cost):
+ * the connection queues for a turn instead, and the read put off goes
+ * ahead in that turn whatever the time (never twice in a row), so every
+ * server reads in turn. */
 char *conn_input_read_buffer(void *ud, size_t want, size_t *got)
 {
     ami_conn_t *c = ud;
@@ -117,17 +122,64 @@ static bool iteration_spent(ami_conn_t *c)
     return c->input_ns - p->started_ns > c->budget_ns;
 }
 
+/* The pace's watchers, made the first time a connection of it queues. */
+static void pace_ready(ami_conn_pace_t *p, struct ev_loop *loop)
+{
+    if (p->watchers_ready)
+        return;
+    p->loop = loop;
+    ev_check_init(&p->drain_check, on_pace_drain);
+    ev_idle_init(&p->drain_idle, on_pace_idle);
+    p->drain_check.data = p->drain_idle.data = p;
+    p->watchers_ready = true;
+}
+
+/* Input left: reading pauses and the connection joins the end of the
+ * queue its pace serves next iteration. */
 static void drain_start(ami_conn_t *c)
 {
     ami_tcp_pause_reading(c->tcp);
-    ev_check_start(c->env.loop, &c->drain_check);
-    ev_idle_start(c->env.loop, &c->drain_idle);
+    if (c->draining)
+        return;
+    ami_conn_pace_t *p = c->pace;
+    pace_ready(p, c->env.loop);
+    c->draining = true;
+    c->drain_next = NULL;
+    c->drain_prev = p->drain_tail;
+    if (p->drain_tail)
+        p->drain_tail->drain_next = c;
+    else
+        p->drain_head = c;
+    p->drain_tail = c;
+    ev_check_start(p->loop, &p->drain_check);
+    ev_idle_start(p->loop, &p->drain_idle);
+}
+
+static void drain_unlink(ami_conn_t *c)
+{
+    ami_conn_pace_t *p = c->pace;
+    if (c->drain_prev)
+        c->drain_prev->drain_next = c->drain_next;
+    else
+        p->drain_head = c->drain_next;
+    if (c->drain_next)
+        c->drain_next->drain_prev = c->drain_prev;
+    else
+        p->drain_tail = c->drain_prev;
+    c->drain_next = c->drain_prev = NULL;
+    c->draining = false;
 }
 
 void conn_input_stop(ami_conn_t *c)
 {
-    ev_check_stop(c->env.loop, &c->drain_check);
-    ev_idle_stop(c->env.loop, &c->drain_idle);
+    if (!c->draining)
+        return;
+    drain_unlink(c);
+    ami_conn_pace_t *p = c->pace;
+    if (!p->drain_head) {
+        ev_check_stop(p->loop, &p->drain_check);
+        ev_idle_stop(p->loop, &p->drain_idle);
+    }
 }
 
 /* How many messages this wake-up may take: what is left of the connection's
@@ -188,14 +240,17 @@ void conn_input_on_read(void *ud, size_t n)
     }
 }
 
-static void on_drain(struct ev_loop *loop, ev_check *w, int revents)
+/* One turn: input left over again goes to the end of the queue. */
+static void drain_turn(ami_conn_t *c)
 {
-    (void)loop;
-    (void)revents;
-    ami_conn_t *c = w->data;
+    c->drained_in = ev_iteration(c->env.loop);
     int rc = dispatch_some(c);
     if (rc == 1) {
         ami_conn_metrics_budget_hit(&c->m);
+        if (c->draining && c->drain_next) {
+            drain_unlink(c);
+            drain_start(c);
+        }
         return;
     }
     conn_input_stop(c);
@@ -203,7 +258,26 @@ static void on_drain(struct ev_loop *loop, ev_check *w, int revents)
         ami_tcp_resume_reading(c->tcp);
 }
 
-static void on_drain_idle(struct ev_loop *loop, ev_idle *w, int revents)
+/* The queue in order, each connection once per iteration, until the
+ * iteration has spent its input time (the first turn always runs, so
+ * input moves in every iteration). A connection whose turn does not come
+ * costs nothing: with hundreds of servers flooding, visiting each in every
+ * iteration for a message or two (its state and its buffer cold in the
+ * cache each time) cost more than the messages. */
+static void on_pace_drain(struct ev_loop *loop, ev_check *w, int revents)
+{
+    (void)revents;
+    ami_conn_pace_t *p = w->data;
+    unsigned it = ev_iteration(loop);
+    ami_conn_t *c;
+    while ((c = p->drain_head) && c->drained_in != it) {
+        drain_turn(c);
+        if (p->drain_head && iteration_spent(p->drain_head))
+            break;
+    }
+}
+
+static void on_pace_idle(struct ev_loop *loop, ev_idle *w, int revents)
 {
     (void)loop;
     (void)w;
@@ -215,7 +289,4 @@ void conn_input_init(ami_conn_t *c)
     c->budget = c->env.read_budget ? c->env.read_budget : DEFAULT_READ_BUDGET;
     c->budget_ns = (int64_t)(c->env.read_budget_us ? c->env.read_budget_us : DEFAULT_READ_BUDGET_US) * 1000;
     c->pace = c->env.pace ? c->env.pace : &c->own_pace;
-    ev_check_init(&c->drain_check, on_drain);
-    ev_idle_init(&c->drain_idle, on_drain_idle);
-    c->drain_check.data = c->drain_idle.data = c;
 }

@@ -51,8 +51,10 @@ struct ami_conn {
     ev_timer login_timer;
     ev_timer stop_timer;
     ev_timer healthy_timer;   /* backoff_reset_ms after login: the backoff starts over */
-    ev_check drain_check;     /* input left by the read budget: handled next iteration */
-    ev_idle drain_idle;       /* keeps the loop from blocking while input is left */
+    ami_conn_t *drain_next;   /* in pace's queue of input left by the read budget */
+    ami_conn_t *drain_prev;
+    bool draining;            /* in that queue */
+    unsigned drained_in;      /* ev_iteration() of its last turn in the queue */
     uint32_t budget;          /* messages per loop iteration */
     uint32_t budget_used;     /* of it, in budget_iteration */
     unsigned budget_iteration;

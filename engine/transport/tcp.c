@@ -39,6 +39,8 @@ struct ami_tcp {
     bool read_wants_write;   /* TLS: a read must write first (key update, renegotiation) */
     bool write_wants_read;   /* TLS: a write must read first (renegotiation) */
     bool read_paused;        /* the owner has input left: ami_tcp_pause_reading */
+    bool rio_silenced;       /* a long pause stopped rio; resuming starts it */
+    uint8_t paused_wakeups;  /* readiness ignored since the pause began */
     uint64_t gen;            /* bumps on every close: a callback may close and reopen */
     uint16_t port;
     char peer[80];
@@ -55,6 +57,7 @@ void ami_tcp_options_default(ami_tcp_options_t *opt)
 }
 
 static void on_readable(struct ev_loop *loop, ev_io *w, int revents);
+static void silence_if_long_paused(ami_tcp_t *t);
 static void on_writable(struct ev_loop *loop, ev_io *w, int revents);
 static void on_connect_timeout(struct ev_loop *loop, ev_timer *w, int revents);
 static void on_flush_hook(struct ev_loop *loop, ev_prepare *w, int revents);
@@ -223,7 +226,7 @@ void ami_tcp_close(ami_tcp_t *t)
         t->tls = NULL;
     }
     t->read_wants_write = t->write_wants_read = false;
-    t->read_paused = false;
+    t->read_paused = t->rio_silenced = false;
     t->gen++;
     if (t->fd >= 0) {
         close(t->fd);
@@ -520,6 +523,17 @@ static void read_some(ami_tcp_t *t)
         read_plain(t);
 }
 
+/* A write that waited for readability (TLS) is retried after the read. */
+static void read_now(ami_tcp_t *t)
+{
+    bool retry_write = t->write_wants_read;
+    uint64_t gen = t->gen;
+    t->write_wants_read = false;
+    read_some(t);
+    if (retry_write && gen == t->gen)
+        flush(t);
+}
+
 static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
@@ -529,29 +543,49 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
         handshake_step(t);
         return;
     }
-    if (t->read_paused)
+    if (t->read_paused) {
+        t->stats.paused_wakeups++;
+        silence_if_long_paused(t);
         return;
-    bool retry_write = t->write_wants_read;
-    uint64_t gen = t->gen;
-    t->write_wants_read = false;
-    read_some(t);
-    if (retry_write && gen == t->gen)
-        flush(t);
+    }
+    read_now(t);
 }
 
-/* rio stays on while paused: stopping and starting it would cost two
- * epoll_ctl calls per pause. */
+/* rio stays on while paused: stopping and starting it costs two epoll_ctl
+ * calls, more than a pause of an iteration or two (the usual one) costs.
+ * A pause that lasts (many servers flooding at once: each drains a message
+ * or a few per iteration for hundreds of iterations) would instead have
+ * the kernel report the socket, and the loop call back for nothing, in
+ * every one of them: the third ignored readiness stops rio until resumed. */
+#define SILENCE_AFTER_WAKEUPS 2
+
+static void silence_if_long_paused(ami_tcp_t *t)
+{
+    if (t->paused_wakeups < SILENCE_AFTER_WAKEUPS) {
+        t->paused_wakeups++;
+        return;
+    }
+    ev_io_stop(t->loop, &t->rio);
+    t->rio_silenced = true;
+}
+
 void ami_tcp_pause_reading(ami_tcp_t *t)
 {
-    if (t->state == AMI_TCP_OPEN)
+    if (t->state == AMI_TCP_OPEN && !t->read_paused) {
         t->read_paused = true;
+        t->paused_wakeups = 0;
+    }
 }
 
 void ami_tcp_resume_reading(ami_tcp_t *t)
 {
     if (t->state == AMI_TCP_OPEN && t->read_paused) {
         t->read_paused = false;
-        ev_feed_event(t->loop, &t->rio, EV_READ);
+        if (t->rio_silenced) {
+            t->rio_silenced = false;
+            ev_io_start(t->loop, &t->rio);
+        }
+        read_now(t);
     }
 }
 

@@ -105,10 +105,11 @@ void ami_tcp_schedule_flush(ami_tcp_t *t);
 /* The owner has input left to handle, or no time for more: read nothing
  * until it resumes (readiness is ignored meanwhile, so the kernel holds
  * back the peer; the owner must keep the loop from blocking, as its drain
- * does). Resuming tries a read in the loop's current pass (over TLS
- * plaintext the session already decrypted may be waiting, which no
- * readiness would announce). Both are no-ops when not open; a close ends a
- * pause. Callable from read_buffer and on_read. */
+ * does). Resuming reads at once, on the caller's stack, as a wake-up would
+ * (over TLS plaintext the session already decrypted may be waiting, which
+ * no readiness would announce): read_buffer and on_read may run, and close,
+ * inside it. Both are no-ops when not open; a close ends a pause. Pausing
+ * is callable from read_buffer and on_read; resuming is not. */
 void ami_tcp_pause_reading(ami_tcp_t *t);
 void ami_tcp_resume_reading(ami_tcp_t *t);
 
@@ -123,6 +124,7 @@ typedef struct ami_tcp_stats {
     uint64_t writes;
     uint64_t connects;
     uint64_t resolver_calls; /* lookups started (enforce_ip off only) */
+    uint64_t paused_wakeups; /* readiness reported while paused, and ignored */
 } ami_tcp_stats_t;
 
 const ami_tcp_stats_t *ami_tcp_stats(const ami_tcp_t *t);

@@ -24,6 +24,7 @@
 
 #define NEVENTS 400
 #define BUDGET 4
+#define MAX_CONNS 8
 
 typedef struct seen {
     struct ev_loop *loop;
@@ -37,9 +38,10 @@ typedef struct seen {
 typedef struct world {
     struct ev_loop *loop;
     ami_sim_t *sim;
-    ami_sim_node_t *node[2];
-    ami_conn_t *conn[2];
-    seen_t seen[2];
+    int nconns;
+    ami_sim_node_t *node[MAX_CONNS];
+    ami_conn_t *conn[MAX_CONNS];
+    seen_t seen[MAX_CONNS];
     ami_metrics_t *metrics;
     ami_actionid_gen_t ids;
     ami_conn_pace_t pace;
@@ -75,21 +77,29 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
         wd->tick_iter[wd->ticks++] = ev_iteration(loop);
 }
 
-static bool both_up(void *ud)
+static bool all_up(void *ud)
 {
     world_t *w = ud;
-    return ami_conn_state(w->conn[0]) == AMI_CONN_CONNECTED && ami_conn_state(w->conn[1]) == AMI_CONN_CONNECTED;
+    for (int i = 0; i < w->nconns; i++)
+        if (ami_conn_state(w->conn[i]) != AMI_CONN_CONNECTED)
+            return false;
+    return true;
 }
 
 static bool all_seen(void *ud)
 {
     world_t *w = ud;
-    return w->seen[0].events >= NEVENTS && w->seen[1].events >= NEVENTS;
+    for (int i = 0; i < w->nconns; i++)
+        if (w->seen[i].events < NEVENTS)
+            return false;
+    return true;
 }
 
-static world_t *world_new(uint32_t budget, uint32_t budget_us, uint32_t spin_us, bool tls)
+static world_t *world_of(int nconns, uint32_t budget, uint32_t budget_us, uint32_t spin_us, bool tls,
+                         size_t read_chunk)
 {
     world_t *w = calloc(1, sizeof *w);
+    w->nconns = nconns;
     w->loop = ev_loop_new(EVFLAG_AUTO);
     w->sim = ami_sim_new(w->loop, NULL);
     w->metrics = ami_metrics_new(0);
@@ -97,8 +107,8 @@ static world_t *world_new(uint32_t budget, uint32_t budget_us, uint32_t spin_us,
     ami_conn_env_t env = {.loop = w->loop, .ids = &w->ids, .metrics = w->metrics, .read_budget = budget,
                           .read_budget_us = budget_us, .pace = &w->pace};
     ami_conn_callbacks_t cb = {.on_event = on_event};
-    static const char *const keys[2] = {"pbx1", "pbx2"};
-    for (int i = 0; i < 2; i++) {
+    static const char *const keys[MAX_CONNS] = {"pbx1", "pbx2", "pbx3", "pbx4", "pbx5", "pbx6", "pbx7", "pbx8"};
+    for (int i = 0; i < nconns; i++) {
         ami_sim_node_config_t nc = {.name = keys[i]};
         if (tls) {
             nc.tls_cert_file = tw_pki("server.crt");
@@ -112,9 +122,7 @@ static world_t *world_new(uint32_t budget, uint32_t budget_us, uint32_t spin_us,
         else
             cw_fast_options(&o, keys[i], ami_sim_node_port(w->node[i]));
         o.heartbeat_interval_ms = 0;
-        /* Small reads: a pause leaves bytes in the socket, and over TLS
-         * plaintext in the session (a record is larger than a read). */
-        o.read_chunk = 512;
+        o.read_chunk = read_chunk;
         w->seen[i].loop = w->loop;
         w->seen[i].spin_us = spin_us;
         ami_err_t err;
@@ -122,14 +130,21 @@ static world_t *world_new(uint32_t budget, uint32_t budget_us, uint32_t spin_us,
         assert_non_null(w->conn[i]);
         ami_conn_start(w->conn[i]);
     }
-    assert_true(harness_run_until(w->loop, both_up, w, 3000));
+    assert_true(harness_run_until(w->loop, all_up, w, 3000));
     return w;
+}
+
+static world_t *world_new(uint32_t budget, uint32_t budget_us, uint32_t spin_us, bool tls)
+{
+    /* Small reads: a pause leaves bytes in the socket, and over TLS
+     * plaintext in the session (a record is larger than a read). */
+    return world_of(2, budget, budget_us, spin_us, tls, 512);
 }
 
 static void world_free(world_t *w)
 {
     ev_timer_stop(w->loop, &w->tick);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < w->nconns; i++)
         ami_conn_free(w->conn[i]);
     ami_sim_free(w->sim);
     ami_metrics_free(w->metrics);
@@ -237,12 +252,76 @@ static void slow_handlers_spend_the_iteration_budget(void **state)
     world_free(w);
 }
 
+/* How many connections handled a message in loop iteration `it`. */
+static int conns_in_iteration(const world_t *w, unsigned it)
+{
+    int n = 0;
+    for (int i = 0; i < w->nconns; i++)
+        for (int e = 0; e < NEVENTS; e++)
+            if (w->seen[i].iter[e] == it) {
+                n++;
+                break;
+            }
+    return n;
+}
+
+/* The longest run of iterations in which a connection with input waiting
+ * handled none of it (between its first and its last message). */
+static unsigned longest_wait(const seen_t *s)
+{
+    unsigned longest = 0;
+    for (int e = 1; e < NEVENTS; e++)
+        if (s->iter[e] - s->iter[e - 1] > longest)
+            longest = s->iter[e] - s->iter[e - 1];
+    return longest;
+}
+
+/* Eight servers flooding, handlers of 50 µs, 100 µs of input per
+ * iteration: once an iteration's time is spent the connections with input
+ * left wait for their turn in a queue instead of each being called for a
+ * message (each call cost more than the message with hundreds of
+ * servers), and turns go round: nobody waits more than a round. */
+static void connections_with_input_left_take_turns(void **state)
+{
+    (void)state;
+    /* Reads that take a server's whole flood at once: a connection's
+     * input then outlasts many turns. */
+    world_t *w = world_of(MAX_CONNS, 512, 100, 50, false, 64u << 10);
+    for (int i = 0; i < MAX_CONNS; i++)
+        inject_numbered(w->node[i]);
+    assert_true(harness_run_until(w->loop, all_seen, w, 20000));
+    unsigned first = UINT32_MAX, last = 0;
+    for (int i = 0; i < MAX_CONNS; i++) {
+        assert_false(w->seen[i].out_of_order);
+        assert_int_equal(w->seen[i].events, NEVENTS);
+        if (w->seen[i].iter[0] < first)
+            first = w->seen[i].iter[0];
+        if (w->seen[i].iter[NEVENTS - 1] > last)
+            last = w->seen[i].iter[NEVENTS - 1];
+    }
+    int busiest = 0;
+    for (unsigned it = first; it <= last; it++) {
+        int n = conns_in_iteration(w, it);
+        busiest = n > busiest ? n : busiest;
+    }
+    if (busiest > 2)
+        fail_msg("%d connections handled messages in one iteration; once its time is spent the rest wait", busiest);
+    for (int i = 0; i < MAX_CONNS; i++) {
+        unsigned wait = longest_wait(&w->seen[i]);
+        if (wait > 2 * MAX_CONNS)
+            fail_msg("pbx%d waited %u iterations with input left; turns go round every %d", i + 1, wait,
+                     MAX_CONNS);
+    }
+    world_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(input_over_the_budget_arrives_whole_in_order_across_iterations),
         cmocka_unit_test(slow_handlers_spend_the_iteration_budget),
         cmocka_unit_test(the_same_over_tls),
+        cmocka_unit_test(connections_with_input_left_take_turns),
     };
     return cmocka_run_group_tests(tests, tw_make_pki, tw_remove_pki);
 }

@@ -426,6 +426,58 @@ static void no_room_to_read_closes_with_a_limit_error(void **state)
     close(lfd);
 }
 
+static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    ++*(int *)w->data;
+}
+
+/* A pause that lasts: the kernel stops reporting the socket after a few
+ * ignored wake-ups (rio is stopped, not polled for nothing in every
+ * iteration); resuming reads at once, and readiness works again after. */
+static void a_long_pause_silences_the_socket_and_resuming_reads_at_once(void **state)
+{
+    (void)state;
+    rig_t *r = rig_new(true, 0, 0);
+    uint16_t port;
+    int lfd = listener(&port, 4);
+    int peer = connect_pair(r, lfd, port);
+    int ticks = 0;
+    ev_timer tick;
+    ev_timer_init(&tick, on_tick, 0.001, 0.001);
+    tick.data = &ticks;
+    ev_timer_start(r->loop, &tick);
+    ami_tcp_pause_reading(r->tcp);
+    assert_int_equal(send(peer, "Response: x", 11, 0), 11);
+    harness_run_for(r->loop, 60);
+    assert_true(ticks >= 10); /* the loop went round many times... */
+    const ami_tcp_stats_t *st = ami_tcp_stats(r->tcp);
+    assert_true(st->paused_wakeups >= 1);
+    assert_true(st->paused_wakeups <= 3); /* ...and stopped hearing of the socket */
+    assert_int_equal(r->in_len, 0);
+    ami_tcp_resume_reading(r->tcp);
+    assert_int_equal(r->in_len, 11); /* read inside the call */
+    assert_int_equal(send(peer, "Response: y", 11, 0), 11);
+    r->in_len = 0;
+    assert_true(harness_run_until(r->loop, got_bytes, r, 3000));
+    assert_memory_equal(r->in, "Response: y", 11);
+    /* a short pause leaves the watcher on: one ignored wake-up, then a read */
+    uint64_t before = st->paused_wakeups;
+    ami_tcp_pause_reading(r->tcp);
+    assert_int_equal(send(peer, "Response: z", 11, 0), 11);
+    harness_run_for(r->loop, 5);
+    assert_true(st->paused_wakeups > before);
+    r->in_len = 0;
+    ami_tcp_resume_reading(r->tcp);
+    assert_int_equal(r->in_len, 11);
+    ev_timer_stop(r->loop, &tick);
+    assert_int_equal(r->closes, 0);
+    close(peer);
+    rig_free(r);
+    close(lfd);
+}
+
 static void a_reset_peer_fails_the_next_write(void **state)
 {
     (void)state;
@@ -562,6 +614,7 @@ int main(void)
         cmocka_unit_test(reads_and_buffered_writes_go_both_ways),
         cmocka_unit_test(a_large_write_is_flushed_in_pieces_as_the_peer_reads),
         cmocka_unit_test(no_room_to_read_closes_with_a_limit_error),
+        cmocka_unit_test(a_long_pause_silences_the_socket_and_resuming_reads_at_once),
         cmocka_unit_test(a_reset_peer_fails_the_next_write),
         cmocka_unit_test(hostname_is_resolved_on_another_thread_then_connected),
         cmocka_unit_test(unknown_hostname_arrives_through_on_close),
