@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lua_world.h"
@@ -113,6 +114,43 @@ static void event_field_names_fold_ascii_letters_only_at_every_length(void **sta
                                            "KeyAbcdefgh@ijklmnop: v9\r\nKey-Name_1: v10\r\n"));
     expect_log(w, "msg=names", 1);
     assert_int_equal(lua_world_count_log(w, "msg=names bad=\"\""), 1);
+    lua_world_free(w);
+}
+
+/* An event object keeps its slices narrow (16-bit) when the message is
+ * short and wide past 64 KiB: both read the same, keys of any length in
+ * either, the fields before and after a huge value included. */
+static void event_objects_short_and_huge_read_the_same(void **state)
+{
+    (void)state;
+    lua_world_t *w = world_with(
+        "ami.on('UserEvent', function(ev)\n"
+        "  local long = string.rep('K', 300)\n"
+        "  local n = 0\n"
+        "  for k, v in ev:headers() do n = n + 1 end\n"
+        "  ami.log.info('sizes', {who = ev.UserEvent, first = ev.First, after = ev.After,\n"
+        "    long = ev[long], big = #(ev.Big or ''), len = #ev, n = n, srv = ev.server})\n"
+        "end)\n");
+    char key[301];
+    memset(key, 'k', 300);
+    key[300] = '\0';
+    /* Huge: seven more lines of 10,000 bytes (a line stays under max_line). */
+    size_t cap = 80000, len = 0;
+    char *raw = malloc(cap), pad[10001];
+    memset(pad, 'x', 10000);
+    pad[10000] = '\0';
+    for (int huge = 0; huge < 2; huge++) {
+        len = (size_t)snprintf(raw, cap, "Event: UserEvent\r\nPrivilege: user,all\r\nUserEvent: %s\r\nFirst: 1\r\n",
+                               huge ? "Huge" : "Short");
+        for (int i = 0; huge && i < 7; i++)
+            len += (size_t)snprintf(raw + len, cap - len, "Pad%d: %s\r\n", i, pad);
+        snprintf(raw + len, cap - len, "%s: L\r\nBig: 0123456789\r\nAfter: 2\r\n\r\n", key);
+        lua_world_inject(w, 0, raw);
+    }
+    free(raw);
+    expect_log(w, "msg=sizes", 2);
+    assert_int_equal(lua_world_count_log(w, "after=2 big=10 first=1 len=7 long=L n=7 srv=pbx1 who=Short"), 1);
+    assert_int_equal(lua_world_count_log(w, "after=2 big=10 first=1 len=14 long=L n=14 srv=pbx1 who=Huge"), 1);
     lua_world_free(w);
 }
 
@@ -514,6 +552,7 @@ int main(void)
         cmocka_unit_test(ami_off_removes_a_handler),
         cmocka_unit_test(event_object_reads_fields_case_insensitively_with_server_and_repeats),
         cmocka_unit_test(event_field_names_fold_ascii_letters_only_at_every_length),
+        cmocka_unit_test(event_objects_short_and_huge_read_the_same),
         cmocka_unit_test(event_kept_past_a_yield_or_in_a_global_stays_valid),
         cmocka_unit_test(events_are_read_only),
         cmocka_unit_test(action_round_trip_resumes_the_handler),
