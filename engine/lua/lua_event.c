@@ -153,23 +153,43 @@ static inline bool key_ieq(const char *a, const char *b, size_t n)
     return lower8(x) == lower8(y);
 }
 
+/* Whether narrow slice i is named key (its length already matched). */
+static inline bool narrow_named(const event_obj_t *e, const char *text, uint32_t i, const char *key, size_t klen,
+                                unsigned char first)
+{
+    const hdr_small_t *h = &e->h.narrow[i];
+    const char *k = h->key_off < UINT16_MAX - 1 ? text + h->key_off
+                    : h->key_off == UINT16_MAX  ? "Output"
+                                                : "Banner";
+    return (unsigned char)(k[0] | 0x20) == first && key_ieq(k, key, klen);
+}
+
 /* The first header named key at or after `from`, or -1. Per layout, so
  * the loop over the headers (every field read walks it) carries no
- * branch on the layout. */
+ * branch on the layout. With SSE2 the key lengths of four slices are
+ * compared at once (bytes 2-3 of each 8-byte slice): the walk was a chain
+ * of a load, a compare and a branch per header. */
 static long find_narrow(const event_obj_t *e, const char *key, size_t klen, uint32_t from)
 {
     const char *text = text_of(e);
     unsigned char first = (unsigned char)(key[0] | 0x20);
-    for (uint32_t i = from; i < e->nhdrs; i++) {
-        const hdr_small_t *h = &e->h.narrow[i];
-        if (h->key_len != klen)
-            continue;
-        const char *k = h->key_off < UINT16_MAX - 1 ? text + h->key_off
-                        : h->key_off == UINT16_MAX  ? "Output"
-                                                    : "Banner";
-        if ((unsigned char)(k[0] | 0x20) == first && key_ieq(k, key, klen))
-            return (long)i;
+    uint32_t i = from;
+#ifdef __SSE2__
+    const __m128i want = _mm_set1_epi16((short)(uint16_t)klen);
+    for (; i + 4 <= e->nhdrs; i += 4) {
+        const __m128i *at = (const __m128i *)(const void *)&e->h.narrow[i];
+        unsigned lo = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi16(_mm_loadu_si128(at), want));
+        unsigned hi = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi16(_mm_loadu_si128(at + 1), want));
+        for (unsigned m = (lo | hi << 16) & 0x04040404u; m; m &= m - 1) {
+            uint32_t j = i + ((unsigned)__builtin_ctz(m) >> 3);
+            if (narrow_named(e, text, j, key, klen, first))
+                return (long)j;
+        }
     }
+#endif
+    for (; i < e->nhdrs; i++)
+        if (e->h.narrow[i].key_len == klen && narrow_named(e, text, i, key, klen, first))
+            return (long)i;
     return -1;
 }
 
