@@ -38,17 +38,21 @@ static void on_pace_drain(struct ev_loop *loop, ev_check *w, int revents);
 static void on_pace_idle(struct ev_loop *loop, ev_idle *w, int revents);
 
 /* No read once the iteration has spent its input time (with many servers
- * ready at once, copying a chunk from each would be the iteration's cost):
- * the connection queues for a turn instead, and the read put off goes
- * ahead in that turn whatever the time (never twice in a row), so every
- * server reads in turn. */
+ * ready at once, copying a chunk from each would be the iteration's cost),
+ * but never twice in a row: the next wake-up reads whatever the time.
+ * Nothing complete is buffered here (a wake-up handles its messages or
+ * queues), so the socket's readiness brings that wake-up in the next
+ * iteration: a quiet server's event waits one iteration, not a turn behind
+ * every flooding server in the queue. A TLS session holding input no
+ * readiness would announce queues instead, and reads in its turn. */
 char *conn_input_read_buffer(void *ud, size_t want, size_t *got)
 {
     ami_conn_t *c = ud;
     if (!c->read_deferred && iteration_spent(c)) {
         c->read_deferred = true;
         *got = 0;
-        drain_start(c);
+        if (!ami_tcp_skip_read(c->tcp))
+            drain_start(c);
         return NULL;
     }
     c->read_deferred = false;

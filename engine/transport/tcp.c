@@ -39,6 +39,7 @@ struct ami_tcp {
     bool read_wants_write;   /* TLS: a read must write first (key update, renegotiation) */
     bool write_wants_read;   /* TLS: a write must read first (renegotiation) */
     bool read_paused;        /* the owner has input left: ami_tcp_pause_reading */
+    bool read_skipped;       /* this wake-up reads nothing: ami_tcp_skip_read */
     bool rio_silenced;       /* a long pause stopped rio; resuming starts it */
     uint8_t paused_wakeups;  /* readiness ignored since the pause began */
     uint64_t gen;            /* bumps on every close: a callback may close and reopen */
@@ -226,7 +227,7 @@ void ami_tcp_close(ami_tcp_t *t)
         t->tls = NULL;
     }
     t->read_wants_write = t->write_wants_read = false;
-    t->read_paused = t->rio_silenced = false;
+    t->read_paused = t->read_skipped = t->rio_silenced = false;
     t->gen++;
     if (t->fd >= 0) {
         close(t->fd);
@@ -447,13 +448,21 @@ ami_buf_t *ami_tcp_wbuf(ami_tcp_t *t)
     return &t->wbuf;
 }
 
+/* Whether the read_buffer just called skipped this wake-up. */
+static bool took_skip(ami_tcp_t *t)
+{
+    bool skipped = t->read_skipped;
+    t->read_skipped = false;
+    return skipped;
+}
+
 /* One read per wake-up: a flooding server gets one chunk per loop iteration,
  * like every other ready connection. */
 static void read_plain(ami_tcp_t *t)
 {
     size_t room = 0;
     char *dst = t->cb.read_buffer(t->ud, t->opt.read_chunk, &room);
-    if (t->read_paused)
+    if (t->read_paused || took_skip(t))
         return;
     if (!dst || room == 0) {
         fail(t, AMI_E_LIMIT, "no room to read from %s: the input buffer is at its bound", t->peer);
@@ -488,7 +497,7 @@ static void read_tls(ami_tcp_t *t)
             return;
         size_t room = 0, got = 0;
         char *dst = t->cb.read_buffer(t->ud, want, &room);
-        if (t->read_paused)
+        if (t->read_paused || took_skip(t))
             return;
         if (!dst || room == 0) {
             fail(t, AMI_E_LIMIT, "no room to read from %s: the input buffer is at its bound", t->peer);
@@ -587,6 +596,15 @@ void ami_tcp_resume_reading(ami_tcp_t *t)
         }
         read_now(t);
     }
+}
+
+bool ami_tcp_skip_read(ami_tcp_t *t)
+{
+    if (t->state != AMI_TCP_OPEN || (t->tls && ami_tls_holds_input(t->tls)))
+        return false;
+    t->read_skipped = true;
+    t->stats.reads_skipped++;
+    return true;
 }
 
 ami_tcp_state_t ami_tcp_state(const ami_tcp_t *t)

@@ -113,6 +113,13 @@ void ami_tcp_schedule_flush(ami_tcp_t *t);
 void ami_tcp_pause_reading(ami_tcp_t *t);
 void ami_tcp_resume_reading(ami_tcp_t *t);
 
+/* From read_buffer only: read nothing in this wake-up and leave the socket
+ * watched, so its readiness brings the next wake-up in the next iteration
+ * (no pause, nothing for the owner to do meanwhile). Refused (false) when
+ * that readiness would not come: not open, or a TLS session holding input
+ * it took from the socket; the owner then pauses instead. */
+bool ami_tcp_skip_read(ami_tcp_t *t);
+
 ami_tcp_state_t ami_tcp_state(const ami_tcp_t *t);
 /* "127.0.0.1:5038" of the current peer, or "" */
 const char *ami_tcp_peer(const ami_tcp_t *t);
@@ -125,6 +132,7 @@ typedef struct ami_tcp_stats {
     uint64_t connects;
     uint64_t resolver_calls; /* lookups started (enforce_ip off only) */
     uint64_t paused_wakeups; /* readiness reported while paused, and ignored */
+    uint64_t reads_skipped;  /* wake-ups the owner let pass: ami_tcp_skip_read */
 } ami_tcp_stats_t;
 
 const ami_tcp_stats_t *ami_tcp_stats(const ami_tcp_t *t);

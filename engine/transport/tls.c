@@ -457,6 +457,11 @@ size_t ami_tls_pending(const ami_tls_t *s)
     return n > 0 ? (size_t)n : 0;
 }
 
+bool ami_tls_holds_input(const ami_tls_t *s)
+{
+    return !s->failed && SSL_has_pending(s->ssl) == 1;
+}
+
 void ami_tls_close_notify(ami_tls_t *s)
 {
     if (!s || !s->handshake_done || s->failed)

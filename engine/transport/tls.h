@@ -147,6 +147,10 @@ ami_tls_result_t ami_tls_write(ami_tls_t *s, const void *buf, size_t len, size_t
 /* Plaintext already decrypted and waiting in the session: read it without
  * waiting for the socket. */
 size_t ami_tls_pending(const ami_tls_t *s);
+/* Whether the session holds input taken from the socket and not yet read
+ * out (plaintext, or record bytes not yet decrypted): no readiness would
+ * announce it. */
+bool ami_tls_holds_input(const ami_tls_t *s);
 /* One non-blocking attempt to send close_notify (only after a successful
  * handshake and no failure); the caller then closes the socket. */
 void ami_tls_close_notify(ami_tls_t *s);

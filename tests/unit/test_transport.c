@@ -94,6 +94,8 @@ typedef struct rig {
     char in[1 << 16];
     size_t in_len;
     bool no_room; /* read_buffer offers nothing */
+    int skips;    /* read_buffer skips this many wake-ups (ami_tcp_skip_read) */
+    int wakeups;  /* read_buffer calls */
 } rig_t;
 
 static void on_open(void *ud)
@@ -104,6 +106,13 @@ static void on_open(void *ud)
 static char *read_buffer(void *ud, size_t want, size_t *got)
 {
     rig_t *r = ud;
+    r->wakeups++;
+    if (r->skips > 0) {
+        r->skips--;
+        *got = 0;
+        assert_true(ami_tcp_skip_read(r->tcp));
+        return NULL;
+    }
     size_t room = sizeof r->in - r->in_len;
     *got = r->no_room ? 0 : (want < room ? want : room);
     return r->in + r->in_len;
@@ -478,6 +487,28 @@ static void a_long_pause_silences_the_socket_and_resuming_reads_at_once(void **s
     close(lfd);
 }
 
+/* A skipped wake-up reads nothing and leaves the socket watched: the
+ * next iteration's readiness reads the bytes; nothing closes. */
+static void a_skipped_read_comes_back_with_the_next_readiness(void **state)
+{
+    (void)state;
+    rig_t *r = rig_new(true, 0, 0);
+    assert_false(ami_tcp_skip_read(r->tcp)); /* not open */
+    uint16_t port;
+    int lfd = listener(&port, 4);
+    int peer = connect_pair(r, lfd, port);
+    r->skips = 3;
+    assert_int_equal(send(peer, "Response: x", 11, 0), 11);
+    assert_true(harness_run_until(r->loop, got_bytes, r, 3000));
+    assert_memory_equal(r->in, "Response: x", 11);
+    assert_int_equal(r->wakeups, 4);
+    assert_int_equal(ami_tcp_stats(r->tcp)->reads_skipped, 3);
+    assert_int_equal(r->closes, 0);
+    close(peer);
+    rig_free(r);
+    close(lfd);
+}
+
 static void a_reset_peer_fails_the_next_write(void **state)
 {
     (void)state;
@@ -615,6 +646,7 @@ int main(void)
         cmocka_unit_test(a_large_write_is_flushed_in_pieces_as_the_peer_reads),
         cmocka_unit_test(no_room_to_read_closes_with_a_limit_error),
         cmocka_unit_test(a_long_pause_silences_the_socket_and_resuming_reads_at_once),
+        cmocka_unit_test(a_skipped_read_comes_back_with_the_next_readiness),
         cmocka_unit_test(a_reset_peer_fails_the_next_write),
         cmocka_unit_test(hostname_is_resolved_on_another_thread_then_connected),
         cmocka_unit_test(unknown_hostname_arrives_through_on_close),
