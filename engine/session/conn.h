@@ -94,6 +94,8 @@ typedef struct ami_conn_pace {
     int64_t started_ns; /* monotonic time of that iteration's first message */
     struct ev_loop *loop;
     struct ami_conn *drain_head, *drain_tail;
+    struct ami_conn *served_from; /* first of those back after a turn in served_it */
+    unsigned served_it;
     ev_check drain_check; /* serves the queue first thing in an iteration */
     ev_idle drain_idle;   /* keeps the loop from blocking while input is left */
     bool watchers_ready;

@@ -138,8 +138,26 @@ static void pace_ready(ami_conn_pace_t *p, struct ev_loop *loop)
     p->watchers_ready = true;
 }
 
-/* Input left: reading pauses and the connection joins the end of the
- * queue its pace serves next iteration. */
+/* Link c into its pace's queue before `next` (NULL: at the end). */
+static void drain_link(ami_conn_pace_t *p, ami_conn_t *c, ami_conn_t *next)
+{
+    c->drain_next = next;
+    c->drain_prev = next ? next->drain_prev : p->drain_tail;
+    if (c->drain_prev)
+        c->drain_prev->drain_next = c;
+    else
+        p->drain_head = c;
+    if (next)
+        next->drain_prev = c;
+    else
+        p->drain_tail = c;
+    c->draining = true;
+}
+
+/* Input left: reading pauses and the connection queues. One back from its
+ * turn goes to the end; one that queues from a read (a quiet server with
+ * two events in one chunk) goes ahead of those served in this iteration,
+ * so it does not wait behind a flooding server's next turn too. */
 static void drain_start(ami_conn_t *c)
 {
     ami_tcp_pause_reading(c->tcp);
@@ -147,14 +165,17 @@ static void drain_start(ami_conn_t *c)
         return;
     ami_conn_pace_t *p = c->pace;
     pace_ready(p, c->env.loop);
-    c->draining = true;
-    c->drain_next = NULL;
-    c->drain_prev = p->drain_tail;
-    if (p->drain_tail)
-        p->drain_tail->drain_next = c;
-    else
-        p->drain_head = c;
-    p->drain_tail = c;
+    unsigned it = ev_iteration(c->env.loop);
+    bool served_now = p->served_from && p->served_it == it;
+    if (c->drained_in == it) {
+        drain_link(p, c, NULL);
+        if (!served_now) {
+            p->served_from = c;
+            p->served_it = it;
+        }
+    } else {
+        drain_link(p, c, served_now ? p->served_from : NULL);
+    }
     ev_check_start(p->loop, &p->drain_check);
     ev_idle_start(p->loop, &p->drain_idle);
 }
@@ -162,6 +183,8 @@ static void drain_start(ami_conn_t *c)
 static void drain_unlink(ami_conn_t *c)
 {
     ami_conn_pace_t *p = c->pace;
+    if (p->served_from == c)
+        p->served_from = c->drain_next;
     if (c->drain_prev)
         c->drain_prev->drain_next = c->drain_next;
     else
@@ -251,7 +274,7 @@ static void drain_turn(ami_conn_t *c)
     int rc = dispatch_some(c);
     if (rc == 1) {
         ami_conn_metrics_budget_hit(&c->m);
-        if (c->draining && c->drain_next) {
+        if (c->draining) {
             drain_unlink(c);
             drain_start(c);
         }
