@@ -547,6 +547,103 @@ static void shrink_headers(ami_parser_t *p)
     }
 }
 
+/* scan_line for take_common_lines: whole 16-byte blocks before `end` only
+ * (no mask for a short tail), the first ':' kept whichever block holds it.
+ * SIZE_MAX when no terminator lies in those blocks: the general path then
+ * takes the line. */
+static inline size_t scan_common(const char *b, size_t i, size_t end, size_t *colon)
+{
+#ifdef __SSE2__
+    const __m128i lf = _mm_set1_epi8('\n');
+    const __m128i cr = _mm_set1_epi8('\r');
+    const __m128i nul = _mm_setzero_si128();
+    const __m128i col = _mm_set1_epi8(':');
+    while (end - i >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
+        unsigned term = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr)),
+                         _mm_cmpeq_epi8(v, nul)));
+        if (*colon == SIZE_MAX) {
+            /* Colons before the terminator; every colon when there is none
+             * (term 0 gives an all-ones mask). */
+            unsigned c = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, col)) & ((term & (0u - term)) - 1u);
+            if (c)
+                *colon = i + (size_t)__builtin_ctz(c);
+        }
+        if (term)
+            return i + (size_t)__builtin_ctz(term);
+        i += 16;
+    }
+    return SIZE_MAX;
+#else
+    size_t t = scan_line(b, i, end, colon);
+    return t == end ? SIZE_MAX : t;
+#endif
+}
+
+/* The common line: inside a message after its first line, not legacy
+ * Command output, "Key: Value" ended by CRLF or LF, no NUL or lone CR,
+ * within max_line and max_message, room in the header array. Such lines are
+ * taken here with the parser's state in locals: the terminator stores are
+ * char stores, which may alias any field of *p, so state kept in *p would be
+ * reloaded and stored again for every line. The first line this does not
+ * take is left whole to the general path (which then checks it as before),
+ * so behaviour is the general path's. Returns 1 at the message's end (*msg
+ * filled), else 0. */
+static int take_common_lines(ami_parser_t *p, ami_msg_t *msg)
+{
+    char *const buf = p->buf;
+    const size_t end = p->end;
+    const size_t start = p->start;
+    const size_t max_line = p->lim.max_line;
+    const size_t max_next = start + p->lim.max_message;
+    ami_hdr_t *const hdrs = p->hdrs;
+    const size_t hdrs_cap = p->hdrs_cap;
+    size_t scan = p->scan;
+    size_t n = p->nhdrs;
+    int32_t actionid_idx = p->actionid_idx;
+    int done = 0;
+    for (;;) {
+        size_t colon = SIZE_MAX;
+        size_t t = scan_common(buf, scan, end, &colon);
+        if (t == SIZE_MAX)
+            break;
+        size_t next = t + 1;
+        if (buf[t] != '\n') {
+            if (buf[t] != '\r' || next == end || buf[next] != '\n')
+                break;
+            next++;
+        }
+        size_t len = t - scan;
+        if (len > max_line || next > max_next)
+            break;
+        if (len == 0) {
+            scan = next;
+            done = 1;
+            break;
+        }
+        if (colon == SIZE_MAX || colon == scan || n == hdrs_cap)
+            break;
+        size_t klen = colon - scan;
+        size_t voff = klen + 1;
+        if (voff < len && buf[colon + 1] == ' ')
+            voff++;
+        buf[colon] = '\0';
+        buf[t] = '\0';
+        if (klen == 8 && actionid_idx < 0 && ami_str_ieq(buf + scan, 8, "ActionID", 8))
+            actionid_idx = (int32_t)n;
+        uint32_t off = (uint32_t)(scan - start);
+        hdrs[n++] = (ami_hdr_t){off, (uint32_t)klen, off + (uint32_t)voff, (uint32_t)(len - voff)};
+        scan = next;
+    }
+    p->scan = scan;
+    p->nhdrs = n;
+    p->actionid_idx = actionid_idx;
+    if (done)
+        finish_message(p, msg);
+    return done;
+}
+
 int ami_parser_next(ami_parser_t *p, ami_msg_t *msg, ami_err_t *err)
 {
     if (p->failed) {
@@ -556,6 +653,9 @@ int ami_parser_next(ami_parser_t *p, ami_msg_t *msg, ami_err_t *err)
     }
     shrink_headers(p);
     for (;;) {
+        if (p->nhdrs > 0 && !p->in_legacy_output && p->line_scanned == 0 && p->line_bad == AMI_BAD_NONE &&
+            take_common_lines(p, msg))
+            return 1;
         size_t colon = p->line_colon == SIZE_MAX ? SIZE_MAX : p->scan + p->line_colon;
         size_t t = scan_line(p->buf, p->scan + p->line_scanned, p->end, &colon);
         if (t == p->end)
