@@ -361,13 +361,28 @@ static bool is_end_command(const char *line, size_t len, size_t *output_len)
     return true;
 }
 
+/* ami_str_ieq against a literal of 4 to 8 letters given in lower case, as
+ * two overlapping 4-byte words: OR-ing 0x20 into a byte maps it onto a
+ * lower-case letter only from that letter or its capital. Once a message. */
+static inline bool ieq_letters(const char *s, size_t n, const char *lower, size_t lower_len)
+{
+    if (n != lower_len)
+        return false;
+    uint32_t head, tail, want_head, want_tail;
+    memcpy(&head, s, 4);
+    memcpy(&tail, s + n - 4, 4);
+    memcpy(&want_head, lower, 4);
+    memcpy(&want_tail, lower + n - 4, 4);
+    return ((head | 0x20202020u) == want_head) & ((tail | 0x20202020u) == want_tail);
+}
+
 static void classify(ami_parser_t *p, const char *key, size_t klen, const char *val, size_t vlen)
 {
     p->name_hash = ami_name_hash(val, vlen);
-    if (ami_str_ieq(key, klen, "Response", 8)) {
+    if (ieq_letters(key, klen, "response", 8)) {
         p->kind = AMI_MSG_RESPONSE;
-        p->in_legacy_output = ami_str_ieq(val, vlen, "Follows", 7);
-    } else if (ami_str_ieq(key, klen, "Event", 5)) {
+        p->in_legacy_output = ieq_letters(val, vlen, "follows", 7);
+    } else if (ieq_letters(key, klen, "event", 5)) {
         p->kind = AMI_MSG_EVENT;
     } else {
         p->kind = AMI_MSG_OTHER;
@@ -558,7 +573,7 @@ static inline size_t scan_common(const char *b, size_t i, size_t end, size_t *co
     const __m128i cr = _mm_set1_epi8('\r');
     const __m128i nul = _mm_setzero_si128();
     const __m128i col = _mm_set1_epi8(':');
-    while (end - i >= 16) {
+    while (i + 16 <= end) { /* end may lie below i: see take_common_lines */
         __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
         unsigned term = (unsigned)_mm_movemask_epi8(
             _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr)),
@@ -581,9 +596,20 @@ static inline size_t scan_common(const char *b, size_t i, size_t end, size_t *co
 #endif
 }
 
-/* The common line: inside a message after its first line, not legacy
- * Command output, "Key: Value" ended by CRLF or LF, no NUL or lone CR,
- * within max_line and max_message, room in the header array. Such lines are
+/* "ActionID" in any case, eight bytes at once: OR-ing 0x20 into each byte
+ * folds only the letters' capitals onto "actionid" (every byte of it is a
+ * letter), which is ami_str_ieq's verdict for this name. */
+static inline bool is_actionid_key(const char *key)
+{
+    uint64_t w, want;
+    memcpy(&w, key, 8);
+    memcpy(&want, "actionid", 8);
+    return (w | 0x2020202020202020u) == want;
+}
+
+/* The common line: not the banner, not legacy Command output, "Key: Value"
+ * ended by CRLF or LF, no NUL or lone CR, within max_line and max_message,
+ * room in the header array; or the empty line that ends a message. Such lines are
  * taken here with the parser's state in locals: the terminator stores are
  * char stores, which may alias any field of *p, so state kept in *p would be
  * reloaded and stored again for every line. The first line this does not
@@ -596,16 +622,19 @@ static int take_common_lines(ami_parser_t *p, ami_msg_t *msg)
     const size_t end = p->end;
     const size_t start = p->start;
     const size_t max_line = p->lim.max_line;
-    const size_t max_next = start + p->lim.max_message;
+    /* A terminator found before scan_end leaves next <= start + max_message:
+     * max_message checked once per call, not per line. */
+    const size_t scan_end = end < start + p->lim.max_message ? end : start + p->lim.max_message - 1;
     ami_hdr_t *const hdrs = p->hdrs;
     const size_t hdrs_cap = p->hdrs_cap;
     size_t scan = p->scan;
     size_t n = p->nhdrs;
     int32_t actionid_idx = p->actionid_idx;
     int done = 0;
-    for (;;) {
+    bool stop = false;
+    while (!stop) {
         size_t colon = SIZE_MAX;
-        size_t t = scan_common(buf, scan, end, &colon);
+        size_t t = scan_common(buf, scan, scan_end, &colon);
         if (t == SIZE_MAX)
             break;
         size_t next = t + 1;
@@ -615,14 +644,17 @@ static int take_common_lines(ami_parser_t *p, ami_msg_t *msg)
             next++;
         }
         size_t len = t - scan;
-        if (len > max_line || next > max_next)
+        if (len > max_line)
             break;
         if (len == 0) {
+            if (n == 0)
+                break; /* a stray blank line: the general path moves start */
             scan = next;
             done = 1;
             break;
         }
-        if (colon == SIZE_MAX || colon == scan || n == hdrs_cap)
+        /* No ':' (SIZE_MAX) or an empty key: both wrap to at least len. */
+        if (colon - scan - 1 >= len || n == hdrs_cap)
             break;
         size_t klen = colon - scan;
         size_t voff = klen + 1;
@@ -630,7 +662,11 @@ static int take_common_lines(ami_parser_t *p, ami_msg_t *msg)
             voff++;
         buf[colon] = '\0';
         buf[t] = '\0';
-        if (klen == 8 && actionid_idx < 0 && ami_str_ieq(buf + scan, 8, "ActionID", 8))
+        if (__builtin_expect(n == 0, 0)) {
+            classify(p, buf + scan, klen, buf + scan + voff, len - voff);
+            stop = p->in_legacy_output; /* "Response: Follows": raw lines follow */
+        }
+        if (klen == 8 && actionid_idx < 0 && is_actionid_key(buf + scan))
             actionid_idx = (int32_t)n;
         uint32_t off = (uint32_t)(scan - start);
         hdrs[n++] = (ami_hdr_t){off, (uint32_t)klen, off + (uint32_t)voff, (uint32_t)(len - voff)};
@@ -653,8 +689,8 @@ int ami_parser_next(ami_parser_t *p, ami_msg_t *msg, ami_err_t *err)
     }
     shrink_headers(p);
     for (;;) {
-        if (p->nhdrs > 0 && !p->in_legacy_output && p->line_scanned == 0 && p->line_bad == AMI_BAD_NONE &&
-            take_common_lines(p, msg))
+        if (!p->in_legacy_output && p->line_scanned == 0 && p->line_bad == AMI_BAD_NONE &&
+            (p->nhdrs > 0 || p->banner_done || !p->expect_banner) && take_common_lines(p, msg))
             return 1;
         size_t colon = p->line_colon == SIZE_MAX ? SIZE_MAX : p->scan + p->line_colon;
         size_t t = scan_line(p->buf, p->scan + p->line_scanned, p->end, &colon);
