@@ -301,17 +301,35 @@ static int grow_headers(ami_parser_t *p, ami_err_t *err)
     return 0;
 }
 
+/* A header as two 8-byte stores where the byte order allows: left to
+ * itself the compiler merges the four fields into one vector store built by
+ * seven shuffles, which cost 4% of a parse (bench_parse). */
+static inline void put_header(ami_hdr_t *h, uint32_t key_off, uint32_t key_len, uint32_t val_off,
+                              uint32_t val_len)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    _Static_assert(offsetof(ami_hdr_t, key_len) == 4 && offsetof(ami_hdr_t, val_off) == 8 &&
+                       offsetof(ami_hdr_t, val_len) == 12 && sizeof(ami_hdr_t) == 16,
+                   "put_header writes ami_hdr_t as two (offset, length) words");
+    uint64_t key = (uint64_t)key_off | (uint64_t)key_len << 32;
+    uint64_t val = (uint64_t)val_off | (uint64_t)val_len << 32;
+    memcpy((char *)h, &key, 8);
+    memcpy((char *)h + 8, &val, 8);
+#else
+    h->key_off = key_off;
+    h->key_len = key_len;
+    h->val_off = val_off;
+    h->val_len = val_len;
+#endif
+}
+
 /* Inline: it runs once per line; growing is the rare, out-of-line case. */
 static inline int push_header(ami_parser_t *p, ami_err_t *err, uint32_t key_off, uint32_t key_len,
                               uint32_t val_off, uint32_t val_len)
 {
     if (__builtin_expect(p->nhdrs == p->hdrs_cap, 0) && grow_headers(p, err) < 0)
         return -1;
-    ami_hdr_t *h = &p->hdrs[p->nhdrs++];
-    h->key_off = key_off;
-    h->key_len = key_len;
-    h->val_off = val_off;
-    h->val_len = val_len;
+    put_header(&p->hdrs[p->nhdrs++], key_off, key_len, val_off, val_len);
     return 0;
 }
 
@@ -669,7 +687,7 @@ static int take_common_lines(ami_parser_t *p, ami_msg_t *msg)
         if (klen == 8 && actionid_idx < 0 && is_actionid_key(buf + scan))
             actionid_idx = (int32_t)n;
         uint32_t off = (uint32_t)(scan - start);
-        hdrs[n++] = (ami_hdr_t){off, (uint32_t)klen, off + (uint32_t)voff, (uint32_t)(len - voff)};
+        put_header(&hdrs[n++], off, (uint32_t)klen, off + (uint32_t)voff, (uint32_t)(len - voff));
         scan = next;
     }
     p->scan = scan;
