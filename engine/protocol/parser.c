@@ -1,4 +1,5 @@
 #include "protocol/parser.h"
+#include "protocol/parser_internal.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -12,8 +13,6 @@
 
 #define DEFAULT_MAX_LINE (64u << 10)
 #define DEFAULT_MAX_HEADERS 131072u
-/* A header array grown past this by a huge message is given back after it. */
-#define HDRS_KEEP 4096u
 #define DEFAULT_MAX_MESSAGE (4u << 20)
 #define INITIAL_BUF (16u << 10)
 #define INITIAL_HDRS 64u
@@ -301,28 +300,6 @@ static int grow_headers(ami_parser_t *p, ami_err_t *err)
     return 0;
 }
 
-/* A header as two 8-byte stores where the byte order allows: left to
- * itself the compiler merges the four fields into one vector store built by
- * seven shuffles, which cost 4% of a parse (bench_parse). */
-static inline void put_header(ami_hdr_t *h, uint32_t key_off, uint32_t key_len, uint32_t val_off,
-                              uint32_t val_len)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    _Static_assert(offsetof(ami_hdr_t, key_len) == 4 && offsetof(ami_hdr_t, val_off) == 8 &&
-                       offsetof(ami_hdr_t, val_len) == 12 && sizeof(ami_hdr_t) == 16,
-                   "put_header writes ami_hdr_t as two (offset, length) words");
-    uint64_t key = (uint64_t)key_off | (uint64_t)key_len << 32;
-    uint64_t val = (uint64_t)val_off | (uint64_t)val_len << 32;
-    memcpy((char *)h, &key, 8);
-    memcpy((char *)h + 8, &val, 8);
-#else
-    h->key_off = key_off;
-    h->key_len = key_len;
-    h->val_off = val_off;
-    h->val_len = val_len;
-#endif
-}
-
 /* Inline: it runs once per line; growing is the rare, out-of-line case. */
 static inline int push_header(ami_parser_t *p, ami_err_t *err, uint32_t key_off, uint32_t key_len,
                               uint32_t val_off, uint32_t val_len)
@@ -333,7 +310,7 @@ static inline int push_header(ami_parser_t *p, ami_err_t *err, uint32_t key_off,
     return 0;
 }
 
-static void finish_message(ami_parser_t *p, ami_msg_t *msg)
+void parser_finish_message(ami_parser_t *p, ami_msg_t *msg)
 {
     msg->kind = (ami_msg_kind_t)p->kind;
     msg->base = p->buf + p->start;
@@ -366,7 +343,7 @@ static int take_banner(ami_parser_t *p, ami_err_t *err, char *line, size_t len, 
         return -1;
     p->kind = AMI_MSG_BANNER;
     p->banner_done = true;
-    finish_message(p, msg);
+    parser_finish_message(p, msg);
     return 1;
 }
 
@@ -394,7 +371,7 @@ static inline bool ieq_letters(const char *s, size_t n, const char *lower, size_
     return ((head | 0x20202020u) == want_head) & ((tail | 0x20202020u) == want_tail);
 }
 
-static void classify(ami_parser_t *p, const char *key, size_t klen, const char *val, size_t vlen)
+void parser_classify(ami_parser_t *p, const char *key, size_t klen, const char *val, size_t vlen)
 {
     p->name_hash = ami_name_hash(val, vlen);
     if (ieq_letters(key, klen, "response", 8)) {
@@ -470,7 +447,7 @@ static int take_header(ami_parser_t *p, ami_err_t *err, char *line, size_t len, 
     *colon = '\0';
     line[len] = '\0';
     if (p->nhdrs == 0)
-        classify(p, line, klen, line + voff, len - voff);
+        parser_classify(p, line, klen, line + voff, len - voff);
     if (klen == 8 && (line[0] | 0x20) == 'a' && p->actionid_idx < 0 && ami_str_ieq(line, klen, "ActionID", 8))
         p->actionid_idx = (int32_t)p->nhdrs;
     uint32_t off = (uint32_t)(line - (p->buf + p->start));
@@ -522,7 +499,7 @@ static int take_line(ami_parser_t *p, ami_err_t *err, char *line, size_t len, si
             p->start = p->scan; /* a stray blank line between messages */
             return 0;
         }
-        finish_message(p, msg);
+        parser_finish_message(p, msg);
         return 1;
     }
     if (p->expect_banner && !p->banner_done && p->nhdrs == 0)
@@ -567,182 +544,37 @@ static int need_more(ami_parser_t *p, ami_err_t *err, size_t scanned_to, size_t 
     return check_partial(p, err);
 }
 
-/* After a huge message, give the header array back (the message it
- * described is invalid from this call on). */
-static void shrink_headers(ami_parser_t *p)
+/* One line by the general path, every check and every error (return codes:
+ * parser_internal.h). A bad byte inside a message returns PARSER_AGAIN with
+ * the partial line's scan state kept: the next call goes on after it. */
+int parser_take_line(ami_parser_t *p, ami_msg_t *msg, ami_err_t *err)
 {
-    if (p->hdrs_cap <= HDRS_KEEP || p->nhdrs != 0)
-        return;
-    ami_hdr_t *smaller = ami_realloc(p->hdrs, HDRS_KEEP * sizeof *smaller);
-    if (smaller) {
-        p->hdrs = smaller;
-        p->hdrs_cap = HDRS_KEEP;
-    }
-}
-
-/* scan_line for take_common_lines: whole 16-byte blocks before `end` only
- * (no mask for a short tail), the first ':' kept whichever block holds it.
- * SIZE_MAX when no terminator lies in those blocks: the general path then
- * takes the line. */
-static inline size_t scan_common(const char *b, size_t i, size_t end, size_t *colon)
-{
-#ifdef __SSE2__
-    const __m128i lf = _mm_set1_epi8('\n');
-    const __m128i cr = _mm_set1_epi8('\r');
-    const __m128i nul = _mm_setzero_si128();
-    const __m128i col = _mm_set1_epi8(':');
-    while (i + 16 <= end) { /* end may lie below i: see take_common_lines */
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
-        unsigned term = (unsigned)_mm_movemask_epi8(
-            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr)),
-                         _mm_cmpeq_epi8(v, nul)));
-        if (*colon == SIZE_MAX) {
-            /* Colons before the terminator; every colon when there is none
-             * (term 0 gives an all-ones mask). */
-            unsigned c = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, col)) & ((term & (0u - term)) - 1u);
-            if (c)
-                *colon = i + (size_t)__builtin_ctz(c);
-        }
-        if (term)
-            return i + (size_t)__builtin_ctz(term);
-        i += 16;
-    }
-    return SIZE_MAX;
-#else
-    size_t t = scan_line(b, i, end, colon);
-    return t == end ? SIZE_MAX : t;
-#endif
-}
-
-/* "ActionID" in any case, eight bytes at once: OR-ing 0x20 into each byte
- * folds only the letters' capitals onto "actionid" (every byte of it is a
- * letter), which is ami_str_ieq's verdict for this name. */
-static inline bool is_actionid_key(const char *key)
-{
-    uint64_t w, want;
-    memcpy(&w, key, 8);
-    memcpy(&want, "actionid", 8);
-    return (w | 0x2020202020202020u) == want;
-}
-
-/* The common line: not the banner, not legacy Command output, "Key: Value"
- * ended by CRLF or LF, no NUL or lone CR, within max_line and max_message,
- * room in the header array; or the empty line that ends a message. Such lines are
- * taken here with the parser's state in locals: the terminator stores are
- * char stores, which may alias any field of *p, so state kept in *p would be
- * reloaded and stored again for every line. The first line this does not
- * take is left whole to the general path (which then checks it as before),
- * so behaviour is the general path's. Returns 1 at the message's end (*msg
- * filled), else 0. */
-static int take_common_lines(ami_parser_t *p, ami_msg_t *msg)
-{
-    char *const buf = p->buf;
-    const size_t end = p->end;
-    const size_t start = p->start;
-    const size_t max_line = p->lim.max_line;
-    /* A terminator found before scan_end leaves next <= start + max_message:
-     * max_message checked once per call, not per line. */
-    const size_t scan_end = end < start + p->lim.max_message ? end : start + p->lim.max_message - 1;
-    ami_hdr_t *const hdrs = p->hdrs;
-    const size_t hdrs_cap = p->hdrs_cap;
-    size_t scan = p->scan;
-    size_t n = p->nhdrs;
-    int32_t actionid_idx = p->actionid_idx;
-    int done = 0;
-    bool stop = false;
-    while (!stop) {
-        size_t colon = SIZE_MAX;
-        size_t t = scan_common(buf, scan, scan_end, &colon);
-        if (t == SIZE_MAX)
-            break;
-        size_t next = t + 1;
-        if (buf[t] != '\n') {
-            if (buf[t] != '\r' || next == end || buf[next] != '\n')
-                break;
-            next++;
-        }
-        size_t len = t - scan;
-        if (len > max_line)
-            break;
-        if (len == 0) {
-            if (n == 0)
-                break; /* a stray blank line: the general path moves start */
-            scan = next;
-            done = 1;
-            break;
-        }
-        /* No ':' (SIZE_MAX) or an empty key: both wrap to at least len. */
-        if (colon - scan - 1 >= len || n == hdrs_cap)
-            break;
-        size_t klen = colon - scan;
-        size_t voff = klen + 1;
-        if (voff < len && buf[colon + 1] == ' ')
-            voff++;
-        buf[colon] = '\0';
-        buf[t] = '\0';
-        if (__builtin_expect(n == 0, 0)) {
-            classify(p, buf + scan, klen, buf + scan + voff, len - voff);
-            stop = p->in_legacy_output; /* "Response: Follows": raw lines follow */
-        }
-        if (klen == 8 && actionid_idx < 0 && is_actionid_key(buf + scan))
-            actionid_idx = (int32_t)n;
-        uint32_t off = (uint32_t)(scan - start);
-        put_header(&hdrs[n++], off, (uint32_t)klen, off + (uint32_t)voff, (uint32_t)(len - voff));
-        scan = next;
-    }
-    p->scan = scan;
-    p->nhdrs = n;
-    p->actionid_idx = actionid_idx;
-    if (done)
-        finish_message(p, msg);
-    return done;
-}
-
-int ami_parser_next(ami_parser_t *p, ami_msg_t *msg, ami_err_t *err)
-{
-    if (p->failed) {
-        if (err)
-            *err = p->error;
-        return -1;
-    }
-    shrink_headers(p);
-    for (;;) {
-        if (!p->in_legacy_output && p->line_scanned == 0 && p->line_bad == AMI_BAD_NONE &&
-            (p->nhdrs > 0 || p->banner_done || !p->expect_banner) && take_common_lines(p, msg))
-            return 1;
-        size_t colon = p->line_colon == SIZE_MAX ? SIZE_MAX : p->scan + p->line_colon;
-        size_t t = scan_line(p->buf, p->scan + p->line_scanned, p->end, &colon);
-        if (t == p->end)
+    size_t colon = p->line_colon == SIZE_MAX ? SIZE_MAX : p->scan + p->line_colon;
+    size_t t = scan_line(p->buf, p->scan + p->line_scanned, p->end, &colon);
+    if (t == p->end)
+        return need_more(p, err, t, colon);
+    char *line = p->buf + p->scan;
+    size_t len = t - p->scan;
+    size_t next = t + 1;
+    if (p->buf[t] == '\r') {
+        if (t + 1 == p->end)
             return need_more(p, err, t, colon);
-        char *line = p->buf + p->scan;
-        size_t len = t - p->scan;
-        size_t next = t + 1;
-        if (p->buf[t] == '\r') {
-            if (t + 1 == p->end)
-                return need_more(p, err, t, colon);
-            if (p->buf[t + 1] != '\n') {
-                if (bad_byte(p, err, t, colon, false) < 0)
-                    return -1;
-                continue;
-            }
-            next = t + 2;
-        } else if (p->buf[t] == '\0') {
-            if (bad_byte(p, err, t, colon, true) < 0)
-                return -1;
-            continue;
-        }
-        p->scan = next;
-        p->line_scanned = 0;
-        p->line_colon = SIZE_MAX;
-        if (len > p->lim.max_line)
-            return line_too_long(p, err, line, len);
-        if (p->scan - p->start > p->lim.max_message)
-            return message_too_big(p, err);
-        size_t colon_at = colon == SIZE_MAX ? SIZE_MAX : colon - (size_t)(line - p->buf);
-        int rc = take_line(p, err, line, len, colon_at, msg);
-        if (rc != 0)
-            return rc;
+        if (p->buf[t + 1] != '\n')
+            return bad_byte(p, err, t, colon, false) < 0 ? -1 : PARSER_AGAIN;
+        next = t + 2;
+    } else if (p->buf[t] == '\0') {
+        return bad_byte(p, err, t, colon, true) < 0 ? -1 : PARSER_AGAIN;
     }
+    p->scan = next;
+    p->line_scanned = 0;
+    p->line_colon = SIZE_MAX;
+    if (len > p->lim.max_line)
+        return line_too_long(p, err, line, len);
+    if (p->scan - p->start > p->lim.max_message)
+        return message_too_big(p, err);
+    size_t colon_at = colon == SIZE_MAX ? SIZE_MAX : colon - (size_t)(line - p->buf);
+    int rc = take_line(p, err, line, len, colon_at, msg);
+    return rc == 0 ? PARSER_AGAIN : rc;
 }
 
 const ami_parser_bad_t *ami_parser_last_bad(const ami_parser_t *p)
