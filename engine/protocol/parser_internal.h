@@ -3,8 +3,8 @@
  * them includes this. The parser's contract is in parser.h. parser.c owns
  * the general path (every line, every check, every error); parser_lines.c
  * holds ami_parser_next, which takes the common line fast and leaves any
- * other line to parser.c. All of
- * it runs on the thread that owns the parser; no memory is allocated here.
+ * other line to parser.c. All of it runs on the thread that owns the
+ * parser; nothing here allocates.
  */
 #ifndef AMI_PROTOCOL_PARSER_INTERNAL_H
 #define AMI_PROTOCOL_PARSER_INTERNAL_H
