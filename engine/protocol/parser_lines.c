@@ -66,13 +66,13 @@ static inline bool is_actionid_key(const char *key)
 
 /* The common line: not the banner, not legacy Command output, "Key: Value"
  * ended by CRLF or LF, no NUL or lone CR, within max_line and max_message,
- * room in the header array; or the empty line that ends a message. Such lines are
- * taken here with the parser's state in locals: the terminator stores are
- * char stores, which may alias any field of *p, so state kept in *p would be
- * reloaded and stored again for every line. The first line this does not
- * take is left whole to the general path (which then checks it as before),
- * so behaviour is the general path's. Returns 1 at the message's end (*msg
- * filled), else 0. */
+ * room in the header array; or the empty line that ends a message. Such
+ * lines are taken here with the parser's state in locals: the terminator
+ * stores are char stores, which may alias any field of *p, so state kept in
+ * *p would be reloaded and stored again for every line. Any other line
+ * stops the loop and is left untouched to the general path, which checks it
+ * as it always did: the outcome is the general path's. Returns 1 at the
+ * message's end (*msg filled), else 0. */
 static int take_common_lines(ami_parser_t *p, ami_msg_t *msg)
 {
     char *const buf = p->buf;
