@@ -1,4 +1,5 @@
 #include "protocol/parser.h"
+#include "protocol/parser_internal.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -12,8 +13,6 @@
 
 #define DEFAULT_MAX_LINE (64u << 10)
 #define DEFAULT_MAX_HEADERS 131072u
-/* A header array grown past this by a huge message is given back after it. */
-#define HDRS_KEEP 4096u
 #define DEFAULT_MAX_MESSAGE (4u << 20)
 #define INITIAL_BUF (16u << 10)
 #define INITIAL_HDRS 64u
@@ -307,15 +306,11 @@ static inline int push_header(ami_parser_t *p, ami_err_t *err, uint32_t key_off,
 {
     if (__builtin_expect(p->nhdrs == p->hdrs_cap, 0) && grow_headers(p, err) < 0)
         return -1;
-    ami_hdr_t *h = &p->hdrs[p->nhdrs++];
-    h->key_off = key_off;
-    h->key_len = key_len;
-    h->val_off = val_off;
-    h->val_len = val_len;
+    put_header(&p->hdrs[p->nhdrs++], key_off, key_len, val_off, val_len);
     return 0;
 }
 
-static void finish_message(ami_parser_t *p, ami_msg_t *msg)
+void parser_finish_message(ami_parser_t *p, ami_msg_t *msg)
 {
     msg->kind = (ami_msg_kind_t)p->kind;
     msg->base = p->buf + p->start;
@@ -348,7 +343,7 @@ static int take_banner(ami_parser_t *p, ami_err_t *err, char *line, size_t len, 
         return -1;
     p->kind = AMI_MSG_BANNER;
     p->banner_done = true;
-    finish_message(p, msg);
+    parser_finish_message(p, msg);
     return 1;
 }
 
@@ -361,13 +356,28 @@ static bool is_end_command(const char *line, size_t len, size_t *output_len)
     return true;
 }
 
-static void classify(ami_parser_t *p, const char *key, size_t klen, const char *val, size_t vlen)
+/* ami_str_ieq against a literal of 4 to 8 letters given in lower case, as
+ * two overlapping 4-byte words: OR-ing 0x20 into a byte maps it onto a
+ * lower-case letter only from that letter or its capital. Once a message. */
+static inline bool ieq_letters(const char *s, size_t n, const char *lower, size_t lower_len)
+{
+    if (n != lower_len)
+        return false;
+    uint32_t head, tail, want_head, want_tail;
+    memcpy(&head, s, 4);
+    memcpy(&tail, s + n - 4, 4);
+    memcpy(&want_head, lower, 4);
+    memcpy(&want_tail, lower + n - 4, 4);
+    return ((head | 0x20202020u) == want_head) & ((tail | 0x20202020u) == want_tail);
+}
+
+void parser_classify(ami_parser_t *p, const char *key, size_t klen, const char *val, size_t vlen)
 {
     p->name_hash = ami_name_hash(val, vlen);
-    if (ami_str_ieq(key, klen, "Response", 8)) {
+    if (ieq_letters(key, klen, "response", 8)) {
         p->kind = AMI_MSG_RESPONSE;
-        p->in_legacy_output = ami_str_ieq(val, vlen, "Follows", 7);
-    } else if (ami_str_ieq(key, klen, "Event", 5)) {
+        p->in_legacy_output = ieq_letters(val, vlen, "follows", 7);
+    } else if (ieq_letters(key, klen, "event", 5)) {
         p->kind = AMI_MSG_EVENT;
     } else {
         p->kind = AMI_MSG_OTHER;
@@ -437,7 +447,7 @@ static int take_header(ami_parser_t *p, ami_err_t *err, char *line, size_t len, 
     *colon = '\0';
     line[len] = '\0';
     if (p->nhdrs == 0)
-        classify(p, line, klen, line + voff, len - voff);
+        parser_classify(p, line, klen, line + voff, len - voff);
     if (klen == 8 && (line[0] | 0x20) == 'a' && p->actionid_idx < 0 && ami_str_ieq(line, klen, "ActionID", 8))
         p->actionid_idx = (int32_t)p->nhdrs;
     uint32_t off = (uint32_t)(line - (p->buf + p->start));
@@ -489,7 +499,7 @@ static int take_line(ami_parser_t *p, ami_err_t *err, char *line, size_t len, si
             p->start = p->scan; /* a stray blank line between messages */
             return 0;
         }
-        finish_message(p, msg);
+        parser_finish_message(p, msg);
         return 1;
     }
     if (p->expect_banner && !p->banner_done && p->nhdrs == 0)
@@ -534,61 +544,37 @@ static int need_more(ami_parser_t *p, ami_err_t *err, size_t scanned_to, size_t 
     return check_partial(p, err);
 }
 
-/* After a huge message, give the header array back (the message it
- * described is invalid from this call on). */
-static void shrink_headers(ami_parser_t *p)
+/* One line by the general path, every check and every error (return codes:
+ * parser_internal.h). A bad byte inside a message returns PARSER_AGAIN with
+ * the partial line's scan state kept: the next call goes on after it. */
+int parser_take_line(ami_parser_t *p, ami_msg_t *msg, ami_err_t *err)
 {
-    if (p->hdrs_cap <= HDRS_KEEP || p->nhdrs != 0)
-        return;
-    ami_hdr_t *smaller = ami_realloc(p->hdrs, HDRS_KEEP * sizeof *smaller);
-    if (smaller) {
-        p->hdrs = smaller;
-        p->hdrs_cap = HDRS_KEEP;
-    }
-}
-
-int ami_parser_next(ami_parser_t *p, ami_msg_t *msg, ami_err_t *err)
-{
-    if (p->failed) {
-        if (err)
-            *err = p->error;
-        return -1;
-    }
-    shrink_headers(p);
-    for (;;) {
-        size_t colon = p->line_colon == SIZE_MAX ? SIZE_MAX : p->scan + p->line_colon;
-        size_t t = scan_line(p->buf, p->scan + p->line_scanned, p->end, &colon);
-        if (t == p->end)
+    size_t colon = p->line_colon == SIZE_MAX ? SIZE_MAX : p->scan + p->line_colon;
+    size_t t = scan_line(p->buf, p->scan + p->line_scanned, p->end, &colon);
+    if (t == p->end)
+        return need_more(p, err, t, colon);
+    char *line = p->buf + p->scan;
+    size_t len = t - p->scan;
+    size_t next = t + 1;
+    if (p->buf[t] == '\r') {
+        if (t + 1 == p->end)
             return need_more(p, err, t, colon);
-        char *line = p->buf + p->scan;
-        size_t len = t - p->scan;
-        size_t next = t + 1;
-        if (p->buf[t] == '\r') {
-            if (t + 1 == p->end)
-                return need_more(p, err, t, colon);
-            if (p->buf[t + 1] != '\n') {
-                if (bad_byte(p, err, t, colon, false) < 0)
-                    return -1;
-                continue;
-            }
-            next = t + 2;
-        } else if (p->buf[t] == '\0') {
-            if (bad_byte(p, err, t, colon, true) < 0)
-                return -1;
-            continue;
-        }
-        p->scan = next;
-        p->line_scanned = 0;
-        p->line_colon = SIZE_MAX;
-        if (len > p->lim.max_line)
-            return line_too_long(p, err, line, len);
-        if (p->scan - p->start > p->lim.max_message)
-            return message_too_big(p, err);
-        size_t colon_at = colon == SIZE_MAX ? SIZE_MAX : colon - (size_t)(line - p->buf);
-        int rc = take_line(p, err, line, len, colon_at, msg);
-        if (rc != 0)
-            return rc;
+        if (p->buf[t + 1] != '\n')
+            return bad_byte(p, err, t, colon, false) < 0 ? -1 : PARSER_AGAIN;
+        next = t + 2;
+    } else if (p->buf[t] == '\0') {
+        return bad_byte(p, err, t, colon, true) < 0 ? -1 : PARSER_AGAIN;
     }
+    p->scan = next;
+    p->line_scanned = 0;
+    p->line_colon = SIZE_MAX;
+    if (len > p->lim.max_line)
+        return line_too_long(p, err, line, len);
+    if (p->scan - p->start > p->lim.max_message)
+        return message_too_big(p, err);
+    size_t colon_at = colon == SIZE_MAX ? SIZE_MAX : colon - (size_t)(line - p->buf);
+    int rc = take_line(p, err, line, len, colon_at, msg);
+    return rc == 0 ? PARSER_AGAIN : rc;
 }
 
 const ami_parser_bad_t *ami_parser_last_bad(const ami_parser_t *p)
