@@ -113,15 +113,6 @@ static void push_value(lua_State *L, const event_obj_t *e, uint32_t i)
     lua_pushlstring(L, v, vlen);
 }
 
-/* Eight bytes with their ASCII capitals lowered: a byte gets 0x20 where it
- * lies in 'A'..'Z' (top bit clear, >= 'A', < '['). */
-static inline uint64_t lower8(uint64_t w)
-{
-    const uint64_t ones = 0x0101010101010101ull, top = 0x8080808080808080ull;
-    uint64_t ge_a = (w | top) - ones * 'A', ge_z1 = (w | top) - ones * ('Z' + 1);
-    return w | ((ge_a & ~ge_z1 & ~w & top) >> 2);
-}
-
 /* ASCII case-insensitive equality of two keys of length n, a word at a time
  * (the byte loop of ami_str_ieq was the most of a field read's search). */
 static inline bool key_ieq(const char *a, const char *b, size_t n)
@@ -131,12 +122,12 @@ static inline bool key_ieq(const char *a, const char *b, size_t n)
         for (size_t i = 0; i + 8 < n; i += 8) {
             memcpy(&x, a + i, 8);
             memcpy(&y, b + i, 8);
-            if (lower8(x) != lower8(y))
+            if (ami_lower8(x) != ami_lower8(y))
                 return false;
         }
         memcpy(&x, a + n - 8, 8);
         memcpy(&y, b + n - 8, 8);
-        return lower8(x) == lower8(y);
+        return ami_lower8(x) == ami_lower8(y);
     }
     if (n >= 4) {
         uint32_t x0, x1, y0, y1;
@@ -144,13 +135,13 @@ static inline bool key_ieq(const char *a, const char *b, size_t n)
         memcpy(&x1, a + n - 4, 4);
         memcpy(&y0, b, 4);
         memcpy(&y1, b + n - 4, 4);
-        return lower8((uint64_t)x0 | (uint64_t)x1 << 32) == lower8((uint64_t)y0 | (uint64_t)y1 << 32);
+        return ami_lower8((uint64_t)x0 | (uint64_t)x1 << 32) == ami_lower8((uint64_t)y0 | (uint64_t)y1 << 32);
     }
     for (size_t i = 0; i < n; i++) {
         x |= (uint64_t)(unsigned char)a[i] << (8 * i);
         y |= (uint64_t)(unsigned char)b[i] << (8 * i);
     }
-    return lower8(x) == lower8(y);
+    return ami_lower8(x) == ami_lower8(y);
 }
 
 /* Whether narrow slice i is named key (its length already matched). */

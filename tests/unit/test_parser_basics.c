@@ -690,6 +690,38 @@ static void test_buffer_shrinks_after_a_big_message_and_parsing_goes_on(void **s
     free(big);
 }
 
+/* The event-name hash: ASCII capitals fold onto lower case at every length
+ * (the hash reads a word at a time, so each length takes another path), no
+ * other byte folds, and only the name's own bytes are read (each name sits
+ * in an allocation of exactly its length: AddressSanitizer would see an
+ * overread). */
+static void the_name_hash_folds_ascii_capitals_only_and_reads_only_the_name(void **state)
+{
+    (void)state;
+    const char *letters = "NewchannelHangupRequestVarSetQueueMemberStatus";
+    for (size_t n = 0; n <= 40; n++) {
+        char *mixed = malloc(n ? n : 1), *lower = malloc(n ? n : 1), *other = malloc(n ? n : 1);
+        for (size_t i = 0; i < n; i++) {
+            mixed[i] = letters[i];
+            lower[i] = (char)(letters[i] | 0x20);
+            other[i] = lower[i];
+        }
+        assert_int_equal(ami_name_hash(mixed, n), ami_name_hash(lower, n));
+        if (n > 0) {
+            other[n - 1] = '@'; /* '@' | 0x20 is '`': not a letter, never folded */
+            mixed[n - 1] = '`';
+            assert_int_not_equal(ami_name_hash(other, n), ami_name_hash(mixed, n));
+            other[n / 2] = (char)(lower[n / 2] ^ 1); /* another letter */
+            assert_int_not_equal(ami_name_hash(other, n), ami_name_hash(lower, n));
+        }
+        if (n > 0)
+            assert_int_not_equal(ami_name_hash(lower, n), ami_name_hash(lower, n - 1));
+        free(mixed);
+        free(lower);
+        free(other);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -713,6 +745,7 @@ int main(void)
         cmocka_unit_test(one_mib_command_output_of_20000_lines_parses_with_default_limits),
         cmocka_unit_test(test_command_output_of_20000_lines_parses_with_max_headers_raised),
         cmocka_unit_test(test_buffer_shrinks_after_a_big_message_and_parsing_goes_on),
+        cmocka_unit_test(the_name_hash_folds_ascii_capitals_only_and_reads_only_the_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
