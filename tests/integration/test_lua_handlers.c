@@ -128,8 +128,10 @@ static void event_objects_short_and_huge_read_the_same(void **state)
         "  local long = string.rep('K', 300)\n"
         "  local n = 0\n"
         "  for k, v in ev:headers() do n = n + 1 end\n"
+        "  local huge_key = ev[string.rep('k', 70000)]\n"
         "  ami.log.info('sizes', {who = ev.UserEvent, first = ev.First, after = ev.After,\n"
-        "    long = ev[long], big = #(ev.Big or ''), len = #ev, n = n, srv = ev.server})\n"
+        "    long = ev[long], big = #(ev.Big or ''), len = #ev, n = n, srv = ev.server,\n"
+        "    hk = tostring(huge_key)})\n"
         "end)\n");
     char key[301];
     memset(key, 'k', 300);
@@ -149,8 +151,8 @@ static void event_objects_short_and_huge_read_the_same(void **state)
     }
     free(raw);
     expect_log(w, "msg=sizes", 2);
-    assert_int_equal(lua_world_count_log(w, "after=2 big=10 first=1 len=7 long=L n=7 srv=pbx1 who=Short"), 1);
-    assert_int_equal(lua_world_count_log(w, "after=2 big=10 first=1 len=14 long=L n=14 srv=pbx1 who=Huge"), 1);
+    assert_int_equal(lua_world_count_log(w, "after=2 big=10 first=1 hk=nil len=7 long=L n=7 srv=pbx1 who=Short"), 1);
+    assert_int_equal(lua_world_count_log(w, "after=2 big=10 first=1 hk=nil len=14 long=L n=14 srv=pbx1 who=Huge"), 1);
     lua_world_free(w);
 }
 
