@@ -5,9 +5,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 
 #include "util/alloc.h"
 
@@ -16,7 +13,7 @@
 #define DEFAULT_MAX_MESSAGE (4u << 20)
 #define INITIAL_BUF (16u << 10)
 #define INITIAL_HDRS 64u
-/* Readable bytes past the capacity, for scan_line's 16-byte loads. */
+/* Readable bytes past the capacity, for parser_scan's 16-byte loads. */
 #define SCAN_PAD 16u
 /* Room for one read beyond the largest message: the buffer's hard bound. */
 #define READ_SLACK (256u << 10)
@@ -237,50 +234,6 @@ static int fail(ami_parser_t *p, ami_err_t *err, ami_status_t code, const char *
 #define SNIPPET(name, s, n)  \
     char name[40];           \
     excerpt(name, sizeof name, (s), (n))
-
-/* Scan one line from i: returns the index of its first NUL, CR or LF, or
- * `end` if none is buffered yet. Also records the first ':' before that byte
- * in *colon (left alone if already set). Sixteen bytes per step: this loop
- * runs over every byte of the stream. The buffer has SCAN_PAD readable bytes
- * past its capacity, so the last load may overrun `end` safely. */
-static size_t scan_line(const char *b, size_t i, size_t end, size_t *colon)
-{
-#ifdef __SSE2__
-    const __m128i lf = _mm_set1_epi8('\n');
-    const __m128i cr = _mm_set1_epi8('\r');
-    const __m128i nul = _mm_setzero_si128();
-    const __m128i col = _mm_set1_epi8(':');
-    while (i < end) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
-        unsigned term = (unsigned)_mm_movemask_epi8(
-            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr)),
-                         _mm_cmpeq_epi8(v, nul)));
-        size_t avail = end - i;
-        unsigned valid = avail >= 16 ? 0xFFFFu : (1u << avail) - 1u;
-        term &= valid;
-        if (*colon == SIZE_MAX) {
-            unsigned c = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, col)) & valid;
-            if (term)
-                c &= (term & (0u - term)) - 1u;
-            if (c)
-                *colon = i + (size_t)__builtin_ctz(c);
-        }
-        if (term)
-            return i + (size_t)__builtin_ctz(term);
-        i += 16;
-    }
-    return end;
-#else
-    for (; i < end; i++) {
-        char c = b[i];
-        if (c == '\n' || c == '\r' || c == '\0')
-            return i;
-        if (c == ':' && *colon == SIZE_MAX)
-            *colon = i;
-    }
-    return end;
-#endif
-}
 
 static int grow_headers(ami_parser_t *p, ami_err_t *err)
 {
@@ -550,7 +503,7 @@ static int need_more(ami_parser_t *p, ami_err_t *err, size_t scanned_to, size_t 
 int parser_take_line(ami_parser_t *p, ami_msg_t *msg, ami_err_t *err)
 {
     size_t colon = p->line_colon == SIZE_MAX ? SIZE_MAX : p->scan + p->line_colon;
-    size_t t = scan_line(p->buf, p->scan + p->line_scanned, p->end, &colon);
+    size_t t = parser_scan(p->buf, p->scan + p->line_scanned, p->end, &colon, false);
     if (t == p->end)
         return need_more(p, err, t, colon);
     char *line = p->buf + p->scan;

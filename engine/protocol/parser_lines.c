@@ -5,53 +5,10 @@
  * loop and the fast path compile as one function.
  */
 #include <string.h>
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 
 #include "protocol/parser.h"
 #include "protocol/parser_internal.h"
 #include "util/alloc.h"
-
-/* parser.c's scan_line for the fast path: whole 16-byte blocks before `end`
- * only (no mask for a short tail), the first ':' kept whichever block holds
- * it. SIZE_MAX when no terminator lies in those blocks: the general path
- * then takes the line. */
-static inline size_t scan_common(const char *b, size_t i, size_t end, size_t *colon)
-{
-#ifdef __SSE2__
-    const __m128i lf = _mm_set1_epi8('\n');
-    const __m128i cr = _mm_set1_epi8('\r');
-    const __m128i nul = _mm_setzero_si128();
-    const __m128i col = _mm_set1_epi8(':');
-    while (i + 16 <= end) { /* end may lie below i: see take_common_lines */
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
-        unsigned term = (unsigned)_mm_movemask_epi8(
-            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr)),
-                         _mm_cmpeq_epi8(v, nul)));
-        if (*colon == SIZE_MAX) {
-            /* Colons before the terminator; every colon when there is none
-             * (term 0 gives an all-ones mask). */
-            unsigned c = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, col)) & ((term & (0u - term)) - 1u);
-            if (c)
-                *colon = i + (size_t)__builtin_ctz(c);
-        }
-        if (term)
-            return i + (size_t)__builtin_ctz(term);
-        i += 16;
-    }
-    return SIZE_MAX;
-#else
-    for (; i < end; i++) {
-        char c = b[i];
-        if (c == '\n' || c == '\r' || c == '\0')
-            return i;
-        if (c == ':' && *colon == SIZE_MAX)
-            *colon = i;
-    }
-    return SIZE_MAX;
-#endif
-}
 
 /* "ActionID" in any case, eight bytes at once: OR-ing 0x20 into each byte
  * folds only the letters' capitals onto "actionid" (every byte of it is a
@@ -91,7 +48,7 @@ static int take_common_lines(ami_parser_t *p, ami_msg_t *msg)
     bool stop = false;
     while (!stop) {
         size_t colon = SIZE_MAX;
-        size_t t = scan_common(buf, scan, scan_end, &colon);
+        size_t t = parser_scan(buf, scan, scan_end, &colon, true);
         if (t == SIZE_MAX)
             break;
         size_t next = t + 1;
